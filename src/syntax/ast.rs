@@ -1,0 +1,456 @@
+//! The abstract syntax tree: what a `.mapga` file says, with a span on every node and no
+//! types yet. Produced by [`crate::syntax::parse`], consumed by the checker and the formatter.
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::{Ident, Span, Spanned};
+
+/// A whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    /// `//!` lines at the top of the file, without the `//!`.
+    pub docs: Vec<String>,
+    /// The top-level items in source order.
+    pub items: Vec<Item>,
+    /// The span of the whole file.
+    pub span: Span,
+}
+
+/// A top-level item with its `///` doc lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// Doc comment lines, without the `///`.
+    pub docs: Vec<String>,
+    /// What the item declares.
+    pub kind: ItemKind,
+    /// From the first doc line (or keyword) to the end.
+    pub span: Span,
+}
+
+/// The kinds of top-level item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ItemKind {
+    /// `use std.solvers.mapga`, `use "./x.mapga".{a, b}`.
+    Use(UseItem),
+    /// `param sigma_y = 0.05`.
+    Param {
+        /// Its name.
+        name: Ident,
+        /// An optional type annotation.
+        ty: Option<TypeExpr>,
+        /// The default value.
+        default: Expr,
+    },
+    /// `model cm = consistency("cm.safetensors")`.
+    Model {
+        /// Its name.
+        name: Ident,
+        /// The constructor expression.
+        value: Expr,
+    },
+    /// `let y = A(x)`, `pub let K = 3`.
+    Let {
+        /// Exported from the module.
+        public: bool,
+        /// What is bound.
+        pattern: Pattern,
+        /// An optional type annotation.
+        ty: Option<TypeExpr>,
+        /// The value.
+        value: Expr,
+    },
+    /// `fn f(a: T) -> R { ... }`.
+    Fn(FnDef),
+    /// `save x to "out.png"`.
+    Save {
+        /// What to save.
+        value: Expr,
+        /// Where to, relative to the output folder.
+        path: Expr,
+    },
+    /// `report psnr(x, y), ssim(x, y) as "SSIM"`.
+    Report(Vec<ReportEntry>),
+}
+
+/// Where a `use` imports from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UseSource {
+    /// A dotted path: `std.solvers.mapga`.
+    Module(Vec<Ident>),
+    /// A relative file: `"./helpers.mapga"`.
+    File(Spanned<String>),
+}
+
+/// An import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UseItem {
+    /// The module or file.
+    pub source: UseSource,
+    /// Names picked with `.{a, b}`; `None` imports every public item.
+    pub names: Option<Vec<Ident>>,
+}
+
+/// A function definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FnDef {
+    /// `pub fn`: exported from the module.
+    pub public: bool,
+    /// The function's name.
+    pub name: Ident,
+    /// Its parameters, in order.
+    pub params: Vec<FnParam>,
+    /// The declared result type.
+    pub ret: Option<TypeExpr>,
+    /// The body; its value is the result.
+    pub body: Block,
+}
+
+/// A function parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FnParam {
+    /// `///` lines before it.
+    pub docs: Vec<String>,
+    /// Its name.
+    pub name: Ident,
+    /// Its declared type.
+    pub ty: Option<TypeExpr>,
+    /// Its default value (the parameter is then optional).
+    pub default: Option<Expr>,
+}
+
+/// One entry of a `report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportEntry {
+    /// The value reported.
+    pub value: Expr,
+    /// The label given with `as "..."`.
+    pub label: Option<Spanned<String>>,
+}
+
+/// A type annotation.
+pub type TypeExpr = Spanned<TypeExprKind>;
+
+/// The forms of type annotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TypeExprKind {
+    /// `Float`, `Tensor[1, 28, 28]`, `List[Float]`.
+    Named {
+        /// The type's name.
+        name: Ident,
+        /// Bracketed arguments.
+        args: Vec<TypeArg>,
+    },
+    /// `(Float, Int)`.
+    Tuple(Vec<TypeExpr>),
+}
+
+/// An argument of a named type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TypeArg {
+    /// A fixed dimension: `28`.
+    Dim(Spanned<u64>),
+    /// Any dimension: `_`.
+    Any(Span),
+    /// A type, or a dimension variable such as `H`.
+    Type(TypeExpr),
+}
+
+/// A binding pattern.
+pub type Pattern = Spanned<PatternKind>;
+
+/// The forms of pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PatternKind {
+    /// A name.
+    Name(String),
+    /// `_`: ignore the value.
+    Wildcard,
+    /// `(a, b)`.
+    Tuple(Vec<Pattern>),
+}
+
+/// A block: statements, then an optional value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    /// The statements.
+    pub stmts: Vec<Stmt>,
+    /// The value of the block (the last expression), if any.
+    pub value: Option<Box<Expr>>,
+    /// From `{` to `}`.
+    pub span: Span,
+}
+
+/// A statement.
+pub type Stmt = Spanned<StmtKind>;
+
+/// The kinds of statement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StmtKind {
+    /// `let p = e` (`mutable: false`) or `var p = e` (`mutable: true`).
+    Let {
+        /// `var` rather than `let`.
+        mutable: bool,
+        /// What is bound.
+        pattern: Pattern,
+        /// An optional type annotation.
+        ty: Option<TypeExpr>,
+        /// The value.
+        value: Expr,
+    },
+    /// `z = e`, `z += e`.
+    Assign {
+        /// The variable.
+        target: Ident,
+        /// `=` or a compound operator.
+        op: Spanned<AssignOp>,
+        /// The value.
+        value: Expr,
+    },
+    /// `for p in e { ... }`.
+    For {
+        /// The loop pattern.
+        pattern: Pattern,
+        /// What is iterated.
+        iter: Expr,
+        /// The body.
+        body: Block,
+    },
+    /// `repeat n { ... }`.
+    Repeat {
+        /// How many times.
+        count: Expr,
+        /// The body.
+        body: Block,
+    },
+    /// `if c { ... } else { ... }` whose value is not used.
+    If(Expr),
+    /// `ascend z with opt for n steps { ...  maximize e }`.
+    Optimize(Optimize),
+    /// `/// text` before a statement: kept for the formatter, ignored by the checker.
+    Doc(String),
+}
+
+/// `=` and the compound assignments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignOp {
+    /// `=`
+    Set,
+    /// `+=`
+    Add,
+    /// `-=`
+    Sub,
+    /// `*=`
+    Mul,
+    /// `/=`
+    Div,
+}
+
+impl AssignOp {
+    /// The operator as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignOp::Set => "=",
+            AssignOp::Add => "+=",
+            AssignOp::Sub => "-=",
+            AssignOp::Mul => "*=",
+            AssignOp::Div => "/=",
+        }
+    }
+
+    /// The binary operator a compound assignment applies.
+    pub fn binary(self) -> Option<BinOp> {
+        match self {
+            AssignOp::Set => None,
+            AssignOp::Add => Some(BinOp::Add),
+            AssignOp::Sub => Some(BinOp::Sub),
+            AssignOp::Mul => Some(BinOp::Mul),
+            AssignOp::Div => Some(BinOp::Div),
+        }
+    }
+}
+
+/// Ascend (maximize) or descend (minimize).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Gradient ascent; the body says `maximize`.
+    Ascend,
+    /// Gradient descent; the body says `minimize`.
+    Descend,
+}
+
+/// The optimization step construct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Optimize {
+    /// Ascend or descend.
+    pub direction: Spanned<Direction>,
+    /// The `var` being optimized.
+    pub var: Ident,
+    /// The optimizer expression (`sgd(lr: 0.1)`).
+    pub optimizer: Expr,
+    /// The number of steps.
+    pub steps: Expr,
+    /// Statements computing the objective.
+    pub stmts: Vec<Stmt>,
+    /// `maximize` (true) or `minimize` (false) as written.
+    pub goal: Spanned<Direction>,
+    /// The scalar objective.
+    pub objective: Expr,
+    /// The body, `{` to `}`.
+    pub body_span: Span,
+}
+
+/// An expression.
+pub type Expr = Spanned<ExprKind>;
+
+/// The forms of expression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ExprKind {
+    /// An integer literal.
+    Int(i64),
+    /// A float literal; the text is kept so formatting reproduces it.
+    Float(f64, String),
+    /// A string literal (escapes resolved).
+    Str(String),
+    /// `true` / `false`.
+    Bool(bool),
+    /// A name.
+    Name(String),
+    /// `[a, b]`.
+    List(Vec<Expr>),
+    /// `(a, b)`; `()` is the empty tuple.
+    Tuple(Vec<Expr>),
+    /// `(e)`: kept so the formatter reproduces the parentheses.
+    Paren(Box<Expr>),
+    /// `-e`, `not e`.
+    Unary(Spanned<UnOp>, Box<Expr>),
+    /// `a + b` and the other infix operators.
+    Binary(Spanned<BinOp>, Box<Expr>, Box<Expr>),
+    /// `f(a, b, name: c)`.
+    Call(Box<Expr>, Vec<Arg>),
+    /// `x.name(a, b)`: a method call.
+    Method(Box<Expr>, Ident, Vec<Arg>),
+    /// `x.name`.
+    Field(Box<Expr>, Ident),
+    /// `x[i]`.
+    Index(Box<Expr>, Box<Expr>),
+    /// `if c { a } else { b }`.
+    If(Box<Expr>, Block, Option<Box<Expr>>),
+    /// `{ stmts  value }`.
+    Block(Block),
+    /// A placeholder for a part that failed to parse (never in a program that parsed cleanly).
+    Error,
+}
+
+/// A call argument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arg {
+    /// The name, for `name: value`.
+    pub name: Option<Ident>,
+    /// The value.
+    pub value: Expr,
+}
+
+/// Prefix operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnOp {
+    /// `-x`
+    Neg,
+    /// `not b`
+    Not,
+}
+
+/// Infix operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BinOp {
+    /// `or`
+    Or,
+    /// `and`
+    And,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `>>`: operator composition.
+    Compose,
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%`
+    Rem,
+    /// `^`
+    Pow,
+}
+
+impl BinOp {
+    /// The operator as written.
+    pub fn as_str(self) -> &'static str {
+        use BinOp::*;
+        match self {
+            Or => "or",
+            And => "and",
+            Eq => "==",
+            Ne => "!=",
+            Lt => "<",
+            Le => "<=",
+            Gt => ">",
+            Ge => ">=",
+            Compose => ">>",
+            Add => "+",
+            Sub => "-",
+            Mul => "*",
+            Div => "/",
+            Rem => "%",
+            Pow => "^",
+        }
+    }
+
+    /// Binding strength, loosest = 1; prefix `not` sits at 3 and prefix `-` at 8.
+    pub fn precedence(self) -> u8 {
+        use BinOp::*;
+        match self {
+            Or => 1,
+            And => 2,
+            Eq | Ne | Lt | Le | Gt | Ge => 4,
+            Compose => 5,
+            Add | Sub => 6,
+            Mul | Div | Rem => 7,
+            Pow => 9,
+        }
+    }
+
+    /// True for right-associative operators (`^`).
+    pub fn right_assoc(self) -> bool {
+        self == BinOp::Pow
+    }
+}
+
+impl UnOp {
+    /// The operator as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnOp::Neg => "-",
+            UnOp::Not => "not ",
+        }
+    }
+
+    /// Binding strength on the scale of [`BinOp::precedence`].
+    pub fn precedence(self) -> u8 {
+        match self {
+            UnOp::Not => 3,
+            UnOp::Neg => 8,
+        }
+    }
+}
