@@ -1,1 +1,10 @@
-fn main(){}
+//! The `mapga` command line: parse arguments, call the library, print, set the exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = mapga::cli::Cli::parse();
+    mapga::cli::run(cli)
+}

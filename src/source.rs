@@ -68,7 +68,7 @@ impl From<Span> for miette::SourceSpan {
 
 /// A value with the span it was written at. Equality ignores the span, so tests can compare
 /// trees structurally.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Spanned<T> {
     /// The value.
     pub node: T,

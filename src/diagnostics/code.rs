@@ -49,6 +49,9 @@ pub enum Code {
     UnknownField,
     /// An unknown type name in an annotation: `x: Flaot`.
     UnknownType,
+    /// An item not allowed where it is: `save` in an imported module, `extern fn` outside the
+    /// standard library.
+    ModuleItem,
 
     // ── types ──
     /// A value of the wrong type: `box_mask("28", 28)`.
@@ -112,6 +115,7 @@ impl Code {
             Recursion => "mapga::name::recursion",
             UnknownField => "mapga::name::unknown_field",
             UnknownType => "mapga::name::unknown_type",
+            ModuleItem => "mapga::name::module_item",
             TypeMismatch => "mapga::type::mismatch",
             Arity => "mapga::type::arity",
             UnknownArg => "mapga::type::unknown_arg",

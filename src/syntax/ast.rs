@@ -61,6 +61,8 @@ pub enum ItemKind {
     },
     /// `fn f(a: T) -> R { ... }`.
     Fn(FnDef),
+    /// `extern fn f(a: T) -> R`: a built-in's signature (standard library only).
+    Extern(ExternDef),
     /// `save x to "out.png"`.
     Save {
         /// What to save.
@@ -105,6 +107,17 @@ pub struct FnDef {
     pub body: Block,
 }
 
+/// A built-in's declared signature; its behaviour and shape rule live in Rust.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternDef {
+    /// The built-in's name.
+    pub name: Ident,
+    /// Its parameters.
+    pub params: Vec<FnParam>,
+    /// Its declared result type.
+    pub ret: TypeExpr,
+}
+
 /// A function parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FnParam {
@@ -114,6 +127,8 @@ pub struct FnParam {
     pub name: Ident,
     /// Its declared type.
     pub ty: Option<TypeExpr>,
+    /// `T...`: collects the remaining positional arguments.
+    pub variadic: bool,
     /// Its default value (the parameter is then optional).
     pub default: Option<Expr>,
 }

@@ -1,0 +1,634 @@
+//! Shape rules of the built-ins.
+//!
+//! A built-in's signature (`extern fn` in `stdlib/*.mapga`) gives its parameter and result
+//! types. The rule here refines the result: the shape of an image read from its header, the
+//! domain and range of an operator, a model's image shape from its card. Rules also check
+//! argument values known before running (a box inside the image, a positive sigma) and
+//! report them with the argument's span. Headers are read, never pixel data or weights.
+
+use std::path::PathBuf;
+
+use super::types::{Dim, FnRef, ModelKind, ModelType, OpType, Shape, Type};
+use super::unify::Scale;
+use super::{Checker, Val};
+use crate::diagnostics::{Code, Diag};
+use crate::graph::Const;
+use crate::io::FileError;
+use crate::source::Span;
+
+/// The arguments of a built-in call, by parameter name, after defaults are filled in.
+pub(crate) struct Args {
+    /// Each parameter with its value (`None` for the variadic parameter).
+    pub(crate) named: Vec<(String, Option<Val>)>,
+    /// The variadic parameter's values.
+    pub(crate) rest: Vec<Val>,
+    /// The whole call.
+    pub(crate) call: Span,
+}
+
+impl Args {
+    /// The value of parameter `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Val> {
+        self.named.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_ref())
+    }
+
+    /// The span of parameter `name`'s argument (the call when it was defaulted).
+    fn span(&self, name: &str) -> Span {
+        self.get(name).map_or(self.call, |v| if v.span.file == self.call.file { v.span } else { self.call })
+    }
+
+    fn int(&self, name: &str) -> Option<i64> {
+        self.get(name)?.konst.as_ref()?.as_i64()
+    }
+
+    fn float(&self, name: &str) -> Option<f64> {
+        self.get(name)?.konst.as_ref()?.as_f64()
+    }
+
+    fn string(&self, name: &str) -> Option<&str> {
+        match self.get(name)?.konst.as_ref()? {
+            Const::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn ty(&self, name: &str) -> Type {
+        self.get(name).map_or(Type::Error, |v| v.ty.clone())
+    }
+}
+
+/// The shape of a tensor or shape value.
+fn shape_of(t: &Type) -> Option<Shape> {
+    match t {
+        Type::Tensor(s) | Type::ShapeVal(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl Checker {
+    /// Reports an argument value outside what the built-in accepts.
+    fn invalid(&mut self, args: &Args, param: &str, message: String, help: &str) {
+        let d = Diag::error(Code::InvalidValue, args.span(param), message, format!("`{param}` is given here"));
+        let d = if help.is_empty() { d } else { d.with_help(help) };
+        self.report(d);
+    }
+
+    /// Checks `lo < value` (or `<=`) for a constant argument.
+    fn require(&mut self, args: &Args, param: &str, ok: impl Fn(f64) -> bool, what: &str) -> bool {
+        match args.float(param) {
+            Some(v) if !ok(v) => {
+                self.invalid(args, param, format!("`{param}` must be {what}, but it is {v}"), "");
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// A file argument: resolved against the current file, reported when missing.
+    fn file_arg(&mut self, args: &Args, param: &str) -> Option<PathBuf> {
+        let written = args.string(param)?.to_string();
+        let path = self.resolve_path(&written);
+        self.dependencies.push(path.clone());
+        Some(path)
+    }
+
+    /// Reports a file that cannot be used.
+    fn file_error(&mut self, args: &Args, param: &str, e: &FileError) {
+        let span = args.span(param);
+        let d = match e {
+            FileError::NotFound(p) => Diag::error(Code::MissingFile, span, format!("file not found: `{}`", p.display()), "this file does not exist")
+                .with_note(format!("resolved to {}", absolute(p).display()))
+                .with_help("paths are relative to the folder of the .mapga file"),
+            other => Diag::error(Code::BadFile, span, other.to_string(), "this file"),
+        };
+        self.report(d);
+    }
+
+    /// The result type of built-in `name` for these arguments; `declared` is the signature's
+    /// result type (already unified with the parameters' annotations).
+    pub(super) fn builtin_rule(&mut self, name: &str, args: &Args, declared: Type) -> Type {
+        if args.named.iter().any(|(_, v)| v.as_ref().is_some_and(|v| matches!(v.ty, Type::Error))) {
+            return if declared.is_open() { Type::Error } else { declared };
+        }
+        match name {
+            "image" => {
+                let Some(path) = self.file_arg(args, "path") else { return declared };
+                match crate::io::headers::image_header(&path) {
+                    Ok(h) => Type::Tensor(Shape::known(&[h.channels as u64, h.height as u64, h.width as u64])),
+                    Err(e) => {
+                        self.file_error(args, "path", &e);
+                        Type::Error
+                    }
+                }
+            }
+            "mask_image" => {
+                let Some(path) = self.file_arg(args, "path") else { return declared };
+                match crate::io::headers::image_header(&path) {
+                    Ok(h) => Type::Tensor(Shape::known(&[1, h.height as u64, h.width as u64])),
+                    Err(e) => {
+                        self.file_error(args, "path", &e);
+                        Type::Error
+                    }
+                }
+            }
+            "load_npy" => {
+                let Some(path) = self.file_arg(args, "path") else { return declared };
+                match crate::io::npy::npy_header(&path) {
+                    Ok(h) => Type::Tensor(Shape::known(&h.shape)),
+                    Err(e) => {
+                        self.file_error(args, "path", &e);
+                        Type::Error
+                    }
+                }
+            }
+            "shape" => {
+                let dims = args
+                    .rest
+                    .iter()
+                    .map(|v| match v.konst.as_ref().and_then(Const::as_i64) {
+                        Some(n) if n > 0 => Dim::Known(n as u64),
+                        Some(n) => {
+                            self.report(Diag::error(Code::InvalidValue, v.span, format!("a dimension must be positive, not {n}"), "here"));
+                            self.dims.fresh()
+                        }
+                        None => self.dims.fresh(),
+                    })
+                    .collect();
+                Type::ShapeVal(Shape::Dims(dims))
+            }
+            "zeros" | "ones" | "gaussian_like" => Type::Tensor(shape_of(&args.ty("shape")).unwrap_or(Shape::Unknown)),
+            "zeros_like" | "ones_like" | "stop_grad" | "clip" | "score" | "renoise" => args.ty("x"),
+            "ddim_step" => {
+                self.same_shape(args, "x", "x0");
+                args.ty("x")
+            }
+            "grad" => args.ty("wrt"),
+            "vjp" => args.ty("x"),
+            "sqrt" | "exp" | "log" | "abs" => self.elementwise(args, &["x"]),
+            "min" | "max" => self.elementwise(args, &["a", "b"]),
+            "tensor" => {
+                let shape = shape_of(&args.ty("shape")).unwrap_or(Shape::Unknown);
+                if let (Some(Const::List(xs)), Shape::Dims(d)) = (args.get("values").and_then(|v| v.konst.clone()), self.dims.resolve_shape(&shape)) {
+                    let known: Option<u64> = d.iter().map(|x| if let Dim::Known(n) = x { Some(*n) } else { None }).product();
+                    if let Some(n) = known {
+                        if n != xs.len() as u64 {
+                            self.invalid(
+                                args,
+                                "values",
+                                format!("{} values cannot fill a shape of {} elements", xs.len(), n),
+                                "give exactly as many values as the shape has elements",
+                            );
+                            return Type::Error;
+                        }
+                    }
+                }
+                Type::Tensor(shape)
+            }
+            "box_mask" => {
+                let ty = self.mask_shape(args);
+                if let (Some(h), Some(w)) = (args.int("image_height"), args.int("image_width")) {
+                    for (p, lim, off) in [("height", h, "top"), ("width", w, "left")] {
+                        if let (Some(size), Some(start)) = (args.int(p), args.int(off)) {
+                            if start < 0 || size <= 0 || start + size > lim {
+                                self.invalid(
+                                    args,
+                                    p,
+                                    format!("the box ({off} {start}, {p} {size}) does not fit in an image {p} of {lim}"),
+                                    "keep the box inside the image",
+                                );
+                            }
+                        }
+                    }
+                }
+                ty
+            }
+            "center_box_mask" => {
+                self.require(args, "fraction", |f| f > 0.0 && f <= 1.0, "in (0, 1]");
+                self.mask_shape(args)
+            }
+            "random_mask" => {
+                self.require(args, "keep", |f| (0.0..=1.0).contains(&f), "in [0, 1]");
+                self.mask_shape(args)
+            }
+            "random_boxes_mask" => {
+                self.require(args, "count", |f| f >= 0.0, "zero or more");
+                self.require(args, "size", |f| f >= 1.0, "at least 1");
+                self.mask_shape(args)
+            }
+            "half_mask" => {
+                if let Some(side) = args.string("side") {
+                    if !matches!(side, "left" | "right" | "top" | "bottom") {
+                        self.invalid(args, "side", format!("unknown side `{side}`"), "use \"left\", \"right\", \"top\" or \"bottom\"");
+                    }
+                }
+                self.mask_shape(args)
+            }
+            "rows_mask" => {
+                self.require(args, "every", |f| f >= 1.0, "at least 1");
+                self.mask_shape(args)
+            }
+            "subsample_mask" => {
+                self.require(args, "factor", |f| f >= 1.0, "at least 1");
+                self.mask_shape(args)
+            }
+            "inpaint" => {
+                let Some(Shape::Dims(d)) = shape_of(&args.ty("mask")) else { return declared };
+                if d.len() != 3 {
+                    self.invalid(args, "mask", format!("a mask is [1, H, W] or [C, H, W], not {} dimensions", d.len()), "");
+                    return Type::Error;
+                }
+                let c = match self.dims.resolve(d[0]) {
+                    Dim::Known(1) => self.dims.fresh(),
+                    other => other,
+                };
+                let shape = Shape::Dims(vec![c, d[1], d[2]]);
+                op(shape.clone(), shape, true, true)
+            }
+            "gaussian_blur" => {
+                self.require(args, "sigma", |s| s > 0.0, "positive");
+                if let Some(size) = args.int("size") {
+                    if size != 0 && (size < 0 || size % 2 == 0) {
+                        self.invalid(args, "size", format!("the kernel size must be odd (or 0 for automatic), not {size}"), "");
+                    }
+                }
+                self.same_shape_op(true, true)
+            }
+            "uniform_blur" => {
+                self.require(args, "size", |s| s >= 1.0, "at least 1");
+                self.same_shape_op(true, true)
+            }
+            "motion_blur" => {
+                self.require(args, "size", |s| s >= 1.0, "at least 1");
+                self.require(args, "intensity", |s| (0.0..=1.0).contains(&s), "in [0, 1]");
+                self.same_shape_op(true, false)
+            }
+            "kernel_blur" => {
+                if let Some(Shape::Dims(d)) = shape_of(&args.ty("kernel")) {
+                    let ok = d.len() == 2 || (d.len() == 3 && self.dims.resolve(d[0]) == Dim::Known(1));
+                    if !ok {
+                        self.invalid(args, "kernel", "a blur kernel is a grey image or a 2-D array".into(), "use a one-channel image or an [h, w] .npy");
+                    }
+                }
+                self.same_shape_op(true, false)
+            }
+            "downsample" | "bicubic_downsample" => {
+                let Some(k) = args.int("factor") else {
+                    return self.free_op(true, name == "downsample");
+                };
+                if k < 1 {
+                    self.invalid(args, "factor", format!("the factor must be at least 1, not {k}"), "");
+                    return Type::Error;
+                }
+                let (c, h, w, h2, w2) = (self.dims.fresh(), self.dims.fresh(), self.dims.fresh(), self.dims.fresh(), self.dims.fresh());
+                let origin = args.call;
+                for (big, small, what) in [(h, h2, "height"), (w, w2, "width")] {
+                    // A fresh constraint between fresh variables always holds.
+                    let _ = self.dims.add_scale(Scale { big, small, factor: k as u64, origin, what });
+                }
+                op(Shape::Dims(vec![c, h, w]), Shape::Dims(vec![c, h2, w2]), true, name == "downsample")
+            }
+            "to_grey" => {
+                let (h, w) = (self.dims.fresh(), self.dims.fresh());
+                op(Shape::Dims(vec![Dim::Known(3), h, w]), Shape::Dims(vec![Dim::Known(1), h, w]), true, false)
+            }
+            "clipping" => {
+                if let (Some(lo), Some(hi)) = (args.float("lo"), args.float("hi")) {
+                    if lo >= hi {
+                        self.invalid(args, "hi", format!("`hi` ({hi}) must be greater than `lo` ({lo})"), "");
+                    }
+                }
+                self.same_shape_op(false, false)
+            }
+            "gamma_curve" => {
+                self.require(args, "gamma", |g| g > 0.0, "positive");
+                self.same_shape_op(false, false)
+            }
+            "saturation" => {
+                self.require(args, "k", |k| k > 0.0, "positive");
+                self.same_shape_op(false, false)
+            }
+            "identity" => self.same_shape_op(true, true),
+            "operator" => self.user_operator(args),
+            "gaussian_noise" => {
+                self.require(args, "sigma", |s| s >= 0.0, "zero or more");
+                Type::Noise { additive: true }
+            }
+            "poisson_noise" => {
+                self.require(args, "rate", |s| s > 0.0, "positive");
+                Type::Noise { additive: false }
+            }
+            "karras" | "linear_schedule" | "geometric_schedule" => {
+                self.require(args, "sigma_min", |s| s > 0.0, "positive");
+                self.require(args, "steps", |s| s >= 1.0, "at least 1");
+                if let (Some(lo), Some(hi)) = (args.float("sigma_min"), args.float("sigma_max")) {
+                    if lo >= hi {
+                        self.invalid(args, "sigma_max", format!("`sigma_max` ({hi}) must be greater than `sigma_min` ({lo})"), "");
+                    }
+                }
+                if name == "karras" {
+                    self.require(args, "rho", |r| r > 0.0, "positive");
+                }
+                Type::Schedule
+            }
+            "schedule" => {
+                if let Some(Const::List(xs)) = args.get("sigmas").and_then(|v| v.konst.clone()) {
+                    let v: Vec<f64> = xs.iter().filter_map(Const::as_f64).collect();
+                    if v.is_empty() {
+                        self.invalid(args, "sigmas", "a schedule needs at least one noise level".into(), "");
+                    } else if v.windows(2).any(|p| p[1] >= p[0]) || v.iter().any(|s| *s < 0.0) {
+                        self.invalid(args, "sigmas", "noise levels must be non-negative and strictly decreasing".into(), "list them from the largest to the smallest");
+                    }
+                }
+                Type::Schedule
+            }
+            "sgd" => {
+                self.require(args, "lr", |x| x > 0.0, "positive");
+                Type::Optimizer
+            }
+            "momentum" => {
+                self.require(args, "lr", |x| x > 0.0, "positive");
+                self.require(args, "beta", |x| (0.0..1.0).contains(&x), "in [0, 1)");
+                Type::Optimizer
+            }
+            "adam" => {
+                self.require(args, "lr", |x| x > 0.0, "positive");
+                self.require(args, "eps", |x| x > 0.0, "positive");
+                if let Some(Const::Tuple(b)) = args.get("betas").and_then(|v| v.konst.clone()) {
+                    if b.iter().filter_map(Const::as_f64).any(|x| !(0.0..1.0).contains(&x)) {
+                        self.invalid(args, "betas", "Adam's betas must be in [0, 1)".into(), "the usual values are (0.9, 0.999)");
+                    }
+                }
+                Type::Optimizer
+            }
+            "denoiser" => self.load_model(args, ModelKind::Denoiser),
+            "consistency" => self.load_model(args, ModelKind::Consistency),
+            "ode_consistency" => {
+                self.require(args, "steps", |s| s >= 1.0, "at least 1");
+                let shape = match args.ty("denoiser") {
+                    Type::Model(m) => m.shape.clone(),
+                    _ => Shape::Unknown,
+                };
+                model(ModelKind::Consistency, shape)
+            }
+            "gaussian_prior" => {
+                let Some(mean) = shape_of(&args.ty("mean")) else { return declared };
+                if let (Shape::Dims(m), Some(Shape::Dims(c))) = (self.dims.resolve_shape(&mean), shape_of(&args.ty("cov")).map(|s| self.dims.resolve_shape(&s))) {
+                    let n: Option<u64> = m.iter().map(|d| if let Dim::Known(n) = d { Some(*n) } else { None }).product();
+                    let diag = c == m;
+                    let full = c.len() == 2 && n.is_some_and(|n| c[0] == Dim::Known(n) && c[1] == Dim::Known(n));
+                    if !diag && !full {
+                        let (ms, cs) = (Shape::Dims(m.clone()), Shape::Dims(c.clone()));
+                        let elems = n.map_or("n".to_string(), |n| n.to_string());
+                        self.report(
+                            Diag::error(Code::ShapeMismatch, args.span("cov"), format!("a covariance for a {ms} mean is {ms} (diagonal) or [{elems}, {elems}] (full), not {cs}"), format!("this is {cs}"))
+                                .with_label(args.span("mean"), format!("the mean is {ms}")),
+                        );
+                        return Type::Error;
+                    }
+                }
+                model(ModelKind::Prior, mean)
+            }
+            "gmm_prior" => {
+                let Some(Shape::Dims(m)) = shape_of(&args.ty("means")) else { return model(ModelKind::Prior, Shape::Unknown) };
+                if m.is_empty() {
+                    self.invalid(args, "means", "`means` must be [K, ...]: one mean per component".into(), "");
+                    return Type::Error;
+                }
+                if let Some(Shape::Dims(w)) = shape_of(&args.ty("weights")) {
+                    if w.len() != 1 || self.dims.unify_dim(w[0], m[0]).is_err() {
+                        self.invalid(args, "weights", "`weights` must be [K], one weight per component of `means`".into(), "");
+                    }
+                }
+                model(ModelKind::Prior, Shape::Dims(m[1..].to_vec()))
+            }
+            "exact_map" | "exact_map_eps" => {
+                let shape = match args.ty("prior") {
+                    Type::Model(m) => m.shape.clone(),
+                    _ => Shape::Unknown,
+                };
+                self.check_problem(args, Some(&shape));
+                Type::Tensor(shape)
+            }
+            "log_likelihood" | "data_consistency" => {
+                self.check_problem(args, None);
+                Type::Float
+            }
+            "log_prior" => {
+                if let (Type::Model(m), Some(x)) = (args.ty("denoiser"), args.get("x")) {
+                    let x = x.clone();
+                    let span = args.span("denoiser");
+                    self.apply_model(&m.shape, &x, span);
+                }
+                Type::Float
+            }
+            _ => declared,
+        }
+    }
+
+    /// Folds built-ins of constants (`sqrt(2.0)`), so shapes and checks can use the value.
+    pub(super) fn fold_builtin(&mut self, name: &str, args: &Args) -> Option<Const> {
+        let f = |n: &str| args.float(n);
+        Some(Const::Float(match name {
+            "sqrt" => f("x")?.sqrt(),
+            "exp" => f("x")?.exp(),
+            "log" => f("x")?.ln(),
+            "abs" => f("x")?.abs(),
+            "min" => f("a")?.min(f("b")?),
+            "max" => f("a")?.max(f("b")?),
+            _ => return None,
+        }))
+        .filter(|c| c.as_f64().is_some_and(f64::is_finite))
+    }
+
+    /// Float in, Float out; Tensor in, Tensor out (broadcasting two arguments).
+    fn elementwise(&mut self, args: &Args, params: &[&str]) -> Type {
+        let mut out = Type::Float;
+        for p in params {
+            match args.ty(p) {
+                Type::Tensor(s) => {
+                    out = match out {
+                        Type::Tensor(o) => match self.dims.unify_broadcast(&o, &s) {
+                            Ok(r) => Type::Tensor(r),
+                            Err(_) => {
+                                self.invalid(args, p, "the arguments' shapes do not match".into(), "");
+                                Type::Error
+                            }
+                        },
+                        _ => Type::Tensor(s),
+                    }
+                }
+                Type::Int | Type::Float => {}
+                t if t.is_open() => {}
+                other => {
+                    let other = self.dims.resolve_type(&other);
+                    self.invalid(args, p, format!("expected a number or a tensor, found {other}"), "");
+                    return Type::Error;
+                }
+            }
+        }
+        out
+    }
+
+    /// `[1, image_height, image_width]` from constant size arguments.
+    fn mask_shape(&mut self, args: &Args) -> Type {
+        let dim = |cx: &mut Self, p: &str| match args.int(p) {
+            Some(n) if n > 0 => Dim::Known(n as u64),
+            Some(n) => {
+                cx.invalid(args, p, format!("`{p}` must be positive, not {n}"), "");
+                cx.dims.fresh()
+            }
+            None => cx.dims.fresh(),
+        };
+        let h = dim(self, "image_height");
+        let w = dim(self, "image_width");
+        Type::Tensor(Shape::Dims(vec![Dim::Known(1), h, w]))
+    }
+
+    /// An operator mapping `[C, H, W]` to the same shape.
+    fn same_shape_op(&mut self, linear: bool, svd: bool) -> Type {
+        let s = self.dims.fresh_shape(3);
+        op(s.clone(), s, linear, svd)
+    }
+
+    /// An operator whose shapes are unknown.
+    fn free_op(&mut self, linear: bool, svd: bool) -> Type {
+        op(Shape::Unknown, Shape::Unknown, linear, svd)
+    }
+
+    /// Reports two tensor arguments whose shapes differ.
+    fn same_shape(&mut self, args: &Args, a: &str, b: &str) {
+        if let (Some(Shape::Dims(x)), Some(bv)) = (shape_of(&args.ty(a)), args.get(b).cloned()) {
+            if let Some(ys) = shape_of(&bv.ty) {
+                let xs = Shape::Dims(x);
+                if let Err(c) = self.dims.unify_shape(&ys, &xs) {
+                    self.shape_error(&c, &bv, &ys, args.span(a), &xs, &format!("`{a}` is"));
+                }
+            }
+        }
+    }
+
+    /// `y` must be in `A`'s range and `x` (or the prior's shape) in its domain.
+    fn check_problem(&mut self, args: &Args, prior: Option<&Shape>) {
+        let Type::Operator(o) = args.ty("A") else { return };
+        let a_span = args.span("A");
+        if let Some(y) = args.get("y").cloned() {
+            if let Some(ys) = shape_of(&y.ty) {
+                if let Err(c) = self.dims.unify_shape(&ys, &o.range) {
+                    self.shape_error(&c, &y, &ys, a_span, &o.range, "`A` produces");
+                }
+            }
+        }
+        if let Some(x) = args.get("x").cloned() {
+            if let Some(xs) = shape_of(&x.ty) {
+                if let Err(c) = self.dims.unify_shape(&xs, &o.domain) {
+                    self.shape_error(&c, &x, &xs, a_span, &o.domain, "`A` works on");
+                }
+            }
+        }
+        if let (Some(ps), Some(p)) = (prior, args.get("prior").cloned()) {
+            if let Err(c) = self.dims.unify_shape(ps, &o.domain) {
+                self.shape_error(&c, &p, ps, a_span, &o.domain, "`A` works on");
+            }
+        }
+    }
+
+    /// `operator(f, domain)`: the range is what `f` returns for a tensor of the domain's shape.
+    fn user_operator(&mut self, args: &Args) -> Type {
+        let domain = shape_of(&args.ty("domain")).unwrap_or(Shape::Unknown);
+        let Type::Fn(f) = args.ty("f") else { return self.free_op(false, false) };
+        if matches!(&f, FnRef::Builtin(n) if n.is_empty()) || self.generic {
+            return op(domain, Shape::Unknown, false, false);
+        }
+        let probe_span = args.span("f");
+        let node = self.add(crate::graph::Op::Input(0), vec![], Type::Tensor(domain.clone()), probe_span);
+        // The probe call specialises `f` for the domain's shape; the runtime calls that
+        // specialisation.
+        let saved_region = self.region;
+        let probe_region = self.emit.graph.add_region("operator probe", 1);
+        self.region = probe_region;
+        let arg = super::call::ArgVal {
+            name: None,
+            val: Val { ty: Type::Tensor(domain.clone()), node, konst: None, span: probe_span },
+        };
+        let out = self.call_fn_value(&f, vec![arg], probe_span);
+        self.emit.graph.region_mut(probe_region).outputs.push(out.node);
+        self.region = saved_region;
+        match out.ty {
+            Type::Tensor(range) => op(domain, range, false, false),
+            t if t.is_open() => op(domain, Shape::Unknown, false, false),
+            other => {
+                let other = self.dims.resolve_type(&other);
+                self.invalid(args, "f", format!("an operator's function must return a tensor, this one returns {other}"), "");
+                Type::Error
+            }
+        }
+    }
+
+    /// `denoiser(path)` / `consistency(path)`: the card beside the weights gives the shape.
+    fn load_model(&mut self, args: &Args, kind: ModelKind) -> Type {
+        let Some(weights) = self.file_arg(args, "path") else { return model(kind, Shape::Unknown) };
+        let tensors = match crate::io::headers::safetensors_header(&weights) {
+            Ok(t) => t,
+            Err(e) => {
+                self.file_error(args, "path", &e);
+                return Type::Error;
+            }
+        };
+        let card_path = crate::models::card::card_path_for(&weights);
+        self.dependencies.push(card_path.clone());
+        let card = match crate::models::card::load_card(&card_path) {
+            Ok(c) => c,
+            Err(e) => {
+                let span = args.span("path");
+                self.report(
+                    Diag::error(Code::BadFile, span, format!("the model card cannot be used: {e}"), "these weights")
+                        .with_note(format!("the card is read from {}", absolute(&card_path).display()))
+                        .with_help("every weights file needs a RON model card with the same name beside it"),
+                );
+                return Type::Error;
+            }
+        };
+        let card_kind = match card.kind {
+            crate::models::card::ModelKind::Denoiser => ModelKind::Denoiser,
+            crate::models::card::ModelKind::Consistency => ModelKind::Consistency,
+        };
+        if card_kind != kind {
+            let (want, have) = (kind.name(), card_kind.name());
+            self.report(
+                Diag::error(
+                    Code::ModelMismatch,
+                    args.span("path"),
+                    format!("this model is a {have} (says its card), but it is loaded as a {want}"),
+                    format!("a {have}"),
+                )
+                .with_help(format!("load it with `{}(...)`", have.to_lowercase())),
+            );
+            return Type::Error;
+        }
+        let problems = crate::models::card::tensor_mismatches(&card, &tensors);
+        if let Some(first) = problems.first() {
+            self.report(
+                Diag::error(Code::BadFile, args.span("path"), format!("the weights do not match the model card: {first}"), "these weights")
+                    .with_note(format!("{} mismatch(es) in all", problems.len())),
+            );
+            return Type::Error;
+        }
+        let [c, h, w] = card.image_shape;
+        model(kind, Shape::known(&[c as u64, h as u64, w as u64]))
+    }
+}
+
+/// An operator type.
+fn op(domain: Shape, range: Shape, linear: bool, svd: bool) -> Type {
+    Type::Operator(Box::new(OpType { domain, range, linear, svd }))
+}
+
+/// A model type.
+fn model(kind: ModelKind, shape: Shape) -> Type {
+    Type::Model(Box::new(ModelType { kind, shape }))
+}
+
+/// The path made absolute for messages (without requiring it to exist).
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,284 @@
+//! Phase 2: names, types and shapes, lowered into the typed graph.
+//!
+//! # How checking works
+//!
+//! [`check_file`] loads the pipeline, parses it, and walks it once, top to bottom. The walk
+//! resolves every name (locals, then the module's items and imports, then the built-ins of
+//! the standard library), computes each expression's [`Type`] (with tensor shapes and the
+//! constant value where one is known), and emits the node for it into the typed [`Graph`]
+//! as it goes, so checking and lowering are the same pass.
+//!
+//! * **Modules.** `use std.x.y` loads an embedded standard-library file, `use "./f.mapga"` a
+//!   file relative to the importing one. A module is checked completely when it is first
+//!   imported; a stack of modules being loaded detects import cycles.
+//! * **Functions** are checked twice. First on their own, from their annotations alone
+//!   (unannotated parameters are `Any`): this finds every error that does not depend on the
+//!   caller, in every function, called or not. Then, for each distinct combination of
+//!   argument types, shapes and constants at a call site, the body is checked again with
+//!   those exact types and emitted as a specialised [`graph::Function`]. Shapes therefore
+//!   flow through user functions exactly, and a shape error that only one caller triggers
+//!   is reported in the body with a note naming that call. Recursion is refused.
+//! * **Shapes** are lists of dimensions, each known or a variable bound by unification
+//!   ([`unify::DimTable`]). Built-ins give their results shapes through the rules in
+//!   [`builtins`], which read image, `.npy`, safetensors and model-card headers (never pixel
+//!   data or weights) and may add scale constraints (`downsample(4)`: `h = 4 h'`).
+//! * **Errors** do not stop the walk: an expression that fails gets [`Type::Error`], which
+//!   fits everywhere, so each mistake is reported once and the rest of the file is still
+//!   checked. Warnings report unused bindings and shadowing.
+//! * **Mutable variables** become data flow: loops and branches that assign a `var` carry it
+//!   explicitly through their regions (see [`crate::graph`]).
+
+mod annot;
+pub mod builtins;
+mod call;
+mod expr;
+mod members;
+mod modules;
+mod scope;
+mod stmt;
+mod suggest;
+pub mod types;
+pub mod unify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::diagnostics::{Code, Diag, Diags};
+use crate::graph::{Const, FuncId, Graph, NodeId, Op, RegionId};
+use crate::source::{FileId, Origin, SourceMap, Span};
+use modules::Module;
+use scope::Scope;
+use types::Type;
+use unify::DimTable;
+
+/// Options of one check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// `--set NAME=VALUE` overrides of pipeline params, as source text of a literal.
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// The result of checking a pipeline.
+#[derive(Debug)]
+pub struct Checked {
+    /// The typed graph (complete when there are no errors).
+    pub graph: Graph,
+    /// Errors and warnings.
+    pub diags: Diags,
+    /// Every file that was loaded, for rendering diagnostics.
+    pub sources: SourceMap,
+    /// Every file the pipeline depends on: imports, images, arrays, models and cards.
+    pub dependencies: Vec<PathBuf>,
+}
+
+/// Checks the pipeline file at `path`.
+pub fn check_file(path: &Path, opts: &CheckOptions) -> Checked {
+    let mut cx = Checker::new(opts.clone());
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let file = cx
+                .sources
+                .add(path.display().to_string(), Origin::Path(path.to_path_buf()), text);
+            if let Err(d) = crate::syntax::decode(file, &bytes) {
+                cx.diags.push(d);
+                return cx.finish();
+            }
+            cx.check_root(file);
+        }
+        Err(e) => {
+            let file = cx.sources.add(path.display().to_string(), Origin::Path(path.to_path_buf()), "");
+            cx.diags.push(Diag::error(
+                Code::MissingFile,
+                Span::new(file, 0, 0),
+                format!("cannot read `{}`: {e}", path.display()),
+                "",
+            ));
+        }
+    }
+    cx.finish()
+}
+
+/// Checks pipeline source text given directly; relative paths resolve against `base_dir`.
+pub fn check_source(name: &str, text: &str, base_dir: &Path, opts: &CheckOptions) -> Checked {
+    let mut cx = Checker::new(opts.clone());
+    let file = cx.sources.add(name, Origin::Path(base_dir.join(name)), text.to_string());
+    cx.check_root(file);
+    cx.finish()
+}
+
+/// Checks a standard-library module on its own (used by tests and `mapga check std.x`).
+pub fn check_std_module(path: &str) -> Checked {
+    let mut cx = Checker::new(CheckOptions::default());
+    let span = Span::new(FileId(0), 0, 0);
+    match modules::ModuleKey::parse_std(path) {
+        Some(key) => {
+            cx.load_module(key, span);
+        }
+        None => cx.diags.push(Diag::error(Code::UnknownModule, span, format!("no module `{path}`"), "")),
+    }
+    cx.finish()
+}
+
+/// A value computed by checking an expression: its type, its node, and its constant value
+/// when known before running.
+#[derive(Debug, Clone)]
+pub(crate) struct Val {
+    pub ty: Type,
+    pub node: NodeId,
+    pub konst: Option<Const>,
+    pub span: Span,
+}
+
+/// Where emitted nodes go: the real graph, or a scratch graph while a function is checked on
+/// its own.
+#[derive(Debug, Default)]
+pub(crate) struct Emit {
+    pub graph: Graph,
+    pub instances: HashMap<String, (FuncId, Type)>,
+}
+
+/// The checker's state for one check.
+pub(crate) struct Checker {
+    pub opts: CheckOptions,
+    pub sources: SourceMap,
+    pub diags: Diags,
+    pub dims: DimTable,
+    pub emit: Emit,
+    pub modules: Vec<Module>,
+    /// Modules being loaded, outermost first, with the `use` span that loads each.
+    pub loading: Vec<(modules::ModuleKey, Span)>,
+    /// Built-ins by name: (module index, item index).
+    pub prelude: HashMap<String, (usize, usize)>,
+    /// Public non-extern functions of the standard library: name -> module path (for hints).
+    pub std_index: HashMap<String, String>,
+    /// The module whose code is being checked.
+    pub module: usize,
+    /// The region nodes are emitted into.
+    pub region: RegionId,
+    /// Local scopes, innermost last.
+    pub scopes: Vec<Scope>,
+    /// Checking a function on its own (annotations only): user calls are not specialised.
+    pub generic: bool,
+    /// Functions being specialised, for recursion detection and notes.
+    pub call_stack: Vec<(usize, String, Span)>,
+    /// Every file read for shapes (images, arrays, models, cards, imports).
+    pub dependencies: Vec<PathBuf>,
+    /// Diagnostics already reported, by (code, primary span), to drop repeats.
+    pub seen: std::collections::HashSet<(Code, Span)>,
+}
+
+impl Checker {
+    fn new(opts: CheckOptions) -> Self {
+        let mut cx = Checker {
+            opts,
+            sources: SourceMap::new(),
+            diags: Diags::new(),
+            dims: DimTable::new(),
+            emit: Emit {
+                graph: Graph::new(),
+                instances: HashMap::new(),
+            },
+            modules: Vec::new(),
+            loading: Vec::new(),
+            prelude: HashMap::new(),
+            std_index: HashMap::new(),
+            module: 0,
+            region: Graph::MAIN,
+            scopes: Vec::new(),
+            generic: false,
+            call_stack: Vec::new(),
+            dependencies: Vec::new(),
+            seen: Default::default(),
+        };
+        cx.load_prelude();
+        cx
+    }
+
+    fn finish(mut self) -> Checked {
+        self.diags.sort_dedup();
+        // Fill in dimensions learned after a node was emitted.
+        let resolved: Vec<Type> = self
+            .emit
+            .graph
+            .nodes
+            .iter()
+            .map(|n| self.dims.resolve_type(&n.ty))
+            .collect();
+        for (n, t) in self.emit.graph.nodes.iter_mut().zip(resolved) {
+            n.ty = t;
+        }
+        for p in &mut self.emit.graph.params {
+            p.ty = self.dims.resolve_type(&p.ty);
+        }
+        self.dependencies.sort();
+        self.dependencies.dedup();
+        Checked {
+            graph: self.emit.graph,
+            diags: self.diags,
+            sources: self.sources,
+            dependencies: self.dependencies,
+        }
+    }
+
+    /// Records a diagnostic unless the same problem at the same place is already recorded.
+    pub fn report(&mut self, d: Diag) {
+        // Warnings are about the code being checked, not the libraries it imports.
+        if !d.is_error() && !self.modules[self.module].root {
+            return;
+        }
+        if self.seen.insert((d.code, d.span())) {
+            let d = match self.call_stack.last() {
+                Some((_, name, call)) if !self.generic => {
+                    let f = self.sources.get(call.file);
+                    let (line, col) = f.line_col(call.start as usize);
+                    d.with_note(format!("while checking the call of `{name}` at {}:{line}:{col}", f.name))
+                }
+                _ => d,
+            };
+            self.diags.push(d);
+        }
+    }
+
+    /// Emits a node into the current region.
+    pub fn add(&mut self, op: Op, inputs: Vec<NodeId>, ty: Type, span: Span) -> NodeId {
+        self.emit.graph.add(self.region, op, inputs, ty, span)
+    }
+
+    /// Emits a node for a value that failed to check.
+    pub fn error_val(&mut self, span: Span) -> Val {
+        let node = self.add(Op::Const(Const::Unit), vec![], Type::Error, span);
+        Val {
+            ty: Type::Error,
+            node,
+            konst: None,
+            span,
+        }
+    }
+
+    /// A constant node.
+    pub fn const_val(&mut self, c: Const, ty: Type, span: Span) -> Val {
+        let node = self.add(Op::Const(c.clone()), vec![], ty.clone(), span);
+        Val {
+            ty,
+            node,
+            konst: Some(c),
+            span,
+        }
+    }
+
+    /// The folder relative paths in the current module resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.sources.get(self.modules[self.module].file).base_dir()
+    }
+
+    /// Resolves a path written in the current module.
+    pub fn resolve_path(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir().join(p)
+        }
+    }
+}

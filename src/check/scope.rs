@@ -1,0 +1,162 @@
+//! Bindings and local scopes, with use tracking for the unused-binding warning.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use super::types::Type;
+use super::{Checker, Val};
+use crate::diagnostics::{Code, Diag};
+use crate::graph::{Const, NodeId};
+use crate::source::Span;
+
+/// What introduced a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindKind {
+    /// `param`.
+    Param,
+    /// `model`.
+    Model,
+    /// `let` (or a loop pattern).
+    Let,
+    /// `var`: may be assigned.
+    Var,
+    /// A function parameter.
+    FnParam,
+    /// An imported name.
+    Import,
+}
+
+/// A name bound to a value.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The name.
+    pub name: String,
+    /// What introduced it.
+    pub kind: BindKind,
+    /// Its type.
+    pub ty: Type,
+    /// The node holding its current value (`None` for functions).
+    pub node: Option<NodeId>,
+    /// Its value, when known before running.
+    pub konst: Option<Const>,
+    /// Where it was bound.
+    pub span: Span,
+    /// Whether anything refers to it.
+    pub used: Cell<bool>,
+}
+
+impl Binding {
+    /// A binding not used yet.
+    pub fn new(name: &str, kind: BindKind, ty: Type, node: Option<NodeId>, konst: Option<Const>, span: Span) -> Self {
+        Binding {
+            name: name.to_string(),
+            kind,
+            ty,
+            node,
+            konst,
+            span,
+            used: Cell::new(false),
+        }
+    }
+}
+
+/// One local scope (a function body, a block, a loop body).
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// The bindings, by name.
+    pub names: HashMap<String, Binding>,
+}
+
+impl Checker {
+    /// Opens a local scope.
+    pub(super) fn push_scope(&mut self) {
+        self.scopes.push(Scope::default());
+    }
+
+    /// Closes the innermost scope, warning about bindings nothing used.
+    pub(super) fn pop_scope(&mut self) {
+        let Some(scope) = self.scopes.pop() else { return };
+        if self.call_stack.is_empty() {
+            let mut unused: Vec<&Binding> = scope
+                .names
+                .values()
+                .filter(|b| !b.used.get() && !b.name.starts_with('_'))
+                .filter(|b| matches!(b.kind, BindKind::Let | BindKind::Var))
+                .collect();
+            unused.sort_by_key(|b| b.span.start);
+            let diags: Vec<Diag> = unused
+                .into_iter()
+                .map(|b| {
+                    Diag::error(Code::Unused, b.span, format!("`{}` is never used", b.name), "unused")
+                        .with_help(format!("remove it, or name it `_{}`", b.name))
+                })
+                .collect();
+            for d in diags {
+                self.report(d);
+            }
+        }
+    }
+
+    /// Binds a local name in the innermost scope, warning when it hides another binding.
+    pub(super) fn bind_local(&mut self, name: &str, kind: BindKind, v: Val, span: Span) {
+        if self.call_stack.is_empty() && matches!(kind, BindKind::Let | BindKind::Var) && !name.starts_with('_') {
+            if let Some(prev) = self.lookup_quiet(name) {
+                if !matches!(prev.kind, BindKind::Import) && prev.span != span {
+                    let d = Diag::error(
+                        Code::Shadowing,
+                        span,
+                        format!("`{name}` hides an earlier binding with the same name"),
+                        "this binding",
+                    )
+                    .with_label(prev.span, "hides this one")
+                    .with_help("rename one of them; if you meant to change it, declare it with `var` and assign");
+                    self.report(d);
+                }
+            }
+        }
+        let b = Binding::new(name, kind, v.ty, Some(v.node), v.konst, span);
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.names.insert(name.to_string(), b);
+        } else {
+            self.modules[self.module].globals.insert(name.to_string(), b);
+        }
+    }
+
+    /// Finds a binding without marking it used (locals, then the module).
+    pub(super) fn lookup_quiet(&self, name: &str) -> Option<&Binding> {
+        for s in self.scopes.iter().rev() {
+            if let Some(b) = s.names.get(name) {
+                return Some(b);
+            }
+        }
+        self.modules[self.module].globals.get(name)
+    }
+
+    /// Finds a local or module binding and marks it used.
+    pub(super) fn lookup(&self, name: &str) -> Option<&Binding> {
+        let b = self.lookup_quiet(name)?;
+        b.used.set(true);
+        Some(b)
+    }
+
+    /// Updates the node (current value) of a bound `var`.
+    pub(super) fn set_var(&mut self, name: &str, node: NodeId, ty: Type) {
+        for s in self.scopes.iter_mut().rev() {
+            if let Some(b) = s.names.get_mut(name) {
+                b.node = Some(node);
+                b.ty = ty;
+                b.konst = None;
+                return;
+            }
+        }
+    }
+
+    /// Every name visible here (for "did you mean").
+    pub(super) fn visible_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.scopes.iter().flat_map(|s| s.names.keys().cloned()).collect();
+        out.extend(self.modules[self.module].globals.keys().cloned());
+        out.extend(self.modules[self.module].fns.keys().cloned());
+        out.extend(self.prelude.keys().cloned());
+        out
+    }
+}

@@ -1,0 +1,44 @@
+//! `mapga check`.
+
+use super::{parse_sets, print_diags, CheckArgs};
+use crate::check::{check_file, CheckOptions};
+
+/// Checks each file; returns the exit code.
+pub fn run(args: &CheckArgs) -> u8 {
+    let overrides = match parse_sets(&args.set) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let opts = CheckOptions { overrides };
+    let (mut errors, mut warnings, mut unreadable) = (0usize, 0usize, false);
+    for file in &args.files {
+        if let Err(e) = std::fs::metadata(file) {
+            eprintln!("error: cannot read `{}`: {e}", file.display());
+            unreadable = true;
+            continue;
+        }
+        let checked = check_file(file, &opts);
+        print_diags(&checked.diags.0, &checked.sources, args.message_format);
+        errors += checked.diags.error_count();
+        warnings += checked.diags.warning_count();
+    }
+    if errors + warnings > 0 {
+        eprintln!(
+            "{} error{}, {} warning{}",
+            errors,
+            if errors == 1 { "" } else { "s" },
+            warnings,
+            if warnings == 1 { "" } else { "s" }
+        );
+    }
+    if unreadable {
+        2
+    } else if errors > 0 || (args.deny_warnings && warnings > 0) {
+        1
+    } else {
+        0
+    }
+}

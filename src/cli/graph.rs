@@ -1,0 +1,45 @@
+//! `mapga graph`.
+
+use super::{parse_sets, print_diags, write_atomic, GraphArgs, GraphFormat, MessageFormat};
+use crate::check::{check_file, CheckOptions};
+
+/// Checks the file and prints its graph; returns the exit code.
+pub fn run(args: &GraphArgs) -> u8 {
+    let overrides = match parse_sets(&args.set) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::metadata(&args.file) {
+        eprintln!("error: cannot read `{}`: {e}", args.file.display());
+        return 2;
+    }
+    let checked = check_file(&args.file, &CheckOptions { overrides });
+    print_diags(&checked.diags.0, &checked.sources, MessageFormat::Human);
+    if checked.diags.has_errors() {
+        eprintln!("error: the pipeline has errors; no graph");
+        return 1;
+    }
+    let text = match args.format {
+        GraphFormat::Dot => crate::graph::to_dot(&checked.graph),
+        GraphFormat::Ron => match checked.graph.to_ron() {
+            Ok(t) => t + "\n",
+            Err(e) => {
+                eprintln!("error: cannot serialise the graph: {e}");
+                return 2;
+            }
+        },
+    };
+    match &args.output {
+        Some(path) => {
+            if let Err(e) = write_atomic(path, &text) {
+                eprintln!("error: cannot write `{}`: {e}", path.display());
+                return 2;
+            }
+        }
+        None => print!("{text}"),
+    }
+    0
+}

@@ -1,0 +1,159 @@
+//! The command-line interface: `mapga check`, `mapga graph`, `mapga fmt`.
+//!
+//! Exit codes (the contract scripts rely on): 0 when clean (warnings allowed), 1 when the
+//! program has errors (or `fmt --check` finds files to reformat), 2 for usage and I/O errors
+//! (a file that cannot be read, a bad `--set`).
+
+mod check;
+mod fmt;
+mod graph;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::diagnostics::{render, render_plain, Diag, RenderOptions};
+use crate::source::SourceMap;
+
+/// mapga: solve imaging inverse problems with diffusion models, written as text files.
+#[derive(Debug, Parser)]
+#[command(name = "mapga", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check pipelines for errors (names, types, shapes, files) without running them.
+    ///
+    /// Exits 0 when every file is clean (warnings allowed), 1 when any has errors,
+    /// 2 when a file cannot be read.
+    Check(CheckArgs),
+    /// Print the typed graph a pipeline lowers to, as RON or Graphviz DOT.
+    Graph(GraphArgs),
+    /// Format pipelines in the canonical style, keeping every comment.
+    ///
+    /// Rewrites the files in place; with --check, only reports the files that would change
+    /// (exit 1 if any).
+    Fmt(FmtArgs),
+}
+
+/// How diagnostics are printed.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum MessageFormat {
+    /// Source excerpts with labels (default).
+    #[default]
+    Human,
+    /// One line per problem: `file:line:col: severity[code]: message`.
+    Short,
+}
+
+/// Arguments of `mapga check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The pipeline files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Override a pipeline param, as in `mapga run`: `--set sigma_y=0.1`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// How to print diagnostics.
+    #[arg(long, value_enum, default_value_t)]
+    pub message_format: MessageFormat,
+    /// Treat warnings as errors (exit 1 when there are any).
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+/// Output formats of `mapga graph`.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum GraphFormat {
+    /// Rust Object Notation, through serde: every node, type and span.
+    #[default]
+    Ron,
+    /// Graphviz DOT: `mapga graph p.mapga --format dot | dot -Tsvg > p.svg`.
+    Dot,
+}
+
+/// Arguments of `mapga graph`.
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: GraphFormat,
+    /// Override a pipeline param: `--set sigma_y=0.1`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Arguments of `mapga fmt`.
+#[derive(Debug, clap::Args)]
+pub struct FmtArgs {
+    /// The files to format.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Do not write; list the files that are not formatted and exit 1 if there are any.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Check(a) => check::run(&a),
+        Command::Graph(a) => graph::run(&a),
+        Command::Fmt(a) => fmt::run(&a),
+    };
+    ExitCode::from(code)
+}
+
+/// Parses `--set NAME=VALUE` arguments.
+pub(crate) fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for s in sets {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(format!("`--set {s}`: expected NAME=VALUE, e.g. `--set sigma_y=0.1`"));
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`--set {s}`: `{k}` is not a param name"));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Prints diagnostics to standard error.
+pub(crate) fn print_diags(diags: &[Diag], sources: &SourceMap, format: MessageFormat) {
+    let stderr = std::io::stderr();
+    let text = match format {
+        MessageFormat::Short => render_plain(diags, sources),
+        MessageFormat::Human => {
+            let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            render(diags, sources, RenderOptions { color, width: 100 })
+        }
+    };
+    eprint!("{text}");
+}
+
+/// Writes `text` to `path` atomically: a temporary file beside it, then a rename.
+pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.mapga-tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}

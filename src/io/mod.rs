@@ -1,0 +1,165 @@
+//! File formats read by the checker and the runtime.
+//!
+//! The checker must know the shape of every file a program names (images, `.npy` arrays,
+//! safetensors weights) before anything runs, so each format here has a *header* reader that
+//! looks only at the few bytes describing the data, never at pixels or weights:
+//! [`headers::image_header`], [`headers::safetensors_header`] and [`npy::npy_header`].
+//! [`npy`] also reads and writes whole `f32` arrays for the runtime.
+//!
+//! Every problem is a [`FileError`] that names the file and says in plain words what is wrong;
+//! no input bytes, however broken, make these readers panic.
+
+pub mod headers;
+pub mod npy;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A file that could not be read or written, or whose contents are not what they should be.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file does not exist.
+    #[error("`{}`: no such file", .0.display())]
+    NotFound(PathBuf),
+    /// The operating system refused to read the file (permissions, a folder, a disk error).
+    #[error("cannot read `{}`: {error}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// The operating system refused to write the file.
+    #[error("cannot write `{}`: {error}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// The file is not an image at all.
+    #[error("`{}`: not a PNG or JPEG image", .0.display())]
+    NotAnImage(PathBuf),
+    /// The file is an image in a format other than PNG or JPEG.
+    #[error("`{}`: {format} images are not supported, only PNG and JPEG", .path.display())]
+    UnsupportedImage {
+        /// The file.
+        path: PathBuf,
+        /// The format found, e.g. `GIF`.
+        format: String,
+    },
+    /// The file starts like a PNG or JPEG image but its header is broken or truncated.
+    #[error("`{}`: broken {format} image: {detail}", .path.display())]
+    BadImage {
+        /// The file.
+        path: PathBuf,
+        /// `PNG` or `JPEG`.
+        format: &'static str,
+        /// What the decoder found wrong.
+        detail: String,
+    },
+    /// The file is not a well-formed `.npy` file.
+    #[error("`{}`: .npy header is malformed: {detail}", .path.display())]
+    NpyHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The `.npy` element type is not one this crate reads.
+    #[error(
+        "`{}`: unsupported .npy dtype `{descr}` (supported: <f4, <f8, |u1, <i4, <i8, |b1)",
+        .path.display()
+    )]
+    NpyDtype {
+        /// The file.
+        path: PathBuf,
+        /// The dtype as written in the header, e.g. `<c8`.
+        descr: String,
+    },
+    /// The `.npy` array is stored in Fortran (column-major) order.
+    #[error(
+        "`{}`: .npy array is in Fortran order; only C order is supported \
+         (save it with `np.ascontiguousarray`)",
+        .0.display()
+    )]
+    NpyFortranOrder(PathBuf),
+    /// The `.npy` file holds fewer data bytes than its header promises.
+    #[error(
+        "`{}`: .npy data is truncated: the header promises {expected} bytes of data \
+         but the file holds {found}",
+        .path.display()
+    )]
+    NpyTruncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes of data the header's dtype and shape call for.
+        expected: u64,
+        /// Bytes of data actually present after the header.
+        found: u64,
+    },
+    /// The file is not a well-formed safetensors file.
+    #[error("`{}`: safetensors header is malformed: {detail}", .path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Data handed to a writer does not fit the shape it is to be written with.
+    #[error(
+        "`{}`: shape {shape:?} holds {expected} values but {found} were given",
+        .path.display()
+    )]
+    DataLength {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The shape asked for.
+        shape: Vec<u64>,
+        /// The number of values the shape holds (saturating at `u64::MAX`).
+        expected: u64,
+        /// The number of values given.
+        found: u64,
+    },
+}
+
+impl FileError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileError::NotFound(path)
+            | FileError::NotAnImage(path)
+            | FileError::NpyFortranOrder(path)
+            | FileError::Read { path, .. }
+            | FileError::Write { path, .. }
+            | FileError::UnsupportedImage { path, .. }
+            | FileError::BadImage { path, .. }
+            | FileError::NpyHeader { path, .. }
+            | FileError::NpyDtype { path, .. }
+            | FileError::NpyTruncated { path, .. }
+            | FileError::Safetensors { path, .. }
+            | FileError::DataLength { path, .. } => path,
+        }
+    }
+
+    /// Classifies an I/O error met while reading `path`: a missing file becomes
+    /// [`FileError::NotFound`], anything else [`FileError::Read`].
+    pub(crate) fn read(path: &Path, error: io::Error) -> Self {
+        if error.kind() == io::ErrorKind::NotFound {
+            FileError::NotFound(path.to_path_buf())
+        } else {
+            FileError::Read {
+                path: path.to_path_buf(),
+                error,
+            }
+        }
+    }
+
+    /// An I/O error met while writing `path`.
+    pub(crate) fn write(path: &Path, error: io::Error) -> Self {
+        FileError::Write {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}

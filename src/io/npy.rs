@@ -1,0 +1,935 @@
+//! NumPy `.npy` arrays: the header alone for the checker, whole `f32` arrays for the runtime.
+//!
+//! A `.npy` file is the magic `\x93NUMPY`, a two-byte version (1.0, 2.0 or 3.0), the header
+//! length (2 bytes little-endian in version 1, 4 bytes after), and the header: a Python dict
+//! literal such as `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 28, 28), }` padded
+//! with spaces to a multiple of 64 bytes and ended by a newline. The raw data follows.
+//! [`npy_header`] parses exactly that dict form with a small strict parser (no general Python
+//! evaluation) and checks that the file holds all the data the header promises.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::FileError;
+
+/// The bytes every `.npy` file starts with.
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+
+/// The largest header this reader accepts, in bytes. NumPy's own reader stops at 10 000.
+const MAX_HEADER_LEN: u64 = 1 << 20;
+
+/// The element types this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NpyDtype {
+    /// `<f4`: little-endian 32-bit float.
+    F32,
+    /// `<f8`: little-endian 64-bit float.
+    F64,
+    /// `|u1`: unsigned byte.
+    U8,
+    /// `<i4`: little-endian 32-bit signed integer.
+    I32,
+    /// `<i8`: little-endian 64-bit signed integer.
+    I64,
+    /// `|b1`: boolean stored as one byte, 0 or 1.
+    Bool,
+}
+
+impl NpyDtype {
+    /// The dtype as NumPy writes it in a header, e.g. `<f4`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NpyDtype::F32 => "<f4",
+            NpyDtype::F64 => "<f8",
+            NpyDtype::U8 => "|u1",
+            NpyDtype::I32 => "<i4",
+            NpyDtype::I64 => "<i8",
+            NpyDtype::Bool => "|b1",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            NpyDtype::U8 | NpyDtype::Bool => 1,
+            NpyDtype::F32 | NpyDtype::I32 => 4,
+            NpyDtype::F64 | NpyDtype::I64 => 8,
+        }
+    }
+
+    /// Reads a header's `descr`; one-byte types may use any byte-order mark.
+    fn from_descr(descr: &str) -> Option<Self> {
+        Some(match descr {
+            "<f4" => NpyDtype::F32,
+            "<f8" => NpyDtype::F64,
+            "|u1" | "<u1" | ">u1" | "=u1" => NpyDtype::U8,
+            "<i4" => NpyDtype::I32,
+            "<i8" => NpyDtype::I64,
+            "|b1" | "<b1" | ">b1" | "=b1" => NpyDtype::Bool,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for NpyDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a `.npy` header says about the array after it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NpyHeader {
+    /// The element type.
+    pub dtype: NpyDtype,
+    /// The array's shape; empty for a scalar.
+    pub shape: Vec<u64>,
+    /// Whether the data is stored column-major.
+    pub fortran_order: bool,
+    /// Where the data starts, in bytes from the start of the file.
+    pub data_offset: u64,
+}
+
+impl NpyHeader {
+    /// The number of elements (1 for a scalar), saturating at `u64::MAX`; headers returned by
+    /// [`npy_header`] never saturate.
+    pub fn num_elements(&self) -> u64 {
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The number of data bytes, saturating at `u64::MAX`.
+    pub fn data_len(&self) -> u64 {
+        self.num_elements().saturating_mul(self.dtype.size())
+    }
+}
+
+/// Reads the dtype, shape and layout of a `.npy` file without reading its data.
+///
+/// Versions 1.0, 2.0 and 3.0 of the format are read. Besides a malformed header, this fails
+/// when the dtype is not one of [`NpyDtype`] or when the file is shorter than the data the
+/// header promises; Fortran order is reported in the header, not refused here.
+pub fn npy_header(path: &Path) -> Result<NpyHeader, FileError> {
+    let file = File::open(path).map_err(|e| FileError::read(path, e))?;
+    let file_len = file.metadata().map_err(|e| FileError::read(path, e))?.len();
+    read_header(path, BufReader::new(file), file_len)
+}
+
+/// [`npy_header`] over an open reader positioned at the start of a file of `file_len` bytes.
+fn read_header(path: &Path, mut reader: impl Read, file_len: u64) -> Result<NpyHeader, FileError> {
+    let malformed = |detail: String| FileError::NpyHeader {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut prefix = [0u8; 8];
+    if !read_fully(&mut reader, &mut prefix, path)? {
+        return Err(malformed(format!(
+            "the file is {file_len} bytes long, too short to be a .npy file"
+        )));
+    }
+    if &prefix[..6] != MAGIC {
+        return Err(malformed(
+            "the file does not start with the .npy magic `\\x93NUMPY`".into(),
+        ));
+    }
+    let (major, minor) = (prefix[6], prefix[7]);
+    let (header_len, prefix_len) = match (major, minor) {
+        (1, 0) => {
+            let mut len = [0u8; 2];
+            if !read_fully(&mut reader, &mut len, path)? {
+                return Err(malformed("the file ends inside the header length".into()));
+            }
+            (u64::from(u16::from_le_bytes(len)), 10u64)
+        }
+        (2 | 3, 0) => {
+            let mut len = [0u8; 4];
+            if !read_fully(&mut reader, &mut len, path)? {
+                return Err(malformed("the file ends inside the header length".into()));
+            }
+            (u64::from(u32::from_le_bytes(len)), 12u64)
+        }
+        _ => {
+            return Err(malformed(format!(
+                "unsupported format version {major}.{minor} (1.0, 2.0 and 3.0 are read)"
+            )))
+        }
+    };
+    if header_len > MAX_HEADER_LEN {
+        return Err(malformed(format!(
+            "the header is {header_len} bytes long, more than the {MAX_HEADER_LEN} allowed"
+        )));
+    }
+    let data_offset = prefix_len + header_len;
+    if data_offset > file_len {
+        return Err(malformed(format!(
+            "the header length ({header_len} bytes) runs past the end of the file \
+             ({file_len} bytes)"
+        )));
+    }
+    let mut text = Vec::new();
+    reader
+        .take(header_len)
+        .read_to_end(&mut text)
+        .map_err(|e| FileError::read(path, e))?;
+    if (text.len() as u64) < header_len {
+        return Err(malformed("the file ends inside the header".into()));
+    }
+    let dict = parse_dict(&text).map_err(malformed)?;
+    let dtype = NpyDtype::from_descr(&dict.descr).ok_or_else(|| FileError::NpyDtype {
+        path: path.to_path_buf(),
+        descr: dict.descr.clone(),
+    })?;
+    let header = NpyHeader {
+        dtype,
+        shape: dict.shape,
+        fortran_order: dict.fortran_order,
+        data_offset,
+    };
+    let expected = header
+        .shape
+        .iter()
+        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            malformed(format!(
+                "shape {:?} has more bytes than a file can hold",
+                header.shape
+            ))
+        })?;
+    let found = file_len - data_offset;
+    if found < expected {
+        return Err(FileError::NpyTruncated {
+            path: path.to_path_buf(),
+            expected,
+            found,
+        });
+    }
+    Ok(header)
+}
+
+/// Fills `buf`; `Ok(false)` if the reader ends first.
+fn read_fully(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<bool, FileError> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(FileError::read(path, e)),
+    }
+}
+
+/// Reads a whole C-order `.npy` array of any supported dtype, converting its elements to
+/// `f32` (booleans become 0 and 1; wide integers and `f64` are rounded to the nearest `f32`).
+///
+/// Returns the shape and the elements in row-major order. Fortran order is an error.
+pub fn read_npy_f32(path: &Path) -> Result<(Vec<u64>, Vec<f32>), FileError> {
+    let header = npy_header(path)?;
+    if header.fortran_order {
+        return Err(FileError::NpyFortranOrder(path.to_path_buf()));
+    }
+    let mut file = File::open(path).map_err(|e| FileError::read(path, e))?;
+    file.seek(SeekFrom::Start(header.data_offset))
+        .map_err(|e| FileError::read(path, e))?;
+    // `npy_header` checked that the file holds these bytes, so the buffer is no larger than
+    // the file itself.
+    let len = header.data_len();
+    let mut bytes = Vec::new();
+    file.take(len)
+        .read_to_end(&mut bytes)
+        .map_err(|e| FileError::read(path, e))?;
+    if (bytes.len() as u64) < len {
+        return Err(FileError::NpyTruncated {
+            path: path.to_path_buf(),
+            expected: len,
+            found: bytes.len() as u64,
+        });
+    }
+    Ok((header.shape, to_f32(header.dtype, &bytes)))
+}
+
+/// Converts little-endian elements of `dtype` to `f32`.
+fn to_f32(dtype: NpyDtype, bytes: &[u8]) -> Vec<f32> {
+    fn each<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                f(a)
+            })
+            .collect()
+    }
+    match dtype {
+        NpyDtype::F32 => each(bytes, f32::from_le_bytes),
+        NpyDtype::F64 => each(bytes, |b| f64::from_le_bytes(b) as f32),
+        NpyDtype::U8 => bytes.iter().map(|&b| f32::from(b)).collect(),
+        NpyDtype::Bool => bytes.iter().map(|&b| f32::from(u8::from(b != 0))).collect(),
+        NpyDtype::I32 => each(bytes, |b| i32::from_le_bytes(b) as f32),
+        NpyDtype::I64 => each(bytes, |b| i64::from_le_bytes(b) as f32),
+    }
+}
+
+/// Writes `data` as a C-order `<f4` array of the given shape, in format version 1.0 (2.0 if
+/// the header would not fit).
+///
+/// The file is written beside its destination under a temporary name and renamed into place,
+/// so a reader never sees half a file. `data.len()` must equal the product of `shape`.
+pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<(), FileError> {
+    let expected = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    if expected != Some(data.len() as u64) {
+        return Err(FileError::DataLength {
+            path: path.to_path_buf(),
+            shape: shape.to_vec(),
+            expected: expected.unwrap_or(u64::MAX),
+            found: data.len() as u64,
+        });
+    }
+    let prefix = header_bytes(shape).ok_or_else(|| {
+        FileError::write(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the shape has too many dimensions",
+            ),
+        )
+    })?;
+    let tmp = temp_path(path)?;
+    let result = (|| {
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        out.write_all(&prefix)?;
+        for x in data {
+            out.write_all(&x.to_le_bytes())?;
+        }
+        out.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?
+            .sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        FileError::write(path, e)
+    })
+}
+
+/// The magic, version, length and padded header for a C-order `<f4` array of `shape`, or
+/// `None` if the header would pass the format's 4 GiB limit.
+fn header_bytes(shape: &[u64]) -> Option<Vec<u8>> {
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let tuple = match dims.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Pad with spaces so that magic + version + length + header + '\n' is a multiple of 64.
+    let padded = |prefix_len: usize| {
+        let unpadded = prefix_len + dict.len() + 1;
+        dict.len() + 1 + (64 - unpadded % 64) % 64
+    };
+    let mut out = MAGIC.to_vec();
+    let header_len = match u16::try_from(padded(10)) {
+        Ok(len) => {
+            out.extend_from_slice(&[1, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+            padded(10)
+        }
+        Err(_) => {
+            let len = u32::try_from(padded(12)).ok()?;
+            out.extend_from_slice(&[2, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+            padded(12)
+        }
+    };
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(out.len() + header_len - dict.len() - 1, b' ');
+    out.push(b'\n');
+    Some(out)
+}
+
+/// A sibling of `path` to write into before renaming: `.<name>.tmp<pid>`.
+fn temp_path(path: &Path) -> Result<PathBuf, FileError> {
+    let name = path.file_name().ok_or_else(|| {
+        FileError::write(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
+        )
+    })?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".tmp{}", std::process::id()));
+    Ok(path.with_file_name(tmp))
+}
+
+/// The three entries of a `.npy` header dict.
+#[derive(Debug, PartialEq)]
+struct Dict {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<u64>,
+}
+
+/// Parses `{'descr': <str>, 'fortran_order': <bool>, 'shape': <tuple of ints>}` with the keys
+/// in any order, each exactly once, an optional trailing comma, and only whitespace after the
+/// closing brace.
+fn parse_dict(text: &[u8]) -> Result<Dict, String> {
+    let mut p = Parser { text, pos: 0 };
+    p.skip_ws();
+    p.expect(b'{')?;
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    loop {
+        p.skip_ws();
+        if p.eat(b'}') {
+            break;
+        }
+        let key_at = p.pos;
+        let key = p.string()?;
+        p.skip_ws();
+        p.expect(b':')?;
+        p.skip_ws();
+        let duplicate = match key.as_str() {
+            "descr" => {
+                if p.peek() == Some(b'[') {
+                    return Err(format!(
+                        "structured dtypes (a list as `descr`, at byte {}) are not supported",
+                        p.pos
+                    ));
+                }
+                descr.replace(p.string()?).is_some()
+            }
+            "fortran_order" => fortran_order.replace(p.boolean()?).is_some(),
+            "shape" => shape.replace(p.tuple()?).is_some(),
+            _ => return Err(format!("unexpected key '{key}' at byte {key_at}")),
+        };
+        if duplicate {
+            return Err(format!("key '{key}' appears twice (at byte {key_at})"));
+        }
+        p.skip_ws();
+        if !p.eat(b',') {
+            p.skip_ws();
+            p.expect(b'}')?;
+            break;
+        }
+    }
+    p.skip_ws();
+    if p.pos < text.len() {
+        return Err(format!(
+            "unexpected {} after the closing brace",
+            p.describe_here()
+        ));
+    }
+    let missing = |key: &str| format!("the key '{key}' is missing");
+    Ok(Dict {
+        descr: descr.ok_or_else(|| missing("descr"))?,
+        fortran_order: fortran_order.ok_or_else(|| missing("fortran_order"))?,
+        shape: shape.ok_or_else(|| missing("shape"))?,
+    })
+}
+
+/// A cursor over the header text; errors say what was found and at which byte.
+struct Parser<'a> {
+    text: &'a [u8],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn eat_word(&mut self, word: &[u8]) -> bool {
+        let found = self.text[self.pos..].starts_with(word);
+        if found {
+            self.pos += word.len();
+        }
+        found
+    }
+
+    /// The byte at the cursor, for error messages.
+    fn describe_here(&self) -> String {
+        match self.peek() {
+            None => "end of header".into(),
+            Some(b) if b.is_ascii_graphic() => format!("`{}` at byte {}", b as char, self.pos),
+            Some(b) => format!("byte 0x{b:02x} at byte {}", self.pos),
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), String> {
+        if self.eat(byte) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected `{}` but found {}",
+                byte as char,
+                self.describe_here()
+            ))
+        }
+    }
+
+    /// A quoted string without escapes: `'...'` or `"..."`, printable ASCII only.
+    fn string(&mut self) -> Result<String, String> {
+        let Some(quote @ (b'\'' | b'"')) = self.peek() else {
+            return Err(format!(
+                "expected a quoted string but found {}",
+                self.describe_here()
+            ));
+        };
+        self.pos += 1;
+        let start = self.pos;
+        loop {
+            match self.peek() {
+                Some(b) if b == quote => break,
+                Some(b'\\') => return Err(format!("escape sequence at byte {}", self.pos)),
+                Some(b' '..=b'~') => self.pos += 1,
+                _ => {
+                    return Err(format!(
+                        "unterminated or non-ASCII string starting at byte {}",
+                        start - 1
+                    ))
+                }
+            }
+        }
+        let s = String::from_utf8_lossy(&self.text[start..self.pos]).into_owned();
+        self.pos += 1;
+        Ok(s)
+    }
+
+    /// `True` or `False`.
+    fn boolean(&mut self) -> Result<bool, String> {
+        if self.eat_word(b"True") {
+            Ok(true)
+        } else if self.eat_word(b"False") {
+            Ok(false)
+        } else {
+            Err(format!(
+                "expected `True` or `False` but found {}",
+                self.describe_here()
+            ))
+        }
+    }
+
+    /// A tuple of non-negative integers: `()`, `(5,)`, `(3, 28, 28)`, trailing comma allowed;
+    /// `(5)` is not a tuple.
+    fn tuple(&mut self) -> Result<Vec<u64>, String> {
+        let open = self.pos;
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        loop {
+            self.skip_ws();
+            if self.eat(b')') {
+                return Ok(dims);
+            }
+            dims.push(self.integer()?);
+            self.skip_ws();
+            if !self.eat(b',') {
+                self.expect(b')')?;
+                if dims.len() == 1 {
+                    return Err(format!(
+                        "the shape at byte {open} is a number in parentheses, not a tuple \
+                         (a 1-D shape is written `({},)`)",
+                        dims[0]
+                    ));
+                }
+                return Ok(dims);
+            }
+        }
+    }
+
+    /// A decimal integer without sign or leading zeros; a Python 2 `L` suffix is allowed.
+    fn integer(&mut self) -> Result<u64, String> {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        let digits = &self.text[start..self.pos];
+        if digits.is_empty() {
+            self.pos = start;
+            return Err(format!(
+                "expected a dimension but found {}",
+                self.describe_here()
+            ));
+        }
+        if digits.len() > 1 && digits[0] == b'0' {
+            return Err(format!("dimension with a leading zero at byte {start}"));
+        }
+        let value = digits.iter().try_fold(0u64, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        });
+        let _ = self.eat(b'L');
+        value.ok_or_else(|| format!("dimension at byte {start} is too large"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.npy` file with the given version, raw header text (padded as NumPy does) and data.
+    fn npy_bytes(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
+        let prefix_len = if version == 1 { 10 } else { 12 };
+        let mut header = dict.as_bytes().to_vec();
+        while (prefix_len + header.len() + 1) % 64 != 0 {
+            header.push(b' ');
+        }
+        header.push(b'\n');
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[version, 0]);
+        if version == 1 {
+            out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        }
+        out.extend_from_slice(&header);
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn write(dir: &tempfile::TempDir, bytes: &[u8]) -> PathBuf {
+        let path = dir.path().join("a.npy");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let data: Vec<f32> = (0..3 * 28 * 28).map(|i| i as f32 * 0.5 - 7.0).collect();
+        write_npy_f32(&path, &[3, 28, 28], &data).unwrap();
+        let header = npy_header(&path).unwrap();
+        assert_eq!(
+            header,
+            NpyHeader {
+                dtype: NpyDtype::F32,
+                shape: vec![3, 28, 28],
+                fortran_order: false,
+                data_offset: 128,
+            }
+        );
+        assert_eq!(header.data_offset % 64, 0);
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![3, 28, 28], data));
+        // The exact bytes NumPy writes for this header.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[10..]
+            .starts_with(b"{'descr': '<f4', 'fortran_order': False, 'shape': (3, 28, 28), }"));
+        assert_eq!(bytes[127], b'\n');
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn writer_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        for shape in [vec![], vec![5], vec![1, 2, 3, 4]] {
+            let n = shape.iter().product::<u64>() as usize;
+            let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            write_npy_f32(&path, &shape, &data).unwrap();
+            assert_eq!(read_npy_f32(&path).unwrap(), (shape, data));
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.windows(5).any(|w| w == b"(1, 2"));
+        write_npy_f32(&path, &[5], &[1.0; 5]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.windows(4).any(|w| w == b"(5,)"));
+        let err = write_npy_f32(&path, &[2, 3], &[0.0; 5]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{}`: shape [2, 3] holds 6 values but 5 were given",
+                path.display()
+            )
+        );
+        let err = write_npy_f32(&dir.path().join("no/such/dir.npy"), &[1], &[0.0]).unwrap_err();
+        assert!(matches!(err, FileError::Write { .. }), "{err}");
+    }
+
+    #[test]
+    fn hand_built_v1_and_v2_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+        let path = write(&dir, &npy_bytes(1, dict, &data));
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![2], vec![1.5, -2.0]));
+        let path = write(&dir, &npy_bytes(2, dict, &data));
+        let header = npy_header(&path).unwrap();
+        assert_eq!(header.data_offset, 128);
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![2], vec![1.5, -2.0]));
+        let path = write(&dir, &npy_bytes(3, dict, &data));
+        assert_eq!(npy_header(&path).unwrap().shape, vec![2]);
+        // Keys in another order, double quotes, no trailing comma, Python 2 longs.
+        let dict = r#"{"shape": (1L, 2L), "fortran_order": False, "descr": "<f4"}"#;
+        let path = write(&dir, &npy_bytes(1, dict, &data));
+        assert_eq!(npy_header(&path).unwrap().shape, vec![1, 2]);
+        // A scalar.
+        let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (), }";
+        let path = write(&dir, &npy_bytes(1, dict, &2.25f64.to_le_bytes()));
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![], vec![2.25]));
+    }
+
+    #[test]
+    fn every_dtype_converts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, Vec<u8>, Vec<f32>); 5] = [
+            ("|u1", vec![0, 128, 255], vec![0.0, 128.0, 255.0]),
+            ("|b1", vec![0, 1, 0], vec![0.0, 1.0, 0.0]),
+            (
+                "<i4",
+                [-3i32, 0, 7].iter().flat_map(|x| x.to_le_bytes()).collect(),
+                vec![-3.0, 0.0, 7.0],
+            ),
+            (
+                "<i8",
+                [-3i64, 0, 1 << 40]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+                vec![-3.0, 0.0, (1u64 << 40) as f32],
+            ),
+            (
+                "<f8",
+                [0.5f64, -1.0, 3.0]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+                vec![0.5, -1.0, 3.0],
+            ),
+        ];
+        for (descr, data, want) in cases {
+            let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (3,), }}");
+            let path = write(&dir, &npy_bytes(1, &dict, &data));
+            let header = npy_header(&path).unwrap();
+            assert_eq!(header.dtype.as_str(), descr);
+            assert_eq!(read_npy_f32(&path).unwrap(), (vec![3], want), "{descr}");
+        }
+    }
+
+    #[test]
+    fn big_shapes_read_the_header_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 10 GB array, stored as a sparse file: only the header is read.
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (50000, 50000), }";
+        let bytes = npy_bytes(1, dict, &[]);
+        let path = write(&dir, &bytes);
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(bytes.len() as u64 + 50_000 * 50_000 * 4)
+            .unwrap();
+        let header = npy_header(&path).unwrap();
+        assert_eq!(header.shape, vec![50000, 50000]);
+        assert_eq!(header.data_len(), 10_000_000_000);
+        // The same header without its data is truncated.
+        let path = write(&dir, &bytes);
+        let err = npy_header(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FileError::NpyTruncated {
+                    expected: 10_000_000_000,
+                    found: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(read_npy_f32(&path).is_err());
+        // Shapes whose size overflows.
+        let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }";
+        let err = npy_header(&write(&dir, &npy_bytes(1, dict, &[]))).unwrap_err();
+        assert!(
+            err.to_string().contains("more bytes than a file can hold"),
+            "{err}"
+        );
+        let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,), }";
+        let err = npy_header(&write(&dir, &npy_bytes(1, dict, &[]))).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = npy_bytes(
+            1,
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
+            &[0; 4],
+        );
+
+        let mut bad_magic = good.clone();
+        bad_magic[1] = b'X';
+        let err = npy_header(&write(&dir, &bad_magic)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not start with the .npy magic"),
+            "{err}"
+        );
+
+        let err = npy_header(&write(&dir, &good[..5])).unwrap_err();
+        assert!(
+            err.to_string().contains("too short to be a .npy file"),
+            "{err}"
+        );
+
+        let err = npy_header(&write(&dir, &good[..9])).unwrap_err();
+        assert!(
+            err.to_string().contains("ends inside the header length"),
+            "{err}"
+        );
+
+        let err = npy_header(&write(&dir, &good[..40])).unwrap_err();
+        assert!(
+            err.to_string().contains("runs past the end of the file"),
+            "{err}"
+        );
+
+        let mut version = good.clone();
+        version[6] = 4;
+        let err = npy_header(&write(&dir, &version)).unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported format version 4.0"),
+            "{err}"
+        );
+
+        let err = npy_header(&write(&dir, &good[..good.len() - 1])).unwrap_err();
+        assert!(matches!(
+            err,
+            FileError::NpyTruncated {
+                expected: 4,
+                found: 3,
+                ..
+            }
+        ));
+
+        let missing = dir.path().join("missing.npy");
+        assert!(matches!(npy_header(&missing), Err(FileError::NotFound(p)) if p == missing));
+        assert!(matches!(
+            read_npy_f32(&missing),
+            Err(FileError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn unsupported_dtype_and_fortran_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let dict = "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }";
+        let path = write(&dir, &npy_bytes(1, dict, &[0; 8]));
+        let err = npy_header(&path).unwrap_err();
+        assert!(matches!(&err, FileError::NpyDtype { descr, .. } if descr == "<c8"));
+        assert!(
+            err.to_string().contains("unsupported .npy dtype `<c8`"),
+            "{err}"
+        );
+
+        let dict = "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }";
+        let path = write(&dir, &npy_bytes(1, dict, &[0; 4]));
+        assert!(matches!(npy_header(&path), Err(FileError::NpyDtype { .. })));
+
+        let dict = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }";
+        let path = write(&dir, &npy_bytes(1, dict, &[0; 16]));
+        assert!(npy_header(&path).unwrap().fortran_order);
+        let err = read_npy_f32(&path).unwrap_err();
+        assert!(matches!(err, FileError::NpyFortranOrder(_)));
+        assert!(err.to_string().contains("Fortran order"), "{err}");
+    }
+
+    #[test]
+    fn strict_dict_parser() {
+        let ok =
+            parse_dict(b"{'descr': '<f4', 'fortran_order': False, 'shape': (3, 28, 28), }  \n");
+        assert_eq!(
+            ok,
+            Ok(Dict {
+                descr: "<f4".into(),
+                fortran_order: false,
+                shape: vec![3, 28, 28]
+            })
+        );
+        let bad: [(&str, &str); 14] = [
+            ("", "expected `{`"),
+            (
+                "{'descr': '<f4', 'fortran_order': False}",
+                "'shape' is missing",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3)}",
+                "not a tuple",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': false, 'shape': ()}",
+                "`True` or `False`",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (), 'x': 1}",
+                "unexpected key 'x'",
+            ),
+            ("{'descr': '<f4', 'descr': '<f4'}", "appears twice"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}",
+                "expected a dimension",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (03,)}",
+                "leading zero",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1,),,}",
+                "quoted string",
+            ),
+            ("{'descr': '<f4' 'fortran_order': False}", "expected `}`"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': ()} x",
+                "after the closing brace",
+            ),
+            (
+                "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': ()}",
+                "structured",
+            ),
+            (
+                "{'descr': '<f4\\n', 'fortran_order': False, 'shape': ()}",
+                "escape",
+            ),
+            ("{'descr': '<f4", "unterminated"),
+        ];
+        for (text, want) in bad {
+            match parse_dict(text.as_bytes()) {
+                Err(e) => assert!(e.contains(want), "{text}: {e}"),
+                Ok(d) => panic!("{text} parsed as {d:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = npy_bytes(
+            1,
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+            &[0; 24],
+        );
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = good.clone();
+            let at = (state as usize) % bytes.len();
+            bytes[at] = (state >> 40) as u8;
+            bytes.truncate((state >> 20) as usize % (bytes.len() + 1));
+            let path = write(&dir, &bytes);
+            let _ = read_npy_f32(&path);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Models: what the program knows about a network before and after loading it.
+//!
+//! A weights file (`models/mnist/denoiser.safetensors`) always has a RON model card beside it
+//! (`models/mnist/denoiser.ron`, see [`card`]) giving its kind, architecture, image shape and
+//! noise range, so the checker can type a `model` declaration without loading any weights.
+//! The networks themselves (one architecture per file, candle style) will live here too.
+
+pub mod card;

@@ -1,0 +1,270 @@
+//! A lexical pre-pass over the raw text, aware of strings and comments.
+//!
+//! It runs before pest for three reasons: to refuse input nested so deeply that a recursive
+//! parser would exhaust the stack ([`check_limits`]), to find which bracket a parse error
+//! leaves unclosed ([`open_delimiters`]), and to collect plain `//` comments, which the
+//! grammar skips, so the formatter can put them back ([`comments`]).
+
+use crate::diagnostics::{Code, Diag};
+use crate::source::{FileId, Span};
+
+/// Deepest bracket nesting accepted. Real pipelines stay under 10.
+pub const MAX_NESTING: usize = 128;
+
+/// Longest `else if` chain accepted.
+pub const MAX_ELSE_IF: usize = 256;
+
+/// A plain `//` comment (not a doc comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// From `//` to the end of the line (newline excluded).
+    pub span: Span,
+    /// The text, `//` included.
+    pub text: String,
+    /// True when code precedes the comment on its line (`let a = 1 // note`).
+    pub trailing: bool,
+}
+
+/// What the scanner sees at one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Open(u8, usize),
+    Close(u8, usize),
+    Word(usize, usize),
+}
+
+/// Walks the text yielding brackets and words outside strings and comments, and comments.
+fn walk(text: &str, mut on_tok: impl FnMut(Tok) -> bool, mut on_comment: impl FnMut(usize, usize)) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                let start = i;
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                on_comment(start, i);
+            }
+            c @ (b'(' | b'[' | b'{') => {
+                if !on_tok(Tok::Open(c, i)) {
+                    return;
+                }
+                i += 1;
+            }
+            c @ (b')' | b']' | b'}') => {
+                if !on_tok(Tok::Close(c, i)) {
+                    return;
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                if !on_tok(Tok::Word(start, i)) {
+                    return;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// Refuses text nested deeper than [`MAX_NESTING`] or with an `else if` chain longer than
+/// [`MAX_ELSE_IF`], so the recursive-descent parser and the passes after it stay within the stack.
+pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
+    let mut depth = 0usize;
+    let mut err = None;
+    let mut chain: Vec<usize> = vec![0];
+    let mut last_close = false;
+    let mut pending_else = false;
+    walk(
+        text,
+        |t| {
+            match t {
+                Tok::Open(_, at) => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        err = Some(
+                            Diag::error(
+                                Code::TooDeep,
+                                Span::new(file, at, at + 1),
+                                format!("brackets are nested more than {MAX_NESTING} deep"),
+                                "this bracket is too deep",
+                            )
+                            .with_help("split the expression into several `let` bindings"),
+                        );
+                        return false;
+                    }
+                    chain.push(0);
+                    last_close = false;
+                }
+                Tok::Close(_, _) => {
+                    depth = depth.saturating_sub(1);
+                    if chain.len() > 1 {
+                        chain.pop();
+                    }
+                    last_close = true;
+                    pending_else = false;
+                }
+                Tok::Word(s, e) => {
+                    let w = &text[s..e];
+                    let top = chain.last_mut().expect("chain is never empty");
+                    if w == "else" && last_close {
+                        pending_else = true;
+                    } else if w == "if" && pending_else {
+                        *top += 1;
+                        if *top > MAX_ELSE_IF {
+                            err = Some(
+                                Diag::error(
+                                    Code::TooDeep,
+                                    Span::new(file, s, e),
+                                    format!("an `else if` chain is longer than {MAX_ELSE_IF}"),
+                                    "this `if` is too far down the chain",
+                                )
+                                .with_help("look the value up in a list instead"),
+                            );
+                            return false;
+                        }
+                        pending_else = false;
+                    } else {
+                        pending_else = false;
+                        if w != "if" {
+                            *top = 0;
+                        }
+                    }
+                    last_close = false;
+                }
+            }
+            true
+        },
+        |_, _| {},
+    );
+    match err {
+        Some(d) => Err(d),
+        None => Ok(()),
+    }
+}
+
+/// The brackets still open at byte `pos`, innermost last, as `(bracket, offset)`.
+/// Mismatched closers pop nothing, so the result is the best guess at what is unclosed.
+pub fn open_delimiters(text: &str, pos: usize) -> Vec<(u8, usize)> {
+    let mut stack = Vec::new();
+    walk(
+        text,
+        |t| match t {
+            Tok::Open(c, at) => {
+                if at >= pos {
+                    return false;
+                }
+                stack.push((c, at));
+                true
+            }
+            Tok::Close(c, at) => {
+                if at >= pos {
+                    return false;
+                }
+                if let Some(&(o, _)) = stack.last() {
+                    if matching(o) == c {
+                        stack.pop();
+                    }
+                }
+                true
+            }
+            Tok::Word(s, _) => s < pos,
+        },
+        |_, _| {},
+    );
+    stack
+}
+
+/// The closing bracket for an opening one.
+pub fn matching(open: u8) -> u8 {
+    match open {
+        b'(' => b')',
+        b'[' => b']',
+        _ => b'}',
+    }
+}
+
+/// Every plain `//` comment in the text (doc comments `///` and `//!` are not included:
+/// they are part of the syntax tree).
+pub fn comments(file: FileId, text: &str) -> Vec<Comment> {
+    let mut out = Vec::new();
+    walk(
+        text,
+        |_| true,
+        |s, e| {
+            let t = &text[s..e];
+            let is_doc = (t.starts_with("///") && !t.starts_with("////")) || t.starts_with("//!");
+            if !is_doc {
+                let line_start = text[..s].rfind('\n').map_or(0, |p| p + 1);
+                let trailing = !text[line_start..s].trim().is_empty();
+                out.push(Comment {
+                    span: Span::new(file, s, e),
+                    text: t.trim_end().to_string(),
+                    trailing,
+                });
+            }
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: FileId = FileId(0);
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text = format!("let x = {}1{}", "(".repeat(200), ")".repeat(200));
+        let d = check_limits(F, &text).unwrap_err();
+        assert_eq!(d.code, Code::TooDeep);
+        assert!(check_limits(F, "let x = ((1))").is_ok());
+    }
+
+    #[test]
+    fn brackets_in_strings_and_comments_do_not_count() {
+        let text = format!("let x = \"{}\" // {}\n", "(".repeat(300), "[".repeat(300));
+        assert!(check_limits(F, &text).is_ok());
+        assert!(open_delimiters(&text, text.len()).is_empty());
+    }
+
+    #[test]
+    fn long_else_if_chains_are_refused() {
+        let mut text = String::from("fn f(x: Int) -> Int { if x == 0 { 0 }");
+        for i in 0..300 {
+            text.push_str(&format!(" else if x == {i} {{ {i} }}"));
+        }
+        text.push_str(" else { 1 } }");
+        assert!(check_limits(F, &text).is_err());
+    }
+
+    #[test]
+    fn finds_the_unclosed_bracket() {
+        let text = "let a = f(1, [2, 3]\nlet b = 2";
+        assert_eq!(open_delimiters(text, text.len()), vec![(b'(', 9)]);
+    }
+
+    #[test]
+    fn collects_plain_comments_only() {
+        let text = "//! module\n/// doc\nlet a = 1 // trailing\n// own line\n//// also plain\n";
+        let c = comments(F, text);
+        let texts: Vec<_> = c.iter().map(|c| (c.text.as_str(), c.trailing)).collect();
+        assert_eq!(
+            texts,
+            vec![("// trailing", true), ("// own line", false), ("//// also plain", false)]
+        );
+    }
+}
