@@ -83,7 +83,467 @@ fn corpus() {
         }
     }
 }
+/// Formats `src`, checks the output against `expected`, and runs the round-trip checks on
+/// both (so the expected text is itself canonical).
+fn check(name: &str, src: &str, expected: &str) {
+    let out = roundtrip(name, src);
+    if out != expected {
+        panic!("{name}: unexpected layout\n--- got ---\n{out}--- expected ---\n{expected}---");
+    }
+    roundtrip(name, expected);
+}
+
 #[test]
-fn dbg() {
-    println!("{}", fmt("//! a\n\nuse x\n\nparam a = 1\nparam b = 2\n"));
+fn spacing_and_item_grouping() {
+    check(
+        "spacing",
+        r#"use std.operators.{inpaint,box_mask}
+use std.solvers.mapga
+param   sigma_y=0.05
+param iters : Int = 20
+model cm=consistency( "../models/mnist/cm.safetensors" )
+let x_true=image("../data/7.png")
+let y=A(x_true)+gaussian_noise(sigma_y,seed:1)
+pub let K:Int=1_000
+save x_hat to"restored.png"
+save grid(x_true,x_hat) to "grid.png"
+report psnr(x_hat,x_true),ssim(x_hat,x_true)as "SSIM"
+"#,
+        r#"use std.operators.{inpaint, box_mask}
+use std.solvers.mapga
+
+param sigma_y = 0.05
+param iters: Int = 20
+
+model cm = consistency("../models/mnist/cm.safetensors")
+
+let x_true = image("../data/7.png")
+let y = A(x_true) + gaussian_noise(sigma_y, seed: 1)
+pub let K: Int = 1_000
+
+save x_hat to "restored.png"
+save grid(x_true, x_hat) to "grid.png"
+
+report psnr(x_hat, x_true), ssim(x_hat, x_true) as "SSIM"
+"#,
+    );
+}
+
+#[test]
+fn blank_lines_are_kept_once_and_multiline_items_are_separated() {
+    check(
+        "blanks",
+        "\n\n//! Module doc.\n//!\n//! More.\nparam a = 1\n\n\n\nparam b = 2\nlet xs = [1, 2]\nlet m = f(\n    1)\nlet n = 3\nfn f() -> Int {\n\n    let a = 1\n\n\n    let b = 2\n    a\n\n}\n\n\n",
+        "//! Module doc.\n//!\n//! More.\n\nparam a = 1\n\nparam b = 2\n\nlet xs = [1, 2]\nlet m = f(1)\nlet n = 3\n\nfn f() -> Int {\n    let a = 1\n\n    let b = 2\n    a\n}\n",
+    );
+}
+
+#[test]
+fn operators() {
+    check(
+        "operators",
+        "let a = - x ^ 2\nlet b = not a and b\nlet c = sigma_y ^ 2+1\nlet d = (a+b)*c\nlet e = A>>B\nlet f = x%2==0 or y<=3 and z!=4\nlet g = -(x)\nlet h = a - -b\nlet i = x^-2\nlet j = not (a or b)\nlet k = a/b-c*d>=e\nlet l = 2^3^4\n",
+        "let a = -x^2\nlet b = not a and b\nlet c = sigma_y^2 + 1\nlet d = (a + b) * c\nlet e = A >> B\nlet f = x % 2 == 0 or y <= 3 and z != 4\nlet g = -(x)\nlet h = a - -b\nlet i = x^-2\nlet j = not (a or b)\nlet k = a / b - c * d >= e\nlet l = 2^3^4\n",
+    );
+}
+
+#[test]
+fn literals_tuples_and_patterns() {
+    check(
+        "literals",
+        "let u = ( )\nlet t1 = (a , )\nlet t2 = (a , b , )\nlet (p,q) = (1,2)\nlet ((p2,q2),_) = ((1,2),3)\nlet l = [1,2,3,]\nlet e = []\nlet s = \"a\\\"b\\\\c\\td\\n\"\nlet fl = [2e-3, 1.5E+2, 0.50, 1_000]\nlet b = [true,false]\nlet ix = xs[0][1]\nlet m = A.visualize(y).shape\nlet typed: (Float, Int) = (1.0, 2)\nlet one: (Float,) = (1.0,)\n",
+        "let u = ()\nlet t1 = (a,)\nlet t2 = (a, b)\nlet (p, q) = (1, 2)\nlet ((p2, q2), _) = ((1, 2), 3)\nlet l = [1, 2, 3]\nlet e = []\nlet s = \"a\\\"b\\\\c\\td\\n\"\nlet fl = [2e-3, 1.5E+2, 0.50, 1_000]\nlet b = [true, false]\nlet ix = xs[0][1]\nlet m = A.visualize(y).shape\nlet typed: (Float, Int) = (1.0, 2)\nlet one: (Float,) = (1.0,)\n",
+    );
+}
+
+#[test]
+fn blocks_loops_and_ascend() {
+    check(
+        "blocks",
+        "fn f(y:Tensor,A:Operator)->Tensor{\nlet x=A(y)\nvar z=x\nz+=1\nz*=2\nz-=1\nz/=2\nz=0\nfor (t,t_next) in ts.pairs { z = step(z,t,t_next) }\nfor s in ts { }\nrepeat 3 { z -= 1 }\nif z>0 { z = 0 } else if z<0 { z = 1 } else { z /= 2 }\nascend z with sgd(lr:0.1) for 20 steps { let x2=cm(z,t) maximize f(x2) }\ndescend z with adam(lr: 1e-3) for n steps { minimize g(z) }\nlet w = { let q = 1  q + 1 }\nz }\n",
+        "fn f(y: Tensor, A: Operator) -> Tensor {
+    let x = A(y)
+    var z = x
+    z += 1
+    z *= 2
+    z -= 1
+    z /= 2
+    z = 0
+    for (t, t_next) in ts.pairs {
+        z = step(z, t, t_next)
+    }
+    for s in ts {}
+    repeat 3 {
+        z -= 1
+    }
+    if z > 0 {
+        z = 0
+    } else if z < 0 {
+        z = 1
+    } else {
+        z /= 2
+    }
+    ascend z with sgd(lr: 0.1) for 20 steps {
+        let x2 = cm(z, t)
+        maximize f(x2)
+    }
+    descend z with adam(lr: 1e-3) for n steps {
+        minimize g(z)
+    }
+    let w = {
+        let q = 1
+        q + 1
+    }
+    z
+}
+",
+    );
+}
+
+#[test]
+fn short_ifs_stay_on_one_line() {
+    check(
+        "ifs",
+        "let v = if c {1} else {2}\nlet w = if a { 1 } else if b { 2 } else { 3 }\nlet n = if a { if b { 1 } else { 2 } } else { 3 }\nlet long = if some_long_condition_name_here and another_condition { compute_something(x, y, z) } else { compute_other(x, y) }\nlet s = if a {\n    let q = 1\n    q\n} else { 2 }\n",
+        "let v = if c { 1 } else { 2 }
+let w = if a { 1 } else if b { 2 } else { 3 }
+let n = if a { if b { 1 } else { 2 } } else { 3 }
+
+let long = if some_long_condition_name_here and another_condition {
+    compute_something(x, y, z)
+} else {
+    compute_other(x, y)
+}
+
+let s = if a {
+    let q = 1
+    q
+} else {
+    2
+}
+",
+    );
+}
+
+#[test]
+fn long_calls_and_signatures_break_one_per_line() {
+    check(
+        "long",
+        "let x_hat = mapga(y, A, sigma_y, cm: cm, prior: prior, schedule: karras(steps: 51), iters: 20, use_prior: true)\nlet short = mapga(y, A,\n   sigma_y)\npub fn solve(y: Tensor, A: Operator, sigma_y: Float, iters: Int = 20, opt: Optimizer = sgd(lr: sigma_y^2)) -> Tensor { y }\nextern fn grid(images: Tensor...) -> Tensor\nextern fn psnr(x: Tensor[C, H, W], reference: Tensor[C,H,W], peak: Float = 1.0, mask: Tensor[_, H, W]) -> Float\n",
+        "let x_hat = mapga(
+    y,
+    A,
+    sigma_y,
+    cm: cm,
+    prior: prior,
+    schedule: karras(steps: 51),
+    iters: 20,
+    use_prior: true,
+)
+
+let short = mapga(y, A, sigma_y)
+
+pub fn solve(
+    y: Tensor,
+    A: Operator,
+    sigma_y: Float,
+    iters: Int = 20,
+    opt: Optimizer = sgd(lr: sigma_y^2),
+) -> Tensor {
+    y
+}
+
+extern fn grid(images: Tensor...) -> Tensor
+
+extern fn psnr(
+    x: Tensor[C, H, W],
+    reference: Tensor[C, H, W],
+    peak: Float = 1.0,
+    mask: Tensor[_, H, W],
+) -> Float
+",
+    );
+}
+
+#[test]
+fn long_expressions_and_reports_break() {
+    check(
+        "long_expr",
+        "fn f() -> Float {\n    ascend z with optimizer for iters steps {\n        let x = cm(z, t)\n        maximize log_likelihood(y, A, x, sigma_y, eps) + if use_prior { log_prior(prior, x, eps) } else { 0.0 }\n    }\n    z\n}\nreport psnr(x_mapga, x_true) as \"PSNR MAP-GA\", psnr(x_dps, x_true) as \"PSNR DPS\", ssim(x_mapga, x_true) as \"SSIM MAP-GA\"\n",
+        "fn f() -> Float {
+    ascend z with optimizer for iters steps {
+        let x = cm(z, t)
+        maximize log_likelihood(y, A, x, sigma_y, eps)
+            + if use_prior { log_prior(prior, x, eps) } else { 0.0 }
+    }
+    z
+}
+
+report psnr(x_mapga, x_true) as \"PSNR MAP-GA\",
+    psnr(x_dps, x_true) as \"PSNR DPS\",
+    ssim(x_mapga, x_true) as \"SSIM MAP-GA\"
+",
+    );
+}
+
+#[test]
+fn docs_are_printed_from_the_tree() {
+    check(
+        "docs",
+        "//!Module.\n///Adds.\n///\n///  Indented.\npub fn add(\n///The left.\na: Int, b: Int) -> Int {\n/// the sum\na + b }\n",
+        "//! Module.
+
+/// Adds.
+///
+///  Indented.
+pub fn add(
+    /// The left.
+    a: Int,
+    b: Int,
+) -> Int {
+    /// the sum
+    a + b
+}
+",
+    );
+}
+
+#[test]
+fn comments_stay_where_they_were() {
+    check(
+        "comments",
+        "// header comment
+
+use std.x // trailing on use
+// before param
+param a = 1 // trailing a
+param b = 2
+
+fn f(
+    a: Int, // about a
+    // before b
+    b: Int,
+    // dangling in params
+) -> Int { // after brace
+    // leading stmt
+    let x = g(a, // after a
+        b) // after stmt
+
+
+    // after a blank line
+    let y = h(
+        // only comment
+    )
+    let z = k( // after paren
+        a)
+    let l = [
+        1, // one
+        2,
+        // end of list
+    ]
+    if x > 0 {
+        x
+    }
+    // before else
+    else {
+        y
+    }
+    if x > 1 { x } // trailing before else
+    else { y }
+    let e = {
+        // inside an empty block
+    }
+    for i in xs {
+    }   // after loop
+    // end of block
+}
+// end of file
+",
+        "// header comment
+
+use std.x  // trailing on use
+
+// before param
+param a = 1  // trailing a
+param b = 2
+
+fn f(
+    a: Int,  // about a
+    // before b
+    b: Int,
+    // dangling in params
+) -> Int {  // after brace
+    // leading stmt
+    let x = g(
+        a,  // after a
+        b,
+    )  // after stmt
+
+    // after a blank line
+    let y = h(
+        // only comment
+    )
+    let z = k(  // after paren
+        a,
+    )
+    let l = [
+        1,  // one
+        2,
+        // end of list
+    ]
+    if x > 0 {
+        x
+    } else {
+        // before else
+        y
+    }
+    if x > 1 {
+        x
+    } else {  // trailing before else
+        y
+    }
+    let e = {
+        // inside an empty block
+    }
+    for i in xs {}  // after loop
+    // end of block
+}
+// end of file
+",
+    );
+}
+
+#[test]
+fn comments_that_cannot_stay_move_before_their_statement() {
+    check(
+        "hoisted",
+        "/// doc
+// between doc and fn
+fn f // between name and paren
+(a: Int) // between paren and arrow
+-> Int // before the body
+{
+    let x = a + // in a binary expression
+        1
+    let y = if a > 0 // in an if head
+    { 1 } else { 2 }
+    let (p, // in a pattern
+        q) = (1, 2)
+    x + y // trailing on the value
+}
+use std.operators.{a, // in a use list
+    b}
+report a, // between report entries
+    b
+save x // before to
+    to \"x.png\"
+let v = if a { 1 }
+// before else if
+else if b { 2 } else { 3 }
+",
+        "// between doc and fn
+// between name and paren
+// between paren and arrow
+// before the body
+/// doc
+fn f(a: Int) -> Int {
+    // in a binary expression
+    let x = a + 1
+    // in an if head
+    let y = if a > 0 { 1 } else { 2 }
+    // in a pattern
+    let (p, q) = (1, 2)
+    x + y  // trailing on the value
+}
+
+// in a use list
+use std.operators.{a, b}
+
+// between report entries
+report a, b
+
+// before to
+save x to \"x.png\"
+
+let v = if a {
+    1
+} else if b {
+    // before else if
+    2
+} else {
+    3
+}
+",
+    );
+}
+
+#[test]
+fn comment_only_and_empty_files() {
+    check("only comments", "// one\n\n\n// two\n", "// one\n\n// two\n");
+    check("trailing spaces", "// one   \nlet a = 1   \n", "// one\nlet a = 1\n");
+    assert_eq!(format_source(FileId(0), "").unwrap(), "\n");
+    assert_eq!(format_source(FileId(0), "\n\n  \n").unwrap(), "\n");
+}
+
+#[test]
+fn syntax_errors_are_refused() {
+    assert!(format_source(FileId(0), "let = 1\n").is_err());
+    assert!(format_source(FileId(0), "fn f( {\n").is_err());
+}
+
+#[test]
+fn tricky_inputs_round_trip() {
+    let cases = [
+        "let a = f(x)(y)[0].z\n",
+        "let a = ((((1))))\n",
+        "let a = f(\n// c1\n// c2\n)\n",
+        "let a = [ // head\n]\n",
+        "fn g() { // only a head comment\n}\n",
+        "fn g() {\n    if a { b = 1 } // t\n    // own\n}\n",
+        "let a = f(g(h(1, // deep\n2)))\n",
+        "fn g(a: Int = f(1, // in a default\n 2)) -> Int { a }\n",
+        "let a = {\n    // lead\n    let b = 1 // t\n    // before value\n    b // after value\n    // after value, own line\n}\n",
+        "let t = (1, // in a tuple\n 2)\n",
+        "let t = (1, // in a one-tuple\n)\n",
+        "let p = (a // in parens\n)\n",
+        "let s = \"// not a comment\" // a comment\n",
+        "let a = x // t1\n// o1\n\n// o2\nlet b = y\n",
+        "fn g() -> Int {\n    repeat 2 { // head\n    }\n    ascend z with o for 2 steps { // head\n        // lead\n        maximize z // t\n        // end\n    }\n    1\n}\n",
+        "let a = xs[ // in an index\n0]\n",
+        "let a = f(named: // after a name\n 1)\n",
+        "let a = m.method // before paren\n(1)\n",
+        "//! doc\n// after doc\n//! doc 2\nlet a = 1\n",
+        "// before doc\n//! doc\nlet a = 1\n",
+        "let a = if x { 1 } else { // head of else\n 2 }\n",
+        "let v = very_long_function_name_number_one(argument_one, argument_two) + very_long_function_name_number_two(argument_three)\n",
+    ];
+    for (k, c) in cases.iter().enumerate() {
+        roundtrip(&format!("case {k}: {c}"), c);
+    }
+}
+#[test]
+fn zz_show() {
+    let cases = [
+        "let a = f(x)(y)[0].z\n",
+        "let a = f(\n// c1\n// c2\n)\n",
+        "let a = [ // head\n]\n",
+        "fn g() { // only a head comment\n}\n",
+        "fn g() {\n    if a { b = 1 } // t\n    // own\n}\n",
+        "let a = f(g(h(1, // deep\n2)))\n",
+        "fn g(a: Int = f(1, // in a default\n 2)) -> Int { a }\n",
+        "let a = {\n    // lead\n    let b = 1 // t\n    // before value\n    b // after value\n    // after value, own line\n}\n",
+        "let t = (1, // in a one-tuple\n)\n",
+        "let p = (a // in parens\n)\n",
+        "let s = \"// not a comment\" // a comment\n",
+        "let a = x // t1\n// o1\n\n// o2\nlet b = y\n",
+        "fn g() -> Int {\n    repeat 2 { // head\n    }\n    ascend z with o for 2 steps { // head\n        // lead\n        maximize z // t\n        // end\n    }\n    1\n}\n",
+        "let a = xs[ // in an index\n0]\n",
+        "let a = f(named: // after a name\n 1)\n",
+        "let a = m.method // before paren\n(1)\n",
+        "//! doc\n// after doc\n//! doc 2\nlet a = 1\n",
+        "// before doc\n//! doc\nlet a = 1\n",
+        "let a = if x { 1 } else { // head of else\n 2 }\n",
+        "let v = very_long_function_name_number_one(argument_one, argument_two) + very_long_function_name_number_two(argument_three)\n",
+    ];
+    for c in cases { println!("-----\n{c}=>\n{}", fmt(c)); }
 }

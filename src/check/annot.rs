@@ -196,9 +196,19 @@ impl Checker {
                     (Type::Int | Type::Float, Type::Str) => d.with_help("put the value in double quotes"),
                     _ => d,
                 };
-                if matches!(v.ty, Type::Operator(_)) && matches!(want, Type::Operator(_)) {
-                    d.code = Code::Capability;
-                    d.message = format!("this operator lacks a capability: expected {want_r}, found {have}");
+                if let (Type::Operator(o), Type::Operator(w)) = (&v.ty, want) {
+                    let lacking = if w.svd && !o.svd {
+                        Some(("a known SVD", "this operator has no known SVD"))
+                    } else if w.linear && !o.linear {
+                        Some(("a linear operator", "this operator is not linear"))
+                    } else {
+                        None
+                    };
+                    if let Some((cap, label)) = lacking {
+                        d.code = Code::Capability;
+                        d.message = format!("{what} needs {cap}");
+                        d.labels[0].text = label.to_string();
+                    }
                 }
                 self.report(d);
                 Val { ty: Type::Error, ..v }

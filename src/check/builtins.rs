@@ -511,17 +511,18 @@ impl Checker {
     fn check_problem(&mut self, args: &Args, prior: Option<&Shape>) {
         let Type::Operator(o) = args.ty("A") else { return };
         let a_span = args.span("A");
-        if let Some(y) = args.get("y").cloned() {
-            if let Some(ys) = shape_of(&y.ty) {
-                if let Err(c) = self.dims.unify_shape(&ys, &o.range) {
-                    self.shape_error(&c, &y, &ys, a_span, &o.range, "`A` produces");
-                }
-            }
-        }
+        // The estimate first: its shape fixes A's domain, so a wrong `y` is the one reported.
         if let Some(x) = args.get("x").cloned() {
             if let Some(xs) = shape_of(&x.ty) {
                 if let Err(c) = self.dims.unify_shape(&xs, &o.domain) {
                     self.shape_error(&c, &x, &xs, a_span, &o.domain, "`A` works on");
+                }
+            }
+        }
+        if let Some(y) = args.get("y").cloned() {
+            if let Some(ys) = shape_of(&y.ty) {
+                if let Err(c) = self.dims.unify_shape(&ys, &o.range) {
+                    self.shape_error(&c, &y, &ys, a_span, &o.range, "`A` produces");
                 }
             }
         }

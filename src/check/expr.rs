@@ -64,6 +64,28 @@ impl Checker {
         }
     }
 
+    /// The function a name refers to, if it names one (a local binding of a function value, a
+    /// module function, an import, or a built-in); marks the binding used.
+    fn function_named(&self, n: &str) -> Option<FnRef> {
+        if let Some(b) = self.lookup(n) {
+            return match &b.ty {
+                Type::Fn(f) if b.node.is_none() || b.kind == super::scope::BindKind::Import => Some(f.clone()),
+                _ => None,
+            };
+        }
+        if self.modules[self.module].fns.contains_key(n) {
+            return Some(if self.prelude.get(n).is_some_and(|(m, _)| *m == self.module) {
+                FnRef::Builtin(n.to_string())
+            } else {
+                FnRef::User {
+                    module: self.module,
+                    name: n.to_string(),
+                }
+            });
+        }
+        self.prelude.contains_key(n).then(|| FnRef::Builtin(n.to_string()))
+    }
+
     /// A name: a local, a module item, or a built-in.
     fn name(&mut self, n: &str, span: Span) -> Val {
         if let Some(b) = self.lookup(n) {
@@ -170,6 +192,13 @@ impl Checker {
 
     /// `callee(args)`.
     fn call(&mut self, callee: &Expr, args: &[Arg], span: Span) -> Val {
+        // A call of a function by name needs no node for the function itself.
+        if let ExprKind::Name(n) = &callee.node {
+            if let Some(f) = self.function_named(n) {
+                let args = self.args(args);
+                return self.call_fn_value(&f, args, span);
+            }
+        }
         let f = self.expr(callee);
         let args = self.args(args);
         match f.ty.clone() {

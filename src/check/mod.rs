@@ -166,6 +166,8 @@ pub(crate) struct Checker {
     pub dependencies: Vec<PathBuf>,
     /// Diagnostics already reported, by (code, primary span), to drop repeats.
     pub seen: std::collections::HashSet<(Code, Span)>,
+    /// The pipeline has syntax errors: skip the unused-binding lint.
+    pub quiet_lints: bool,
 }
 
 impl Checker {
@@ -190,6 +192,7 @@ impl Checker {
             call_stack: Vec::new(),
             dependencies: Vec::new(),
             seen: Default::default(),
+            quiet_lints: false,
         };
         cx.load_prelude();
         cx
@@ -224,7 +227,7 @@ impl Checker {
     /// Records a diagnostic unless the same problem at the same place is already recorded.
     pub fn report(&mut self, d: Diag) {
         // Warnings are about the code being checked, not the libraries it imports.
-        if !d.is_error() && !self.modules[self.module].root {
+        if !d.is_error() && (!self.modules[self.module].root || (self.quiet_lints && d.code == Code::Unused)) {
             return;
         }
         if self.seen.insert((d.code, d.span())) {

@@ -123,6 +123,8 @@ impl Checker {
     pub(super) fn check_root(&mut self, file: FileId) {
         let text = self.sources.get(file).text.clone();
         let parsed = crate::syntax::parse(file, &text);
+        // With syntax errors some items are missing, so "unused" would be noise.
+        self.quiet_lints = parsed.diags.has_errors();
         self.diags.extend(parsed.diags);
         let key = match &self.sources.get(file).origin {
             Origin::Path(p) => {
@@ -135,6 +137,23 @@ impl Checker {
         let idx = self.modules.len();
         self.modules.push(m);
         self.check_module(idx, Span::new(file, 0, 0));
+        // Every `--set` must name a param of the pipeline.
+        let params: Vec<String> = self.emit.graph.params.iter().map(|p| p.name.clone()).collect();
+        let unknown: Vec<String> = self.opts.overrides.keys().filter(|k| !params.contains(k)).cloned().collect();
+        for name in unknown {
+            let mut d = Diag::error(
+                Code::UnknownName,
+                Span::new(file, 0, 0),
+                format!("`--set {name}=...` names no param of this pipeline"),
+                "",
+            );
+            d = match super::suggest::closest(&name, params.iter().map(String::as_str)) {
+                Some(s) => d.with_help(format!("did you mean `{s}`?")),
+                None if params.is_empty() => d.with_help("this pipeline declares no `param`"),
+                None => d.with_help(format!("its params are: {}", params.join(", "))),
+            };
+            self.report(d);
+        }
     }
 
     /// Loads (if needed) and checks a module; returns its index.
@@ -610,7 +629,7 @@ impl Checker {
         let mut unused: Vec<(String, Span, BindKind)> = self.modules[idx]
             .globals
             .values()
-            .filter(|b| !b.used.get() && !b.name.starts_with('_'))
+            .filter(|b| !b.used.get() && !b.name.starts_with('_') && !self.modules[idx].exports.contains(&b.name))
             .filter(|b| matches!(b.kind, BindKind::Let | BindKind::Model | BindKind::Param | BindKind::Import))
             .map(|b| (b.name.clone(), b.span, b.kind))
             .collect();

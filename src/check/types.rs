@@ -242,7 +242,12 @@ impl fmt::Display for Type {
                 } else {
                     " "
                 };
-                write!(f, "Operator{cap}{} -> {}", o.domain, o.range)
+                let known = |s: &Shape| matches!(s, Shape::Dims(d) if d.iter().any(|x| matches!(x, Dim::Known(_))));
+                if known(&o.domain) || known(&o.range) {
+                    write!(f, "Operator{cap}{} -> {}", o.domain, o.range)
+                } else {
+                    write!(f, "Operator{}", cap.trim_end())
+                }
             }
             Type::Model(m) => match &m.shape {
                 Shape::Unknown => f.write_str(m.kind.name()),

@@ -61,15 +61,17 @@ impl miette::Diagnostic for Bound {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        let mut parts: Vec<String> = self.diag.notes.iter().map(|n| format!("note: {n}")).collect();
-        if let Some(h) = &self.diag.help {
-            parts.push(h.clone());
-        }
-        if parts.is_empty() {
-            None
-        } else {
-            Some(Box::new(parts.join("\n")))
-        }
+        // miette has one "help" slot: the help line first, then the notes.
+        let text = match (&self.diag.help, self.diag.notes.as_slice()) {
+            (None, []) => return None,
+            (None, [only]) => only.clone(),
+            (help, notes) => {
+                let mut parts: Vec<String> = help.iter().cloned().collect();
+                parts.extend(notes.iter().map(|n| format!("note: {n}")));
+                parts.join("\n")
+            }
+        };
+        Some(Box::new(text))
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {

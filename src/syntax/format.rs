@@ -293,9 +293,6 @@ struct Fmt<'a> {
     first_unused: usize,
 }
 
-fn contains(span: Span, p: usize) -> bool {
-    (span.start as usize) <= p && p < span.end as usize
-}
 
 fn comment_doc(c: &Comment) -> Doc {
     concat(vec![text(c.text.clone()), Doc::BreakParent])
@@ -437,11 +434,23 @@ impl<'a> Fmt<'a> {
         }
     }
 
-    /// Did the source have a blank line between `a` and `b`?
+    /// Is `p` inside `span` (ignoring whitespace and comments that pest left at its end)?
+    fn within(&self, span: Span, p: usize) -> bool {
+        (span.start as usize) <= p && p < self.tight_end(span.end as usize)
+    }
+
+    /// The end of `span` without trailing whitespace and comments.
+    fn end_of(&self, span: Span) -> usize {
+        self.tight_end(span.end as usize).max(span.start as usize)
+    }
+
+    /// Did the source have a blank line (only whitespace) between `a` and `b`?
     fn blank_between(&self, a: usize, b: usize) -> bool {
-        self.text
-            .get(a.min(b)..b)
-            .is_some_and(|s| s.bytes().filter(|&c| c == b'\n').count() >= 2)
+        let Some(s) = self.text.get(a.min(b)..b) else {
+            return false;
+        };
+        let lines: Vec<&str> = s.split('\n').collect();
+        lines.len() > 2 && lines[1..lines.len() - 1].iter().any(|l| l.trim().is_empty())
     }
 
     fn source(&self, span: Span) -> &'a str {
@@ -452,7 +461,7 @@ impl<'a> Fmt<'a> {
 
     /// Can a comment at `p` (inside `e`) be printed where it is?
     fn placeable_expr(&self, e: &Expr, p: usize) -> bool {
-        let inside = |x: &Expr| contains(x.span, p);
+        let inside = |x: &Expr| self.within(x.span, p);
         match &e.node {
             ExprKind::Call(callee, args) => {
                 if inside(callee) {
@@ -479,7 +488,7 @@ impl<'a> Fmt<'a> {
             ExprKind::If(c, then, els) => {
                 if inside(c) {
                     self.placeable_expr(c, p)
-                } else if contains(then.span, p) {
+                } else if self.within(then.span, p) {
                     true
                 } else if let Some(x) = els {
                     if inside(x) {
@@ -502,8 +511,8 @@ impl<'a> Fmt<'a> {
     fn placeable_args(&self, args: &[Arg], p: usize) -> bool {
         for a in args {
             let start = a.name.as_ref().map_or(a.value.span.start, |n| n.span.start) as usize;
-            if p >= start && p < a.value.span.end as usize {
-                return contains(a.value.span, p) && self.placeable_expr(&a.value, p);
+            if p >= start && p < self.end_of(a.value.span) {
+                return self.within(a.value.span, p) && self.placeable_expr(&a.value, p);
             }
         }
         true
@@ -523,7 +532,7 @@ impl<'a> Fmt<'a> {
             }
         }
         if let Some(d) = &prm.default {
-            end = end.max(d.span.end as usize);
+            end = end.max(self.end_of(d.span));
         }
         (start, end)
     }
@@ -556,7 +565,7 @@ impl<'a> Fmt<'a> {
             let (s, e) = self.param_range(prm);
             if p >= s && p < e {
                 return match &prm.default {
-                    Some(d) if contains(d.span, p) => self.placeable_expr(d, p),
+                    Some(d) if self.within(d.span, p) => self.placeable_expr(d, p),
                     _ => false,
                 };
             }
@@ -565,7 +574,7 @@ impl<'a> Fmt<'a> {
     }
 
     fn placeable_item(&self, item: &Item, p: usize) -> bool {
-        let in_expr = |e: &Expr| contains(e.span, p) && self.placeable_expr(e, p);
+        let in_expr = |e: &Expr| self.within(e.span, p) && self.placeable_expr(e, p);
         match &item.kind {
             ItemKind::Use(_) => false,
             ItemKind::Param { default, .. } => in_expr(default),
@@ -573,7 +582,7 @@ impl<'a> Fmt<'a> {
             ItemKind::Save { value, path } => in_expr(value) || in_expr(path),
             ItemKind::Report(entries) => entries.iter().any(|en| in_expr(&en.value)),
             ItemKind::Fn(f) => {
-                if contains(f.body.span, p) {
+                if self.within(f.body.span, p) {
                     return true;
                 }
                 let after = f.ret.as_ref().map_or(f.body.span.start, |r| r.span.start) as usize;
@@ -588,16 +597,16 @@ impl<'a> Fmt<'a> {
     }
 
     fn placeable_entry(&self, e: Entry<'_>, p: usize) -> bool {
-        let in_expr = |x: &Expr| contains(x.span, p) && self.placeable_expr(x, p);
+        let in_expr = |x: &Expr| self.within(x.span, p) && self.placeable_expr(x, p);
         match e {
             Entry::Value(v) => in_expr(v),
             Entry::Objective(o) => in_expr(&o.objective),
             Entry::Stmt(s) => match &s.node {
                 StmtKind::Let { value, .. } | StmtKind::Assign { value, .. } => in_expr(value),
-                StmtKind::For { iter, body, .. } => in_expr(iter) || contains(body.span, p),
-                StmtKind::Repeat { count, body } => in_expr(count) || contains(body.span, p),
+                StmtKind::For { iter, body, .. } => in_expr(iter) || self.within(body.span, p),
+                StmtKind::Repeat { count, body } => in_expr(count) || self.within(body.span, p),
                 StmtKind::If(x) => in_expr(x),
-                StmtKind::Optimize(o) => in_expr(&o.optimizer) || in_expr(&o.steps) || contains(o.body_span, p),
+                StmtKind::Optimize(o) => in_expr(&o.optimizer) || in_expr(&o.steps) || self.within(o.body_span, p),
                 StmtKind::Doc(_) => false,
             },
         }
@@ -763,18 +772,24 @@ impl<'a> Fmt<'a> {
                 concat(vec![text("save "), self.expr(value), text(" to "), self.expr(path)])
             }
             ItemKind::Report(entries) => {
-                let mut v = vec![text("report ")];
+                // `report a, b as "B"`; when too long, one entry per line after the first.
+                let mut rest = Vec::new();
+                let mut first = nil();
                 for (k, en) in entries.iter().enumerate() {
-                    if k > 0 {
-                        v.push(text(", "));
-                    }
-                    v.push(self.expr(&en.value));
+                    let mut v = vec![self.expr(&en.value)];
                     if let Some(l) = &en.label {
                         v.push(text(" as "));
                         v.push(text(quote(&l.node)));
                     }
+                    if k == 0 {
+                        first = concat(v);
+                    } else {
+                        rest.push(text(","));
+                        rest.push(Doc::Line);
+                        rest.push(concat(v));
+                    }
                 }
-                concat(v)
+                group(concat(vec![text("report "), first, indent(concat(rest))]))
             }
         }
     }
@@ -799,10 +814,10 @@ impl<'a> Fmt<'a> {
 
     fn elem_range(&self, e: Elem<'_>) -> (usize, usize) {
         match e {
-            Elem::Expr(x) => (x.span.start as usize, x.span.end as usize),
+            Elem::Expr(x) => (x.span.start as usize, self.end_of(x.span)),
             Elem::Arg(a) => (
                 a.name.as_ref().map_or(a.value.span.start, |n| n.span.start) as usize,
-                a.value.span.end as usize,
+                self.end_of(a.value.span),
             ),
             Elem::Param(p) => self.param_range(p),
             Elem::Name(n) => (n.span.start as usize, n.span.end as usize),
@@ -919,8 +934,8 @@ impl<'a> Fmt<'a> {
     fn entry_range(&self, e: Entry<'_>) -> (usize, usize) {
         let (s, e) = match e {
             Entry::Stmt(s) => (s.span.start as usize, self.tight_end(s.span.end as usize)),
-            Entry::Value(x) => (x.span.start as usize, x.span.end as usize),
-            Entry::Objective(o) => (o.goal.span.start as usize, o.objective.span.end as usize),
+            Entry::Value(x) => (x.span.start as usize, self.end_of(x.span)),
+            Entry::Objective(o) => (o.goal.span.start as usize, self.end_of(o.objective.span)),
         };
         (s, e.max(s))
     }

@@ -175,6 +175,23 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
             _ => "the block",
         };
         let opened = Span::new(file, at, at + 1);
+        let is_call = o == b'(' && text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ')');
+        let what = if is_call { "the call" } else { what };
+        // A new declaration starts on a later line while a bracket is still open: the
+        // bracket was never closed.
+        let line_start = text[..pos.min(text.len())].trim_end_matches([' ', '\t']).ends_with('\n');
+        let starts_decl = line_start
+            && matches!(word, "let" | "param" | "model" | "fn" | "pub" | "use" | "save" | "report" | "extern" | "var" | "for" | "repeat" | "ascend" | "descend");
+        if starts_decl {
+            return Diag::error(
+                Code::Unclosed,
+                opened,
+                format!("expected `{close}` to close {what} opened here"),
+                format!("this `{}` is never closed", o as char),
+            )
+            .with_label(here, format!("a new statement starts here before `{close}`"))
+            .with_help(format!("add the missing `{close}` at the end of the previous line"));
+        }
         if pos >= text.trim_end().len() {
             return Diag::error(
                 Code::Unclosed,
