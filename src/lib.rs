@@ -1,4 +1,35 @@
 //! mapga: a declarative pipeline language for imaging inverse problems with diffusion models.
+//!
+//! A `.mapga` file declares the models, the forward operator, the noise schedule and the
+//! optimizer steps of a solver. The library turns it into a typed graph in two phases, each a
+//! module with one entry function:
+//!
+//! 1. [`syntax::parse`]: text to a spanned syntax tree ([`syntax::ast`]), with every syntax
+//!    error reported as a [`diagnostics::Diag`].
+//! 2. [`check::check_file`] / [`check::check_source`]: names, modules, types and tensor
+//!    shapes, lowered in the same pass into a [`graph::Graph`] whose nodes keep their spans.
+//!
+//! Built-ins are declared in the standard library ([`stdlib`], `stdlib/*.mapga`) and their
+//! shape rules live in [`check::builtins`]; file headers are read by [`io`] and model cards
+//! by [`models`]. The runtime that executes the graph is the next stage.
+//!
+//! ```
+//! use mapga::check::{check_source, CheckOptions};
+//!
+//! let program = r#"
+//! param size = 28
+//! let A = inpaint(box_mask(size, size, top: 10, left: 6, height: 8, width: 16))
+//! let x = gaussian_like(shape(1, size, size), seed: 1)
+//! report norm(A(x) - x)
+//! "#;
+//! let checked = check_source("demo.mapga", program, std::path::Path::new("."), &CheckOptions::default());
+//! assert!(!checked.diags.has_errors());
+//! assert_eq!(checked.graph.params[0].name, "size");
+//!
+//! // Applying A to x fixed its domain: every node's shape is known before running.
+//! let shapes: Vec<String> = checked.graph.nodes.iter().map(|n| n.ty.to_string()).collect();
+//! assert!(shapes.contains(&"Operator[svd] [1, 28, 28] -> [1, 28, 28]".to_string()));
+//! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -9,5 +40,6 @@ pub mod graph;
 pub mod io;
 pub mod models;
 pub mod source;
+pub mod stack;
 pub mod stdlib;
 pub mod syntax;

@@ -67,21 +67,40 @@ fn roundtrip(name: &str, src: &str) -> String {
     out
 }
 
-#[test]
-fn corpus() {
+/// Every `.mapga` file under `stdlib/`, `pipelines/` and `examples/`, as (path, text).
+fn corpus_files() -> Vec<(String, String)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut stack: Vec<std::path::PathBuf> = ["stdlib", "pipelines", "examples"].iter().map(|d| root.join(d)).collect();
+    let mut out = Vec::new();
     while let Some(p) = stack.pop() {
         if p.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() { stack.push(e.unwrap().path()); }
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
         } else if p.extension().is_some_and(|e| e == "mapga") {
-            let src = std::fs::read_to_string(&p).unwrap();
-            if parse(FileId(0), &src).diags.has_errors() { eprintln!("skip {}", p.display()); continue; }
-            let out = roundtrip(&p.display().to_string(), &src);
-            let name = p.strip_prefix(root).unwrap().display().to_string().replace('/', "__");
-            std::fs::write(format!("/tmp/fmtout/{name}"), &out).unwrap();
+            if let Ok(src) = std::fs::read_to_string(&p) {
+                let name = p.strip_prefix(root).unwrap_or(&p).display().to_string();
+                out.push((name, src));
+            }
         }
     }
+    out.sort();
+    out
+}
+
+/// Idempotence, tree preservation and comment preservation over the repository's files.
+#[test]
+fn corpus_round_trips() {
+    let mut n = 0;
+    for (name, src) in corpus_files() {
+        if parse(FileId(0), &src).diags.has_errors() {
+            eprintln!("note: skipping {name}: it does not parse (being edited?)");
+            continue;
+        }
+        roundtrip(&name, &src);
+        n += 1;
+    }
+    eprintln!("formatted {n} corpus files");
 }
 /// Formats `src`, checks the output against `expected`, and runs the round-trip checks on
 /// both (so the expected text is itself canonical).
@@ -491,9 +510,7 @@ fn syntax_errors_are_refused() {
     assert!(format_source(FileId(0), "fn f( {\n").is_err());
 }
 
-#[test]
-fn tricky_inputs_round_trip() {
-    let cases = [
+const TRICKY: [&str; 22] = [
         "let a = f(x)(y)[0].z\n",
         "let a = ((((1))))\n",
         "let a = f(\n// c1\n// c2\n)\n",
@@ -517,33 +534,69 @@ fn tricky_inputs_round_trip() {
         "let a = if x { 1 } else { // head of else\n 2 }\n",
         "let v = very_long_function_name_number_one(argument_one, argument_two) + very_long_function_name_number_two(argument_three)\n",
     ];
-    for (k, c) in cases.iter().enumerate() {
+
+#[test]
+fn tricky_inputs_round_trip() {
+    for (k, c) in TRICKY.iter().enumerate() {
         roundtrip(&format!("case {k}: {c}"), c);
     }
 }
+/// Offsets of whitespace outside strings and comments: a comment can be inserted there.
+fn gaps(text: &str) -> Vec<usize> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b' ' | b'\n' => {
+                out.push(i);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// Inserts comments at pseudo-random gaps of every corpus file and of the tricky inputs:
+/// whatever the position, the output parses to the same tree, keeps every comment and is
+/// stable.
 #[test]
-fn zz_show() {
-    let cases = [
-        "let a = f(x)(y)[0].z\n",
-        "let a = f(\n// c1\n// c2\n)\n",
-        "let a = [ // head\n]\n",
-        "fn g() { // only a head comment\n}\n",
-        "fn g() {\n    if a { b = 1 } // t\n    // own\n}\n",
-        "let a = f(g(h(1, // deep\n2)))\n",
-        "fn g(a: Int = f(1, // in a default\n 2)) -> Int { a }\n",
-        "let a = {\n    // lead\n    let b = 1 // t\n    // before value\n    b // after value\n    // after value, own line\n}\n",
-        "let t = (1, // in a one-tuple\n)\n",
-        "let p = (a // in parens\n)\n",
-        "let s = \"// not a comment\" // a comment\n",
-        "let a = x // t1\n// o1\n\n// o2\nlet b = y\n",
-        "fn g() -> Int {\n    repeat 2 { // head\n    }\n    ascend z with o for 2 steps { // head\n        // lead\n        maximize z // t\n        // end\n    }\n    1\n}\n",
-        "let a = xs[ // in an index\n0]\n",
-        "let a = f(named: // after a name\n 1)\n",
-        "let a = m.method // before paren\n(1)\n",
-        "//! doc\n// after doc\n//! doc 2\nlet a = 1\n",
-        "// before doc\n//! doc\nlet a = 1\n",
-        "let a = if x { 1 } else { // head of else\n 2 }\n",
-        "let v = very_long_function_name_number_one(argument_one, argument_two) + very_long_function_name_number_two(argument_three)\n",
-    ];
-    for c in cases { println!("-----\n{c}=>\n{}", fmt(c)); }
+fn comments_inserted_anywhere_survive() {
+    let mut inputs: Vec<(String, String)> = corpus_files();
+    inputs.push(("tricky".into(), TRICKY.join("")));
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rand = move |n: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n.max(1)
+    };
+    for (name, src) in inputs {
+        if parse(FileId(0), &src).diags.has_errors() {
+            continue;
+        }
+        for round in 0..60 {
+            let mut text = src.clone();
+            let g = gaps(&text);
+            let mut picks: Vec<usize> = (0..g.len().min(40)).map(|_| g[rand(g.len())]).collect();
+            picks.sort_unstable();
+            picks.dedup();
+            for (k, &at) in picks.iter().enumerate().rev() {
+                let c = if (k + round) % 2 == 0 { format!(" // c{k}\n") } else { format!("\n// own{k}\n") };
+                text.insert_str(at, &c);
+            }
+            roundtrip(&format!("{name} (round {round})"), &text);
+        }
+    }
 }

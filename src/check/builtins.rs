@@ -458,7 +458,7 @@ impl Checker {
                     }
                 }
                 Type::Int | Type::Float => {}
-                t if t.is_open() => {}
+                t if t.is_open() => return t,
                 other => {
                     let other = self.dims.resolve_type(&other);
                     self.invalid(args, p, format!("expected a number or a tensor, found {other}"), "");

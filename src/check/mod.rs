@@ -11,9 +11,9 @@
 //! * **Modules.** `use std.x.y` loads an embedded standard-library file, `use "./f.mapga"` a
 //!   file relative to the importing one. A module is checked completely when it is first
 //!   imported; a stack of modules being loaded detects import cycles.
-//! * **Functions** are checked twice. First on their own, from their annotations alone
+//! * **Functions** are checked twice. On their own, from their annotations alone
 //!   (unannotated parameters are `Any`): this finds every error that does not depend on the
-//!   caller, in every function, called or not. Then, for each distinct combination of
+//!   caller, in every function, called or not. And, for each distinct combination of
 //!   argument types, shapes and constants at a call site, the body is checked again with
 //!   those exact types and emitted as a specialised [`graph::Function`]. Shapes therefore
 //!   flow through user functions exactly, and a shape error that only one caller triggers
@@ -73,6 +73,10 @@ pub struct Checked {
 
 /// Checks the pipeline file at `path`.
 pub fn check_file(path: &Path, opts: &CheckOptions) -> Checked {
+    crate::stack::with_big_stack(|| check_file_here(path, opts))
+}
+
+fn check_file_here(path: &Path, opts: &CheckOptions) -> Checked {
     let mut cx = Checker::new(opts.clone());
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -101,10 +105,12 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> Checked {
 
 /// Checks pipeline source text given directly; relative paths resolve against `base_dir`.
 pub fn check_source(name: &str, text: &str, base_dir: &Path, opts: &CheckOptions) -> Checked {
-    let mut cx = Checker::new(opts.clone());
-    let file = cx.sources.add(name, Origin::Path(base_dir.join(name)), text.to_string());
-    cx.check_root(file);
-    cx.finish()
+    crate::stack::with_big_stack(|| {
+        let mut cx = Checker::new(opts.clone());
+        let file = cx.sources.add(name, Origin::Path(base_dir.join(name)), text.to_string());
+        cx.check_root(file);
+        cx.finish()
+    })
 }
 
 /// Checks a standard-library module on its own (used by tests and `mapga check std.x`).
@@ -199,6 +205,7 @@ impl Checker {
     }
 
     fn finish(mut self) -> Checked {
+        self.require_known_shapes();
         self.diags.sort_dedup();
         // Fill in dimensions learned after a node was emitted.
         let resolved: Vec<Type> = self
@@ -221,6 +228,41 @@ impl Checker {
             diags: self.diags,
             sources: self.sources,
             dependencies: self.dependencies,
+        }
+    }
+
+    /// Tensors made from a shape (random draws, zeros) need every dimension known before
+    /// running; report those whose shape nothing determined.
+    fn require_known_shapes(&mut self) {
+        if self.diags.has_errors() {
+            return;
+        }
+        let mut unknown = Vec::new();
+        for n in &self.emit.graph.nodes {
+            let crate::graph::Op::Builtin { name, .. } = &n.op else { continue };
+            if !matches!(name.as_str(), "gaussian_like" | "zeros" | "ones" | "tensor") {
+                continue;
+            }
+            let open = match self.dims.resolve_type(&n.ty) {
+                Type::Tensor(types::Shape::Dims(d)) => d.iter().any(|x| matches!(x, types::Dim::Var(_))),
+                Type::Tensor(types::Shape::Unknown) => true,
+                _ => false,
+            };
+            if open {
+                let shown = self.dims.resolve_type(&n.ty);
+                unknown.push((n.span, name.clone(), shown));
+            }
+        }
+        for (span, name, ty) in unknown {
+            self.report(
+                Diag::error(
+                    Code::UnknownShape,
+                    span,
+                    format!("the shape of this `{name}` is not known before running"),
+                    format!("this is {ty}; `_` marks what nothing determines"),
+                )
+                .with_help("give the shape explicitly, e.g. `shape(1, 28, 28)`, or take it from an image (`x.shape`)"),
+            );
         }
     }
 

@@ -63,7 +63,7 @@ impl Checker {
         for path in crate::stdlib::module_paths() {
             let Some(text) = crate::stdlib::module(path) else { continue };
             let file = self.sources.add(format!("<{path}>"), Origin::Std(path.to_string()), text);
-            let parsed = crate::syntax::parse(file, text);
+            let parsed = crate::syntax::parse_here(file, text);
             self.diags.extend(parsed.diags);
             let idx = self.modules.len();
             let mut m = self.new_module(ModuleKey::Std(path.to_string()), file, parsed.program, false);
@@ -122,7 +122,7 @@ impl Checker {
     /// Checks the pipeline in `file`.
     pub(super) fn check_root(&mut self, file: FileId) {
         let text = self.sources.get(file).text.clone();
-        let parsed = crate::syntax::parse(file, &text);
+        let parsed = crate::syntax::parse_here(file, &text);
         // With syntax errors some items are missing, so "unused" would be noise.
         self.quiet_lints = parsed.diags.has_errors();
         self.diags.extend(parsed.diags);
@@ -220,7 +220,7 @@ impl Checker {
                 (file, text)
             }
         };
-        let parsed = crate::syntax::parse(file, &text);
+        let parsed = crate::syntax::parse_here(file, &text);
         self.diags.extend(parsed.diags);
         let m = self.new_module(key, file, parsed.program, false);
         let idx = self.modules.len();
@@ -229,8 +229,8 @@ impl Checker {
         Some(idx)
     }
 
-    /// Checks every item of module `idx`: imports, then each function on its own, then the
-    /// top-level items in order.
+    /// Checks every item of module `idx`: imports, then the top-level items in order, then each
+    /// function on its own.
     fn check_module(&mut self, idx: usize, at: Span) {
         let key = self.modules[idx].key.clone();
         self.loading.push((key, at));
@@ -246,14 +246,16 @@ impl Checker {
             }
         }
         for item in &program.items {
+            self.check_item(item);
+        }
+        // Functions on their own last, so module-level bindings are visible in their bodies
+        // wherever the function is written.
+        for item in &program.items {
             match &item.kind {
                 ItemKind::Fn(f) => self.check_fn_alone(f),
                 ItemKind::Extern(e) => self.check_extern_decl(e, item.span),
                 _ => {}
             }
-        }
-        for item in &program.items {
-            self.check_item(item);
         }
         if self.modules[idx].root {
             self.warn_unused_globals(idx);

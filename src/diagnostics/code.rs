@@ -74,6 +74,9 @@ pub enum Code {
     InvalidValue,
     /// An objective that is not a scalar: `maximize x` with `x` an image.
     NotScalar,
+    /// A tensor created from a shape that is never fully known:
+    /// `gaussian_like(inpaint(mask).domain)` when nothing fixes the channel count.
+    UnknownShape,
     /// An optimization body that assigns a variable from outside it.
     OuterAssignment,
 
@@ -126,6 +129,7 @@ impl Code {
             NotCallable => "mapga::type::not_callable",
             InvalidValue => "mapga::type::invalid_value",
             NotScalar => "mapga::type::not_scalar",
+            UnknownShape => "mapga::type::unknown_shape",
             OuterAssignment => "mapga::type::outer_assignment",
             MissingFile => "mapga::io::missing_file",
             BadFile => "mapga::io::bad_file",

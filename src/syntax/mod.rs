@@ -36,6 +36,11 @@ const CALL_LIMIT: usize = 200_000_000;
 
 /// Parses `text` (the contents of file `file`) into a program, reporting every syntax error.
 pub fn parse(file: FileId, text: &str) -> Parsed {
+    crate::stack::with_big_stack(|| parse_here(file, text))
+}
+
+/// [`parse`] on the current thread (the checker calls it from its own big-stack thread).
+pub(crate) fn parse_here(file: FileId, text: &str) -> Parsed {
     let mut diags = Diags::new();
     let whole = Span::new(file, 0, text.len());
     if let Err(d) = scan::check_limits(file, text) {
