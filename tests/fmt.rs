@@ -600,3 +600,44 @@ fn comments_inserted_anywhere_survive() {
         }
     }
 }
+#[test]
+fn zz_mangle() {
+    let mut seed: u64 = 12345;
+    let mut rand = move |n: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n.max(1)
+    };
+    for (name, src) in corpus_files() {
+        if parse(FileId(0), &src).diags.has_errors() { continue; }
+        let canon = fmt(&src);
+        for round in 0..20 {
+            let b = src.as_bytes();
+            let mut out = String::new();
+            let mut in_str = false; let mut in_com = false;
+            let mut i = 0;
+            while i < b.len() {
+                let c = b[i];
+                if in_com { if c == b'\n' { in_com = false; out.push('\n'); } else { out.push(c as char); } i += 1; continue; }
+                if in_str { out.push(c as char); if c == b'\\' { out.push(b[i+1] as char); i += 2; continue; } if c == b'"' { in_str = false; } i += 1; continue; }
+                if c == b'"' { in_str = true; out.push('"'); i += 1; continue; }
+                if c == b'/' && b.get(i+1) == Some(&b'/') { in_com = true; out.push('/'); i += 1; continue; }
+                if c == b' ' || c == b'\n' {
+                    let mut j = i; while j < b.len() && (b[j] == b' ' || b[j] == b'\n') { j += 1; }
+                    let had_blank = src[i..j].matches('\n').count() >= 2;
+                    let r = rand(4);
+                    let before_comment = src[j..].starts_with("//") && src[i..j].contains('\n');
+                    if had_blank { out.push_str("\n\n"); } else if before_comment { out.push('\n'); } else if r == 0 { out.push(' '); } else if r == 1 { out.push('\n'); } else if r == 2 { out.push_str("   "); } else { out.push_str(if round % 2 == 0 { " " } else { "\n   " }); }
+                    i = j; continue;
+                }
+                out.push(c as char);
+                i += 1;
+            }
+            if parse(FileId(0), &out).diags.has_errors() { panic!("mangled does not parse {name}\n{out}"); }
+            let f = roundtrip(&name, &out);
+            if f != canon {
+                let diff: Vec<_> = f.lines().zip(canon.lines()).filter(|(a,b)| a != b).take(5).collect();
+                println!("{name} round {round}: layout depends on source whitespace: {diff:#?}");
+            }
+        }
+    }
+}

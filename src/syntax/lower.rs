@@ -486,7 +486,11 @@ impl Lowerer {
                     let s = Span::new(self.file, p.as_span().start(), p.as_span().end());
                     u.prefix.push(Spanned::new(op, s));
                 }
-                Rule::call_args | Rule::index | Rule::field => u.postfix.push(p),
+                Rule::unit => {
+                    let mut parts = p.into_inner();
+                    u.primary = parts.next();
+                    u.postfix.extend(parts);
+                }
                 _ => u.primary = Some(p),
             }
         }

@@ -30,7 +30,7 @@ fn phrase(rule: Rule) -> Option<&'static str> {
         item | use_item | param_item | model_item | let_item | fn_item | extern_item | save_item
         | report_item => "a declaration (`use`, `param`, `model`, `let`, `fn`, `save` or `report`)",
         doc => "a `///` doc comment",
-        expr | primary | if_expr | paren | list | block_expr => "an expression",
+        expr | unit | primary | if_expr | paren | list | block_expr => "an expression",
         float | int => "a number",
         string | string_inner => "a string",
         bool => "`true` or `false`",
