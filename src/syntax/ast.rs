@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::source::{Ident, Span, Spanned};
 
 /// A whole file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Program {
     /// `//!` lines at the top of the file, without the `//!`.
     pub docs: Vec<String>,
@@ -17,7 +17,7 @@ pub struct Program {
 }
 
 /// A top-level item with its `///` doc lines.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
     /// Doc comment lines, without the `///`.
     pub docs: Vec<String>,
@@ -160,7 +160,7 @@ pub enum TypeExprKind {
 }
 
 /// An argument of a named type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TypeArg {
     /// A fixed dimension: `28`.
     Dim(Spanned<u64>),
@@ -185,7 +185,7 @@ pub enum PatternKind {
 }
 
 /// A block: statements, then an optional value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Block {
     /// The statements.
     pub stmts: Vec<Stmt>,
@@ -294,7 +294,7 @@ pub enum Direction {
 }
 
 /// The optimization step construct.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Optimize {
     /// Ascend or descend.
     pub direction: Spanned<Direction>,
@@ -466,6 +466,50 @@ impl UnOp {
         match self {
             UnOp::Not => 3,
             UnOp::Neg => 8,
+        }
+    }
+}
+
+// Equality of trees ignores spans everywhere (as `Spanned` does), so tests can compare the
+// structure of two parses of differently laid-out text.
+
+impl PartialEq for Program {
+    fn eq(&self, other: &Self) -> bool {
+        self.docs == other.docs && self.items == other.items
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.docs == other.docs && self.kind == other.kind
+    }
+}
+
+impl PartialEq for Block {
+    fn eq(&self, other: &Self) -> bool {
+        self.stmts == other.stmts && self.value == other.value
+    }
+}
+
+impl PartialEq for Optimize {
+    fn eq(&self, other: &Self) -> bool {
+        self.direction == other.direction
+            && self.var == other.var
+            && self.optimizer == other.optimizer
+            && self.steps == other.steps
+            && self.stmts == other.stmts
+            && self.goal == other.goal
+            && self.objective == other.objective
+    }
+}
+
+impl PartialEq for TypeArg {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (TypeArg::Dim(a), TypeArg::Dim(b)) => a == b,
+            (TypeArg::Any(_), TypeArg::Any(_)) => true,
+            (TypeArg::Type(a), TypeArg::Type(b)) => a == b,
+            _ => false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The canonical formatter behind `mapga fmt`.
 //!
-//! [`format`] prints a parsed [`Program`] back as text in one canonical layout, putting back
+//! [`format()`] prints a parsed [`Program`] back as text in one canonical layout, putting back
 //! every plain `//` comment (which the grammar skips) by byte offset. [`format_source`] parses
 //! first and refuses a file with syntax errors.
 //!
@@ -13,25 +13,30 @@
 //! Layout rules:
 //! - 4-space indentation; one statement per line; blocks other than a short `if` are always
 //!   broken over lines (`{}` when empty).
-//! - One blank line between top-level items, except that consecutive items of the same kind
-//!   among `use`, `param`, `model`, `let`, `save`, `report` that each fit on one line stay
-//!   together. Elsewhere (also inside blocks) at most one blank line is kept where the source
-//!   had one; none after `{` or before `}`.
-//! - One space around every binary operator except `^` (`sigma_y^2`); `not x`, `-x`;
-//!   `name: value`, `name: Type`, `name: Type = default`; `, ` between elements.
-//! - `if c { a } else { b }` (every branch a lone expression) stays on one line when it fits;
-//!   otherwise every branch of the chain is broken over lines.
+//! - One blank line between top-level items (and after the `//!` header), except that
+//!   consecutive items of the same kind among `use`, `param`, `model`, `let`, `save`, `report`
+//!   that each fit on one line stay together. Elsewhere (also inside blocks) at most one blank
+//!   line is kept where the source had one; none after `{` or before `}`.
+//! - One space around every binary operator except `^` (`sigma_y^2`, `-x^2`); `not x`, `-x`;
+//!   `name: value`, `name: Type`, `name: Type = default`; `, ` between elements; `(a,)`.
+//! - `if c { a } else { b }` (every branch a lone expression, `else if` too) stays on one line
+//!   when it fits; otherwise every branch of the chain is broken over lines.
 //! - A call, list, tuple, parameter list or `use` name list that does not fit is broken with
 //!   one element per line, indented 4 more, with a trailing comma. A binary-operator chain
-//!   that does not fit breaks before its operators, continuation lines indented 4 more.
-//! - Parentheses as written; float and integer literals as written; strings re-escaped.
+//!   that does not fit breaks before its operators, continuation lines indented 4 more. A
+//!   `report` that does not fit puts each entry after the first on its own line, indented 4.
+//!   A line break never goes before a call's `(` or an index's `[`.
+//! - Parentheses as written; float and integer literals as written (`2e-3`, `1_000`); strings
+//!   re-escaped (`\\`, `\"`, `\n`, `\t`).
 //! - Comments: an own-line comment stays on its own line before what follows it, at that
 //!   line's indentation; a trailing comment stays at the end of its line, two spaces after
 //!   the code; comments at the end of a block or bracket list stay inside it; a comment
 //!   right after `{` or `(` stays there. A comment where no line break can go (inside an
-//!   expression, between a function's name and its `(`, inside a type) moves to its own line
-//!   before the statement or item that contains it. Comments before `else` move to the top
-//!   of the `else` block. Doc comments (`///`, `//!`) are printed from the tree.
+//!   expression or a type, between a function's name and its `(` or between its `)` and
+//!   `->`, inside a `use` list or a `report`) moves to its own line before the statement or
+//!   item that contains it (before its `///` lines). Comments before `else` move to the top
+//!   of the `else` (or `else if`) block. Doc comments (`///`, `//!`) are printed from the tree.
+//! - The output ends with exactly one newline (an empty file becomes a single newline).
 
 use crate::diagnostics::Diags;
 use crate::source::{FileId, Span};
@@ -165,7 +170,9 @@ fn render(doc: &Doc) -> String {
             Doc::Group(x, forced) => {
                 let m = if *forced {
                     Mode::Break
-                } else if mode == Mode::Flat || fits((ind, Mode::Flat, x), &stack, WIDTH as isize - col as isize) {
+                } else if mode == Mode::Flat
+                    || fits((ind, Mode::Flat, x), &stack, WIDTH as isize - col as isize)
+                {
                     Mode::Flat
                 } else {
                     Mode::Break
@@ -293,7 +300,6 @@ struct Fmt<'a> {
     first_unused: usize,
 }
 
-
 fn comment_doc(c: &Comment) -> Doc {
     concat(vec![text(c.text.clone()), Doc::BreakParent])
 }
@@ -385,10 +391,17 @@ impl<'a> Fmt<'a> {
     }
 
     /// Takes the unused comments in `start..end` that `placeable` rejects.
-    fn take_misplaced(&mut self, start: usize, end: usize, placeable: impl Fn(&Self, usize) -> bool) -> Vec<usize> {
+    fn take_misplaced(
+        &mut self,
+        start: usize,
+        end: usize,
+        placeable: impl Fn(&Self, usize) -> bool,
+    ) -> Vec<usize> {
         let found: Vec<usize> = (self.first_unused..self.comments.len())
             .take_while(|&i| self.start_of(i) < end)
-            .filter(|&i| !self.used[i] && self.start_of(i) >= start && !placeable(self, self.start_of(i)))
+            .filter(|&i| {
+                !self.used[i] && self.start_of(i) >= start && !placeable(self, self.start_of(i))
+            })
             .collect();
         for &i in &found {
             self.mark(i);
@@ -398,7 +411,9 @@ impl<'a> Fmt<'a> {
 
     /// The end of the comment covering the offset just before `end`, if one does.
     fn comment_ending_at(&self, end: usize) -> Option<usize> {
-        let idx = self.comments.partition_point(|c| (c.span.start as usize) < end);
+        let idx = self
+            .comments
+            .partition_point(|c| (c.span.start as usize) < end);
         let c = self.comments.get(idx.checked_sub(1)?)?;
         (end <= c.span.end as usize).then_some(c.span.start as usize)
     }
@@ -426,9 +441,13 @@ impl<'a> Fmt<'a> {
             while pos < b.len() && b[pos].is_ascii_whitespace() {
                 pos += 1;
             }
-            let idx = self.comments.partition_point(|c| (c.span.start as usize) < pos);
+            let idx = self
+                .comments
+                .partition_point(|c| (c.span.start as usize) < pos);
             match self.comments.get(idx) {
-                Some(c) if c.span.start as usize == pos && (c.span.end as usize) > pos => pos = c.span.end as usize,
+                Some(c) if c.span.start as usize == pos && (c.span.end as usize) > pos => {
+                    pos = c.span.end as usize
+                }
                 _ => return pos,
             }
         }
@@ -450,7 +469,10 @@ impl<'a> Fmt<'a> {
             return false;
         };
         let lines: Vec<&str> = s.split('\n').collect();
-        lines.len() > 2 && lines[1..lines.len() - 1].iter().any(|l| l.trim().is_empty())
+        lines.len() > 2
+            && lines[1..lines.len() - 1]
+                .iter()
+                .any(|l| l.trim().is_empty())
     }
 
     fn source(&self, span: Span) -> &'a str {
@@ -481,7 +503,9 @@ impl<'a> Fmt<'a> {
                 Some(x) => self.placeable_expr(x, p),
                 None => true,
             },
-            ExprKind::Paren(x) | ExprKind::Unary(_, x) | ExprKind::Field(x, _) => inside(x) && self.placeable_expr(x, p),
+            ExprKind::Paren(x) | ExprKind::Unary(_, x) | ExprKind::Field(x, _) => {
+                inside(x) && self.placeable_expr(x, p)
+            }
             ExprKind::Binary(_, a, b) | ExprKind::Index(a, b) => {
                 (inside(a) && self.placeable_expr(a, p)) || (inside(b) && self.placeable_expr(b, p))
             }
@@ -556,7 +580,13 @@ impl<'a> Fmt<'a> {
     }
 
     /// Can a comment at `p`, between a function's name and the end of its signature, stay?
-    fn placeable_params(&self, name: &crate::source::Ident, params: &[FnParam], list_end: usize, p: usize) -> bool {
+    fn placeable_params(
+        &self,
+        name: &crate::source::Ident,
+        params: &[FnParam],
+        list_end: usize,
+        p: usize,
+    ) -> bool {
         // Only inside the parentheses (and between `)` and the result type).
         if p <= self.skip_trivia(name.span.end as usize) || p >= list_end {
             return false;
@@ -606,7 +636,9 @@ impl<'a> Fmt<'a> {
                 StmtKind::For { iter, body, .. } => in_expr(iter) || self.within(body.span, p),
                 StmtKind::Repeat { count, body } => in_expr(count) || self.within(body.span, p),
                 StmtKind::If(x) => in_expr(x),
-                StmtKind::Optimize(o) => in_expr(&o.optimizer) || in_expr(&o.steps) || self.within(o.body_span, p),
+                StmtKind::Optimize(o) => {
+                    in_expr(&o.optimizer) || in_expr(&o.steps) || self.within(o.body_span, p)
+                }
                 StmtKind::Doc(_) => false,
             },
         }
@@ -633,7 +665,10 @@ impl<'a> Fmt<'a> {
 
     fn program(&mut self, program: &Program) -> String {
         let mut out = String::new();
-        let first_item = program.items.first().map_or(self.text.len(), |it| it.span.start as usize);
+        let first_item = program
+            .items
+            .first()
+            .map_or(self.text.len(), |it| it.span.start as usize);
         // The header: `//!` lines, with any comments among them.
         let mut prev_end: Option<usize> = None;
         if !program.docs.is_empty() {
@@ -642,12 +677,23 @@ impl<'a> Fmt<'a> {
                 if let Some(pos) = positions.as_ref().and_then(|v| v.get(k)) {
                     for i in self.take_before(*pos) {
                         let c = self.comments[i];
-                        push_line(&mut out, prev_end.is_some_and(|pe| self.blank_between(pe, c.span.start as usize)), &c.text);
+                        push_line(
+                            &mut out,
+                            prev_end
+                                .is_some_and(|pe| self.blank_between(pe, c.span.start as usize)),
+                            &c.text,
+                        );
                         prev_end = Some(c.span.end as usize);
                     }
                     let blank = prev_end.is_some_and(|pe| self.blank_between(pe, *pos));
                     push_line(&mut out, blank, &doc_line("//!", d));
-                    prev_end = Some(pos + self.text.get(*pos..).and_then(|r| r.find('\n')).unwrap_or(0));
+                    prev_end = Some(
+                        pos + self
+                            .text
+                            .get(*pos..)
+                            .and_then(|r| r.find('\n'))
+                            .unwrap_or(0),
+                    );
                 } else {
                     push_line(&mut out, false, &doc_line("//!", d));
                 }
@@ -658,7 +704,10 @@ impl<'a> Fmt<'a> {
         for (k, item) in program.items.iter().enumerate() {
             let start = item.span.start as usize;
             let end = self.tight_end(item.span.end as usize).max(start);
-            let next = program.items.get(k + 1).map_or(self.text.len() + 1, |it| it.span.start as usize);
+            let next = program
+                .items
+                .get(k + 1)
+                .map_or(self.text.len() + 1, |it| it.span.start as usize);
             let leading = self.take_before(start);
             let hoisted = self.take_misplaced(start, end, |f, p| f.placeable_item(item, p));
             let mut doc = self.item_doc(item);
@@ -676,12 +725,14 @@ impl<'a> Fmt<'a> {
             let mut first = true;
             for i in leading {
                 let c = self.comments[i];
-                let blank = (forced && first) || prev_end.is_some_and(|pe| self.blank_between(pe, c.span.start as usize));
+                let blank = (forced && first)
+                    || prev_end.is_some_and(|pe| self.blank_between(pe, c.span.start as usize));
                 push_line(&mut out, blank, &c.text);
                 prev_end = Some(c.span.end as usize);
                 first = false;
             }
-            let blank = (forced && first) || prev_end.is_some_and(|pe| self.blank_between(pe, start));
+            let blank =
+                (forced && first) || prev_end.is_some_and(|pe| self.blank_between(pe, start));
             let mut blank = blank;
             for i in hoisted {
                 push_line(&mut out, blank, &self.comments[i].text);
@@ -735,9 +786,12 @@ impl<'a> Fmt<'a> {
                 v.push(self.expr(default));
                 concat(v)
             }
-            ItemKind::Model { name, value } => {
-                concat(vec![text("model "), text(name.node.clone()), text(" = "), self.expr(value)])
-            }
+            ItemKind::Model { name, value } => concat(vec![
+                text("model "),
+                text(name.node.clone()),
+                text(" = "),
+                self.expr(value),
+            ]),
             ItemKind::Let {
                 public,
                 pattern,
@@ -751,7 +805,11 @@ impl<'a> Fmt<'a> {
                 let kw = if f.public { "pub fn " } else { "fn " };
                 let after = f.ret.as_ref().map_or(f.body.span.start, |r| r.span.start) as usize;
                 let end = self.params_close(after, f.ret.is_some());
-                let mut v = vec![text(kw), text(f.name.node.clone()), self.params(&f.params, end)];
+                let mut v = vec![
+                    text(kw),
+                    text(f.name.node.clone()),
+                    self.params(&f.params, end),
+                ];
                 if let Some(r) = &f.ret {
                     v.push(text(" -> "));
                     v.push(text(type_str(r)));
@@ -764,13 +822,19 @@ impl<'a> Fmt<'a> {
             ItemKind::Extern(x) => concat(vec![
                 text("extern fn "),
                 text(x.name.node.clone()),
-                self.params(&x.params, self.params_close(x.ret.span.start as usize, true)),
+                self.params(
+                    &x.params,
+                    self.params_close(x.ret.span.start as usize, true),
+                ),
                 text(" -> "),
                 text(type_str(&x.ret)),
             ]),
-            ItemKind::Save { value, path } => {
-                concat(vec![text("save "), self.expr(value), text(" to "), self.expr(path)])
-            }
+            ItemKind::Save { value, path } => concat(vec![
+                text("save "),
+                self.expr(value),
+                text(" to "),
+                self.expr(path),
+            ]),
             ItemKind::Report(entries) => {
                 // `report a, b as "B"`; when too long, one entry per line after the first.
                 let mut rest = Vec::new();
@@ -858,7 +922,14 @@ impl<'a> Fmt<'a> {
     /// A bracketed list. Comments between elements stay there; `close` is where the list's
     /// comments end (the closing bracket), or `None` for a list that takes no comments of
     /// its own beyond those before its elements.
-    fn list(&mut self, open: &str, close_str: &str, elems: &[Elem<'_>], close: Option<usize>, trailing: Trailing) -> Doc {
+    fn list(
+        &mut self,
+        open: &str,
+        close_str: &str,
+        elems: &[Elem<'_>],
+        close: Option<usize>,
+        trailing: Trailing,
+    ) -> Doc {
         let ranges: Vec<(usize, usize)> = elems.iter().map(|&e| self.elem_range(e)).collect();
         let first = ranges.first().map(|r| r.0).or(close).unwrap_or(0);
         let head = self.take_trailing(first);
@@ -950,12 +1021,17 @@ impl<'a> Fmt<'a> {
             lines.push((false, comment_doc(self.comments[i])));
         }
         let first = ranges.first().map_or(close, |r| r.0);
-        let head = if lines.is_empty() { self.take_trailing(first) } else { None };
+        let head = if lines.is_empty() {
+            self.take_trailing(first)
+        } else {
+            None
+        };
         for (k, &e) in entries.iter().enumerate() {
             let (start, end) = ranges[k];
             for i in self.take_before(start) {
                 let c = self.comments[i];
-                let blank = prev_end.is_some_and(|pe| self.blank_between(pe, c.span.start as usize));
+                let blank =
+                    prev_end.is_some_and(|pe| self.blank_between(pe, c.span.start as usize));
                 lines.push((blank, comment_doc(c)));
                 prev_end = Some(c.span.end as usize);
             }
@@ -1024,14 +1100,29 @@ impl<'a> Fmt<'a> {
                 pattern,
                 ty,
                 value,
-            } => self.binding(if *mutable { "var " } else { "let " }, pattern, ty.as_ref(), value),
+            } => self.binding(
+                if *mutable { "var " } else { "let " },
+                pattern,
+                ty.as_ref(),
+                value,
+            ),
             StmtKind::Assign { target, op, value } => concat(vec![
                 text(target.node.clone()),
                 text(format!(" {} ", op.node.as_str())),
                 self.expr(value),
             ]),
-            StmtKind::For { pattern, iter, body } => {
-                let head = vec![text("for "), text(pattern_str(pattern)), text(" in "), self.expr(iter), text(" ")];
+            StmtKind::For {
+                pattern,
+                iter,
+                body,
+            } => {
+                let head = vec![
+                    text("for "),
+                    text(pattern_str(pattern)),
+                    text(" in "),
+                    self.expr(iter),
+                    text(" "),
+                ];
                 let entries = self.block_entries(body);
                 let b = self.block(&entries, body.span, Vec::new());
                 concat(vec![concat(head), b])
@@ -1077,7 +1168,11 @@ impl<'a> Fmt<'a> {
                     && src.replace('_', "").parse::<i64>().ok() == Some(*n);
                 text(if same { src.to_string() } else { n.to_string() })
             }
-            ExprKind::Float(v, s) => text(if s.is_empty() { format!("{v:?}") } else { s.clone() }),
+            ExprKind::Float(v, s) => text(if s.is_empty() {
+                format!("{v:?}")
+            } else {
+                s.clone()
+            }),
             ExprKind::Str(s) => text(quote(s)),
             ExprKind::Bool(b) => text(if *b { "true" } else { "false" }),
             ExprKind::Name(n) => text(n.clone()),
@@ -1089,7 +1184,11 @@ impl<'a> Fmt<'a> {
             ExprKind::Tuple(xs) => {
                 let elems: Vec<Elem<'_>> = xs.iter().map(Elem::Expr).collect();
                 let close = (e.span.end as usize).saturating_sub(1);
-                let t = if xs.len() == 1 { Trailing::Always } else { Trailing::IfBroken };
+                let t = if xs.len() == 1 {
+                    Trailing::Always
+                } else {
+                    Trailing::IfBroken
+                };
                 self.list("(", ")", &elems, Some(close), t)
             }
             ExprKind::Paren(x) => concat(vec![text("("), self.expr(x), text(")")]),
@@ -1120,7 +1219,10 @@ impl<'a> Fmt<'a> {
                 let c = self.expr(callee);
                 let elems: Vec<Elem<'_>> = args.iter().map(Elem::Arg).collect();
                 let close = (e.span.end as usize).saturating_sub(1);
-                concat(vec![c, self.list("(", ")", &elems, Some(close), Trailing::IfBroken)])
+                concat(vec![
+                    c,
+                    self.list("(", ")", &elems, Some(close), Trailing::IfBroken),
+                ])
             }
             ExprKind::Method(recv, name, args) => {
                 let r = self.expr(recv);
@@ -1141,19 +1243,29 @@ impl<'a> Fmt<'a> {
             }
             ExprKind::Error => {
                 let src = self.source(e.span).trim();
-                text(if src.is_empty() || src.contains('\n') { "_".to_string() } else { src.to_string() })
+                text(if src.is_empty() || src.contains('\n') {
+                    "_".to_string()
+                } else {
+                    src.to_string()
+                })
             }
         }
     }
 
-    /// `a^b`, no spaces, never broken.
+    /// `a^b^c`, no spaces, never broken (the right-leaning chain is walked in a loop).
     fn pow(&mut self, e: &Expr) -> Doc {
-        match &e.node {
-            ExprKind::Binary(op, l, r) => {
-                concat(vec![self.expr(l), text(op.node.as_str()), self.expr(r)])
+        let mut v = Vec::new();
+        let mut cur = e;
+        while let ExprKind::Binary(op, l, r) = &cur.node {
+            if op.node != BinOp::Pow {
+                break;
             }
-            _ => self.expr(e),
+            v.push(self.expr(l));
+            v.push(text("^"));
+            cur = r;
         }
+        v.push(self.expr(cur));
+        concat(v)
     }
 
     /// An `if` with its `else if` chain, as one group: on one line when every branch is a
@@ -1198,7 +1310,10 @@ impl<'a> Fmt<'a> {
 
     /// One branch of an `if`: `{ value }` that may stay on one line, or a broken block.
     fn branch(&mut self, b: &Block, pre: Vec<usize>) -> Doc {
-        let simple = b.stmts.is_empty() && b.value.is_some() && pre.is_empty() && self.peek_before(b.span.end as usize).is_none();
+        let simple = b.stmts.is_empty()
+            && b.value.is_some()
+            && pre.is_empty()
+            && self.peek_before(b.span.end as usize).is_none();
         match (&b.value, simple) {
             (Some(x), true) => concat(vec![
                 text("{"),

@@ -90,9 +90,12 @@ impl Lowerer {
         }
     }
 
+    /// The span of a pair, without the whitespace and plain comments pest may leave at its
+    /// end (after an optional or repeated part that did not match).
     fn span(&self, p: &Pair<'_, Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.file, s.start(), s.end())
+        let text = s.as_str();
+        Span::new(self.file, s.start(), s.start() + code_len(text))
     }
 
     fn ident(&mut self, p: Pair<'_, Rule>) -> Ident {
@@ -1029,6 +1032,30 @@ fn infix(r: Rule) -> Option<BinOp> {
         Rule::pow => BinOp::Pow,
         _ => return None,
     })
+}
+
+/// The length of `text` without trailing whitespace and a trailing `//` comment.
+fn code_len(text: &str) -> usize {
+    let mut end = text.trim_end().len();
+    loop {
+        let line_start = text[..end].rfind('\n').map_or(0, |p| p + 1);
+        let line = &text[line_start..end];
+        if !line.contains("//") {
+            return end;
+        }
+        // The first `//` outside a string on this line starts a comment that runs to its end.
+        match super::scan::comments(crate::source::FileId(0), line).first() {
+            Some(c) if c.span.start as usize > 0 || line_start > 0 => {
+                let cut = line_start + c.span.start as usize;
+                let trimmed = text[..cut].trim_end().len();
+                if trimmed == end {
+                    return end;
+                }
+                end = trimmed;
+            }
+            _ => return end,
+        }
+    }
 }
 
 /// Parses an integer literal with `_` separators.

@@ -84,14 +84,21 @@ fn walk(text: &str, mut on_tok: impl FnMut(Tok) -> bool, mut on_comment: impl Fn
 pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
     let mut depth = 0usize;
     let mut err = None;
+    // Per bracket depth: the length of the `} else if` chain running at that depth.
     let mut chain: Vec<usize> = vec![0];
-    let mut last_close = false;
+    // The last token was a closing bracket / the word `else` right after one.
+    let mut after_close = false;
     let mut pending_else = false;
     walk(
         text,
         |t| {
             match t {
                 Tok::Open(_, at) => {
+                    if after_close {
+                        if let Some(top) = chain.last_mut() {
+                            *top = 0;
+                        }
+                    }
                     depth += 1;
                     if depth > MAX_NESTING {
                         err = Some(
@@ -106,43 +113,45 @@ pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
                         return false;
                     }
                     chain.push(0);
-                    last_close = false;
+                    after_close = false;
+                    pending_else = false;
                 }
                 Tok::Close(_, _) => {
                     depth = depth.saturating_sub(1);
                     if chain.len() > 1 {
                         chain.pop();
                     }
-                    last_close = true;
+                    after_close = true;
                     pending_else = false;
                 }
                 Tok::Word(s, e) => {
                     let w = &text[s..e];
-                    let top = chain.last_mut().expect("chain is never empty");
-                    if w == "else" && last_close {
-                        pending_else = true;
-                    } else if w == "if" && pending_else {
-                        *top += 1;
-                        if *top > MAX_ELSE_IF {
-                            err = Some(
-                                Diag::error(
-                                    Code::TooDeep,
-                                    Span::new(file, s, e),
-                                    format!("an `else if` chain is longer than {MAX_ELSE_IF}"),
-                                    "this `if` is too far down the chain",
-                                )
-                                .with_help("look the value up in a list instead"),
-                            );
-                            return false;
-                        }
-                        pending_else = false;
-                    } else {
-                        pending_else = false;
-                        if w != "if" {
+                    let Some(top) = chain.last_mut() else { return true };
+                    if after_close {
+                        if w == "else" {
+                            pending_else = true;
+                        } else {
                             *top = 0;
                         }
+                    } else if pending_else {
+                        if w == "if" {
+                            *top += 1;
+                            if *top > MAX_ELSE_IF {
+                                err = Some(
+                                    Diag::error(
+                                        Code::TooDeep,
+                                        Span::new(file, s, e),
+                                        format!("an `else if` chain is longer than {MAX_ELSE_IF}"),
+                                        "this `if` is too far down the chain",
+                                    )
+                                    .with_help("look the value up in a list instead"),
+                                );
+                                return false;
+                            }
+                        }
+                        pending_else = false;
                     }
-                    last_close = false;
+                    after_close = false;
                 }
             }
             true
@@ -249,6 +258,9 @@ mod tests {
         }
         text.push_str(" else { 1 } }");
         assert!(check_limits(F, &text).is_err());
+        // Many short chains one after another are fine.
+        let short = "fn f(x: Int) -> Int { if x == 0 { 0 } else if x == 1 { 1 } else { 2 } }\n".repeat(400);
+        assert!(check_limits(F, &short).is_ok());
     }
 
     #[test]
