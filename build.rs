@@ -5,7 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -18,7 +20,8 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let std_dir = root.join("stdlib");
     println!("cargo:rerun-if-changed=stdlib");
     let mut files = Vec::new();
@@ -29,11 +32,17 @@ fn main() {
         let rel = f.strip_prefix(&std_dir).expect("file is under stdlib/");
         let module = format!(
             "std.{}",
-            rel.with_extension("").to_string_lossy().replace(['/', '\\'], ".")
+            rel.with_extension("")
+                .to_string_lossy()
+                .replace(['/', '\\'], ".")
         );
-        table.push_str(&format!("    ({module:?}, include_str!({:?})),\n", f.display().to_string()));
+        table.push_str(&format!(
+            "    ({module:?}, include_str!({:?})),\n",
+            f.display().to_string()
+        ));
     }
     table.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("stdlib_files.rs");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("stdlib_files.rs");
     fs::write(out, table).expect("write the stdlib table");
 }

@@ -11,8 +11,26 @@ use crate::syntax::ast::{TypeArg, TypeExpr, TypeExprKind};
 
 /// The type names an annotation may use.
 pub const TYPE_NAMES: [&str; 20] = [
-    "Int", "Float", "Bool", "String", "Unit", "Tensor", "Image", "Shape", "Operator", "Denoiser",
-    "Consistency", "Prior", "Model", "Schedule", "Optimizer", "Noise", "List", "Fn", "Any", "Tuple",
+    "Int",
+    "Float",
+    "Bool",
+    "String",
+    "Unit",
+    "Tensor",
+    "Image",
+    "Shape",
+    "Operator",
+    "Denoiser",
+    "Consistency",
+    "Prior",
+    "Model",
+    "Schedule",
+    "Optimizer",
+    "Noise",
+    "List",
+    "Fn",
+    "Any",
+    "Tuple",
 ];
 
 /// Dimension variables named in one signature (`C`, `H`, `W`), shared by its parameters.
@@ -26,15 +44,24 @@ impl Checker {
                 if ts.is_empty() {
                     return Type::Unit;
                 }
-                Type::Tuple(ts.iter().map(|x| self.type_of_annotation(x, names)).collect())
+                Type::Tuple(
+                    ts.iter()
+                        .map(|x| self.type_of_annotation(x, names))
+                        .collect(),
+                )
             }
             TypeExprKind::Named { name, args } => {
                 let n = name.node.as_str();
                 let no_args = |cx: &mut Checker, ty: Type| {
                     if !args.is_empty() {
                         cx.report(
-                            Diag::error(Code::UnknownType, t.span, format!("`{n}` takes no arguments in brackets"), "here")
-                                .with_help(format!("write `{n}`")),
+                            Diag::error(
+                                Code::UnknownType,
+                                t.span,
+                                format!("`{n}` takes no arguments in brackets"),
+                                "here",
+                            )
+                            .with_help(format!("write `{n}`")),
                         );
                     }
                     ty
@@ -53,7 +80,11 @@ impl Checker {
                     "Tensor" | "Image" | "Shape" => {
                         let shape = if args.is_empty() {
                             if n == "Image" {
-                                Shape::Dims(vec![self.dims.fresh(), self.dims.fresh(), self.dims.fresh()])
+                                Shape::Dims(vec![
+                                    self.dims.fresh(),
+                                    self.dims.fresh(),
+                                    self.dims.fresh(),
+                                ])
                             } else {
                                 Shape::Unknown
                             }
@@ -83,8 +114,15 @@ impl Checker {
                                     svd = true
                                 }
                                 _ => self.report(
-                                    Diag::error(Code::UnknownType, t.span, "`Operator[...]` takes `linear` or `svd`", "here")
-                                        .with_help("write `Operator`, `Operator[linear]` or `Operator[svd]`"),
+                                    Diag::error(
+                                        Code::UnknownType,
+                                        t.span,
+                                        "`Operator[...]` takes `linear` or `svd`",
+                                        "here",
+                                    )
+                                    .with_help(
+                                        "write `Operator`, `Operator[linear]` or `Operator[svd]`",
+                                    ),
                                 ),
                             }
                         }
@@ -110,17 +148,29 @@ impl Checker {
                         Type::Model(Box::new(ModelType { kind, shape }))
                     }
                     "List" => match args.as_slice() {
-                        [TypeArg::Type(inner)] => Type::List(Box::new(self.type_of_annotation(inner, names))),
+                        [TypeArg::Type(inner)] => {
+                            Type::List(Box::new(self.type_of_annotation(inner, names)))
+                        }
                         _ => {
                             self.report(
-                                Diag::error(Code::UnknownType, t.span, "`List` takes one element type", "here")
-                                    .with_help("write `List[Float]`"),
+                                Diag::error(
+                                    Code::UnknownType,
+                                    t.span,
+                                    "`List` takes one element type",
+                                    "here",
+                                )
+                                .with_help("write `List[Float]`"),
                             );
                             Type::Error
                         }
                     },
                     _ => {
-                        let mut d = Diag::error(Code::UnknownType, name.span, format!("unknown type `{n}`"), "not a type");
+                        let mut d = Diag::error(
+                            Code::UnknownType,
+                            name.span,
+                            format!("unknown type `{n}`"),
+                            "not a type",
+                        );
                         if let Some(s) = super::suggest::closest(n, TYPE_NAMES.iter().copied()) {
                             d = d.with_help(format!("did you mean `{s}`?"));
                         } else {
@@ -151,8 +201,13 @@ impl Checker {
                 }
                 _ => {
                     self.report(
-                        Diag::error(Code::UnknownType, t.span, "a dimension must be a number, a name or `_`", "here")
-                            .with_help("write shapes like `Tensor[1, H, W]`"),
+                        Diag::error(
+                            Code::UnknownType,
+                            t.span,
+                            "a dimension must be a number, a name or `_`",
+                            "here",
+                        )
+                        .with_help("write shapes like `Tensor[1, H, W]`"),
                     );
                     self.dims.fresh()
                 }
@@ -175,7 +230,11 @@ impl Checker {
             Err(reason) => {
                 let have = self.dims.resolve_type(&v.ty);
                 let want_r = self.dims.resolve_type(want);
-                let code = if reason.is_some() { Code::ShapeMismatch } else { Code::TypeMismatch };
+                let code = if reason.is_some() {
+                    Code::ShapeMismatch
+                } else {
+                    Code::TypeMismatch
+                };
                 let mut d = Diag::error(
                     code,
                     v.span,
@@ -211,7 +270,10 @@ impl Checker {
                     }
                 }
                 self.report(d);
-                Val { ty: Type::Error, ..v }
+                Val {
+                    ty: Type::Error,
+                    ..v
+                }
             }
         }
     }
@@ -221,26 +283,46 @@ impl Checker {
     pub(super) fn fits(&mut self, have: &Type, want: &Type) -> Result<Type, Option<String>> {
         use Type::*;
         match (have, want) {
-            (h, _) if h.is_open() => Ok(if matches!(want, Any) { h.clone() } else { want.clone() }),
+            (h, _) if h.is_open() => Ok(if matches!(want, Any) {
+                h.clone()
+            } else {
+                want.clone()
+            }),
             (_, Any) | (_, Error) => Ok(have.clone()),
             (Int, Float) => Ok(Float),
-            (Int, Int) | (Float, Float) | (Bool, Bool) | (Str, Str) | (Unit, Unit) | (Schedule, Schedule)
+            (Int, Int)
+            | (Float, Float)
+            | (Bool, Bool)
+            | (Str, Str)
+            | (Unit, Unit)
+            | (Schedule, Schedule)
             | (Optimizer, Optimizer) => Ok(have.clone()),
             (Noise { .. }, Noise { .. }) => Ok(have.clone()),
-            (Tensor(a), Tensor(b)) | (ShapeVal(a), ShapeVal(b)) => match self.dims.unify_shape(a, b) {
-                Ok(()) => Ok(if matches!(b, Shape::Unknown) { have.clone() } else { want.clone() }),
-                Err(c) => Err(Some(self.describe_conflict(&c, a, b))),
-            },
+            (Tensor(a), Tensor(b)) | (ShapeVal(a), ShapeVal(b)) => {
+                match self.dims.unify_shape(a, b) {
+                    Ok(()) => Ok(if matches!(b, Shape::Unknown) {
+                        have.clone()
+                    } else {
+                        want.clone()
+                    }),
+                    Err(c) => Err(Some(self.describe_conflict(&c, a, b))),
+                }
+            }
             (Operator(o), Operator(w)) => {
                 if (w.linear && !o.linear) || (w.svd && !o.svd) {
                     return Err(None);
                 }
-                self.dims.unify_shape(&o.domain, &w.domain).map_err(|c| Some(self.describe_conflict(&c, &o.domain, &w.domain)))?;
-                self.dims.unify_shape(&o.range, &w.range).map_err(|c| Some(self.describe_conflict(&c, &o.range, &w.range)))?;
+                self.dims
+                    .unify_shape(&o.domain, &w.domain)
+                    .map_err(|c| Some(self.describe_conflict(&c, &o.domain, &w.domain)))?;
+                self.dims
+                    .unify_shape(&o.range, &w.range)
+                    .map_err(|c| Some(self.describe_conflict(&c, &o.range, &w.range)))?;
                 Ok(have.clone())
             }
             (Model(m), Model(w)) => {
-                let kind_ok = m.kind == w.kind || m.kind == ModelKind::Prior || w.kind == ModelKind::Any;
+                let kind_ok =
+                    m.kind == w.kind || m.kind == ModelKind::Prior || w.kind == ModelKind::Any;
                 if !kind_ok {
                     return Err(None);
                 }
@@ -281,7 +363,12 @@ impl Checker {
     }
 
     /// A sentence explaining a shape conflict.
-    pub(super) fn describe_conflict(&self, c: &super::unify::Conflict, a: &Shape, b: &Shape) -> String {
+    pub(super) fn describe_conflict(
+        &self,
+        c: &super::unify::Conflict,
+        a: &Shape,
+        b: &Shape,
+    ) -> String {
         use super::unify::Conflict;
         let a = self.dims.resolve_shape(a);
         let b = self.dims.resolve_shape(b);
@@ -290,7 +377,9 @@ impl Checker {
             Conflict::Size { axis, left, right } => {
                 format!("{a} and {b} differ in dimension {axis} ({left} vs {right})")
             }
-            Conflict::Scale { big, factor, what, .. } => {
+            Conflict::Scale {
+                big, factor, what, ..
+            } => {
                 format!("a {what} of {big} is not divisible by {factor}")
             }
         }

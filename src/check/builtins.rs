@@ -29,12 +29,21 @@ pub(crate) struct Args {
 impl Args {
     /// The value of parameter `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&Val> {
-        self.named.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_ref())
+        self.named
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_ref())
     }
 
     /// The span of parameter `name`'s argument (the call when it was defaulted).
     fn span(&self, name: &str) -> Span {
-        self.get(name).map_or(self.call, |v| if v.span.file == self.call.file { v.span } else { self.call })
+        self.get(name).map_or(self.call, |v| {
+            if v.span.file == self.call.file {
+                v.span
+            } else {
+                self.call
+            }
+        })
     }
 
     fn int(&self, name: &str) -> Option<i64> {
@@ -68,8 +77,17 @@ fn shape_of(t: &Type) -> Option<Shape> {
 impl Checker {
     /// Reports an argument value outside what the built-in accepts.
     fn invalid(&mut self, args: &Args, param: &str, message: String, help: &str) {
-        let d = Diag::error(Code::InvalidValue, args.span(param), message, format!("`{param}` is given here"));
-        let d = if help.is_empty() { d } else { d.with_help(help) };
+        let d = Diag::error(
+            Code::InvalidValue,
+            args.span(param),
+            message,
+            format!("`{param}` is given here"),
+        );
+        let d = if help.is_empty() {
+            d
+        } else {
+            d.with_help(help)
+        };
         self.report(d);
     }
 
@@ -77,7 +95,12 @@ impl Checker {
     fn require(&mut self, args: &Args, param: &str, ok: impl Fn(f64) -> bool, what: &str) -> bool {
         match args.float(param) {
             Some(v) if !ok(v) => {
-                self.invalid(args, param, format!("`{param}` must be {what}, but it is {v}"), "");
+                self.invalid(
+                    args,
+                    param,
+                    format!("`{param}` must be {what}, but it is {v}"),
+                    "",
+                );
                 false
             }
             _ => true,
@@ -96,9 +119,14 @@ impl Checker {
     fn file_error(&mut self, args: &Args, param: &str, e: &FileError) {
         let span = args.span(param);
         let d = match e {
-            FileError::NotFound(p) => Diag::error(Code::MissingFile, span, format!("file not found: `{}`", p.display()), "this file does not exist")
-                .with_note(format!("resolved to {}", absolute(p).display()))
-                .with_help("paths are relative to the folder of the .mapga file"),
+            FileError::NotFound(p) => Diag::error(
+                Code::MissingFile,
+                span,
+                format!("file not found: `{}`", p.display()),
+                "this file does not exist",
+            )
+            .with_note(format!("resolved to {}", absolute(p).display()))
+            .with_help("paths are relative to the folder of the .mapga file"),
             other => Diag::error(Code::BadFile, span, other.to_string(), "this file"),
         };
         self.report(d);
@@ -107,14 +135,28 @@ impl Checker {
     /// The result type of built-in `name` for these arguments; `declared` is the signature's
     /// result type (already unified with the parameters' annotations).
     pub(super) fn builtin_rule(&mut self, name: &str, args: &Args, declared: Type) -> Type {
-        if args.named.iter().any(|(_, v)| v.as_ref().is_some_and(|v| matches!(v.ty, Type::Error))) {
-            return if declared.is_open() { Type::Error } else { declared };
+        if args
+            .named
+            .iter()
+            .any(|(_, v)| v.as_ref().is_some_and(|v| matches!(v.ty, Type::Error)))
+        {
+            return if declared.is_open() {
+                Type::Error
+            } else {
+                declared
+            };
         }
         match name {
             "image" => {
-                let Some(path) = self.file_arg(args, "path") else { return declared };
+                let Some(path) = self.file_arg(args, "path") else {
+                    return declared;
+                };
                 match crate::io::headers::image_header(&path) {
-                    Ok(h) => Type::Tensor(Shape::known(&[h.channels as u64, h.height as u64, h.width as u64])),
+                    Ok(h) => Type::Tensor(Shape::known(&[
+                        h.channels as u64,
+                        h.height as u64,
+                        h.width as u64,
+                    ])),
                     Err(e) => {
                         self.file_error(args, "path", &e);
                         Type::Error
@@ -122,7 +164,9 @@ impl Checker {
                 }
             }
             "mask_image" => {
-                let Some(path) = self.file_arg(args, "path") else { return declared };
+                let Some(path) = self.file_arg(args, "path") else {
+                    return declared;
+                };
                 match crate::io::headers::image_header(&path) {
                     Ok(h) => Type::Tensor(Shape::known(&[1, h.height as u64, h.width as u64])),
                     Err(e) => {
@@ -132,7 +176,9 @@ impl Checker {
                 }
             }
             "load_npy" => {
-                let Some(path) = self.file_arg(args, "path") else { return declared };
+                let Some(path) = self.file_arg(args, "path") else {
+                    return declared;
+                };
                 match crate::io::npy::npy_header(&path) {
                     Ok(h) => Type::Tensor(Shape::known(&h.shape)),
                     Err(e) => {
@@ -148,7 +194,12 @@ impl Checker {
                     .map(|v| match v.konst.as_ref().and_then(Const::as_i64) {
                         Some(n) if n > 0 => Dim::Known(n as u64),
                         Some(n) => {
-                            self.report(Diag::error(Code::InvalidValue, v.span, format!("a dimension must be positive, not {n}"), "here"));
+                            self.report(Diag::error(
+                                Code::InvalidValue,
+                                v.span,
+                                format!("a dimension must be positive, not {n}"),
+                                "here",
+                            ));
                             self.dims.fresh()
                         }
                         None => self.dims.fresh(),
@@ -156,7 +207,9 @@ impl Checker {
                     .collect();
                 Type::ShapeVal(Shape::Dims(dims))
             }
-            "zeros" | "ones" | "gaussian_like" => Type::Tensor(shape_of(&args.ty("shape")).unwrap_or(Shape::Unknown)),
+            "zeros" | "ones" | "gaussian_like" => {
+                Type::Tensor(shape_of(&args.ty("shape")).unwrap_or(Shape::Unknown))
+            }
             "zeros_like" | "ones_like" | "stop_grad" | "clip" | "score" | "renoise" => args.ty("x"),
             "ddim_step" => {
                 self.same_shape(args, "x", "x0");
@@ -168,14 +221,30 @@ impl Checker {
             "min" | "max" => self.elementwise(args, &["a", "b"]),
             "tensor" => {
                 let shape = shape_of(&args.ty("shape")).unwrap_or(Shape::Unknown);
-                if let (Some(Const::List(xs)), Shape::Dims(d)) = (args.get("values").and_then(|v| v.konst.clone()), self.dims.resolve_shape(&shape)) {
-                    let known: Option<u64> = d.iter().map(|x| if let Dim::Known(n) = x { Some(*n) } else { None }).product();
+                if let (Some(Const::List(xs)), Shape::Dims(d)) = (
+                    args.get("values").and_then(|v| v.konst.clone()),
+                    self.dims.resolve_shape(&shape),
+                ) {
+                    let known: Option<u64> = d
+                        .iter()
+                        .map(|x| {
+                            if let Dim::Known(n) = x {
+                                Some(*n)
+                            } else {
+                                None
+                            }
+                        })
+                        .product();
                     if let Some(n) = known {
                         if n != xs.len() as u64 {
                             self.invalid(
                                 args,
                                 "values",
-                                format!("{} values cannot fill a shape of {} elements", xs.len(), n),
+                                format!(
+                                    "{} values cannot fill a shape of {} elements",
+                                    xs.len(),
+                                    n
+                                ),
                                 "give exactly as many values as the shape has elements",
                             );
                             return Type::Error;
@@ -218,7 +287,12 @@ impl Checker {
             "half_mask" => {
                 if let Some(side) = args.string("side") {
                     if !matches!(side, "left" | "right" | "top" | "bottom") {
-                        self.invalid(args, "side", format!("unknown side `{side}`"), "use \"left\", \"right\", \"top\" or \"bottom\"");
+                        self.invalid(
+                            args,
+                            "side",
+                            format!("unknown side `{side}`"),
+                            "use \"left\", \"right\", \"top\" or \"bottom\"",
+                        );
                     }
                 }
                 self.mask_shape(args)
@@ -232,9 +306,19 @@ impl Checker {
                 self.mask_shape(args)
             }
             "inpaint" => {
-                let Some(Shape::Dims(d)) = shape_of(&args.ty("mask")) else { return declared };
+                let Some(Shape::Dims(d)) = shape_of(&args.ty("mask")) else {
+                    return declared;
+                };
                 if d.len() != 3 {
-                    self.invalid(args, "mask", format!("a mask is [1, H, W] or [C, H, W], not {} dimensions", d.len()), "");
+                    self.invalid(
+                        args,
+                        "mask",
+                        format!(
+                            "a mask is [1, H, W] or [C, H, W], not {} dimensions",
+                            d.len()
+                        ),
+                        "",
+                    );
                     return Type::Error;
                 }
                 let c = match self.dims.resolve(d[0]) {
@@ -248,7 +332,12 @@ impl Checker {
                 self.require(args, "sigma", |s| s > 0.0, "positive");
                 if let Some(size) = args.int("size") {
                     if size != 0 && (size < 0 || size % 2 == 0) {
-                        self.invalid(args, "size", format!("the kernel size must be odd (or 0 for automatic), not {size}"), "");
+                        self.invalid(
+                            args,
+                            "size",
+                            format!("the kernel size must be odd (or 0 for automatic), not {size}"),
+                            "",
+                        );
                     }
                 }
                 self.same_shape_op(true, true)
@@ -264,9 +353,15 @@ impl Checker {
             }
             "kernel_blur" => {
                 if let Some(Shape::Dims(d)) = shape_of(&args.ty("kernel")) {
-                    let ok = d.len() == 2 || (d.len() == 3 && self.dims.resolve(d[0]) == Dim::Known(1));
+                    let ok =
+                        d.len() == 2 || (d.len() == 3 && self.dims.resolve(d[0]) == Dim::Known(1));
                     if !ok {
-                        self.invalid(args, "kernel", "a blur kernel is a grey image or a 2-D array".into(), "use a one-channel image or an [h, w] .npy");
+                        self.invalid(
+                            args,
+                            "kernel",
+                            "a blur kernel is a grey image or a 2-D array".into(),
+                            "use a one-channel image or an [h, w] .npy",
+                        );
                     }
                 }
                 self.same_shape_op(true, false)
@@ -276,25 +371,57 @@ impl Checker {
                     return self.free_op(true, name == "downsample");
                 };
                 if k < 1 {
-                    self.invalid(args, "factor", format!("the factor must be at least 1, not {k}"), "");
+                    self.invalid(
+                        args,
+                        "factor",
+                        format!("the factor must be at least 1, not {k}"),
+                        "",
+                    );
                     return Type::Error;
                 }
-                let (c, h, w, h2, w2) = (self.dims.fresh(), self.dims.fresh(), self.dims.fresh(), self.dims.fresh(), self.dims.fresh());
+                let (c, h, w, h2, w2) = (
+                    self.dims.fresh(),
+                    self.dims.fresh(),
+                    self.dims.fresh(),
+                    self.dims.fresh(),
+                    self.dims.fresh(),
+                );
                 let origin = args.call;
                 for (big, small, what) in [(h, h2, "height"), (w, w2, "width")] {
                     // A fresh constraint between fresh variables always holds.
-                    let _ = self.dims.add_scale(Scale { big, small, factor: k as u64, origin, what });
+                    let _ = self.dims.add_scale(Scale {
+                        big,
+                        small,
+                        factor: k as u64,
+                        origin,
+                        what,
+                    });
                 }
-                op(Shape::Dims(vec![c, h, w]), Shape::Dims(vec![c, h2, w2]), true, name == "downsample")
+                op(
+                    Shape::Dims(vec![c, h, w]),
+                    Shape::Dims(vec![c, h2, w2]),
+                    true,
+                    name == "downsample",
+                )
             }
             "to_grey" => {
                 let (h, w) = (self.dims.fresh(), self.dims.fresh());
-                op(Shape::Dims(vec![Dim::Known(3), h, w]), Shape::Dims(vec![Dim::Known(1), h, w]), true, false)
+                op(
+                    Shape::Dims(vec![Dim::Known(3), h, w]),
+                    Shape::Dims(vec![Dim::Known(1), h, w]),
+                    true,
+                    false,
+                )
             }
             "clipping" => {
                 if let (Some(lo), Some(hi)) = (args.float("lo"), args.float("hi")) {
                     if lo >= hi {
-                        self.invalid(args, "hi", format!("`hi` ({hi}) must be greater than `lo` ({lo})"), "");
+                        self.invalid(
+                            args,
+                            "hi",
+                            format!("`hi` ({hi}) must be greater than `lo` ({lo})"),
+                            "",
+                        );
                     }
                 }
                 self.same_shape_op(false, false)
@@ -322,7 +449,12 @@ impl Checker {
                 self.require(args, "steps", |s| s >= 1.0, "at least 1");
                 if let (Some(lo), Some(hi)) = (args.float("sigma_min"), args.float("sigma_max")) {
                     if lo >= hi {
-                        self.invalid(args, "sigma_max", format!("`sigma_max` ({hi}) must be greater than `sigma_min` ({lo})"), "");
+                        self.invalid(
+                            args,
+                            "sigma_max",
+                            format!("`sigma_max` ({hi}) must be greater than `sigma_min` ({lo})"),
+                            "",
+                        );
                     }
                 }
                 if name == "karras" {
@@ -334,9 +466,19 @@ impl Checker {
                 if let Some(Const::List(xs)) = args.get("sigmas").and_then(|v| v.konst.clone()) {
                     let v: Vec<f64> = xs.iter().filter_map(Const::as_f64).collect();
                     if v.is_empty() {
-                        self.invalid(args, "sigmas", "a schedule needs at least one noise level".into(), "");
+                        self.invalid(
+                            args,
+                            "sigmas",
+                            "a schedule needs at least one noise level".into(),
+                            "",
+                        );
                     } else if v.windows(2).any(|p| p[1] >= p[0]) || v.iter().any(|s| *s < 0.0) {
-                        self.invalid(args, "sigmas", "noise levels must be non-negative and strictly decreasing".into(), "list them from the largest to the smallest");
+                        self.invalid(
+                            args,
+                            "sigmas",
+                            "noise levels must be non-negative and strictly decreasing".into(),
+                            "list them from the largest to the smallest",
+                        );
                     }
                 }
                 Type::Schedule
@@ -354,8 +496,16 @@ impl Checker {
                 self.require(args, "lr", |x| x > 0.0, "positive");
                 self.require(args, "eps", |x| x > 0.0, "positive");
                 if let Some(Const::Tuple(b)) = args.get("betas").and_then(|v| v.konst.clone()) {
-                    if b.iter().filter_map(Const::as_f64).any(|x| !(0.0..1.0).contains(&x)) {
-                        self.invalid(args, "betas", "Adam's betas must be in [0, 1)".into(), "the usual values are (0.9, 0.999)");
+                    if b.iter()
+                        .filter_map(Const::as_f64)
+                        .any(|x| !(0.0..1.0).contains(&x))
+                    {
+                        self.invalid(
+                            args,
+                            "betas",
+                            "Adam's betas must be in [0, 1)".into(),
+                            "the usual values are (0.9, 0.999)",
+                        );
                     }
                 }
                 Type::Optimizer
@@ -371,11 +521,26 @@ impl Checker {
                 model(ModelKind::Consistency, shape)
             }
             "gaussian_prior" => {
-                let Some(mean) = shape_of(&args.ty("mean")) else { return declared };
-                if let (Shape::Dims(m), Some(Shape::Dims(c))) = (self.dims.resolve_shape(&mean), shape_of(&args.ty("cov")).map(|s| self.dims.resolve_shape(&s))) {
-                    let n: Option<u64> = m.iter().map(|d| if let Dim::Known(n) = d { Some(*n) } else { None }).product();
+                let Some(mean) = shape_of(&args.ty("mean")) else {
+                    return declared;
+                };
+                if let (Shape::Dims(m), Some(Shape::Dims(c))) = (
+                    self.dims.resolve_shape(&mean),
+                    shape_of(&args.ty("cov")).map(|s| self.dims.resolve_shape(&s)),
+                ) {
+                    let n: Option<u64> = m
+                        .iter()
+                        .map(|d| {
+                            if let Dim::Known(n) = d {
+                                Some(*n)
+                            } else {
+                                None
+                            }
+                        })
+                        .product();
                     let diag = c == m;
-                    let full = c.len() == 2 && n.is_some_and(|n| c[0] == Dim::Known(n) && c[1] == Dim::Known(n));
+                    let full = c.len() == 2
+                        && n.is_some_and(|n| c[0] == Dim::Known(n) && c[1] == Dim::Known(n));
                     if !diag && !full {
                         let (ms, cs) = (Shape::Dims(m.clone()), Shape::Dims(c.clone()));
                         let elems = n.map_or("n".to_string(), |n| n.to_string());
@@ -389,14 +554,26 @@ impl Checker {
                 model(ModelKind::Prior, mean)
             }
             "gmm_prior" => {
-                let Some(Shape::Dims(m)) = shape_of(&args.ty("means")) else { return model(ModelKind::Prior, Shape::Unknown) };
+                let Some(Shape::Dims(m)) = shape_of(&args.ty("means")) else {
+                    return model(ModelKind::Prior, Shape::Unknown);
+                };
                 if m.is_empty() {
-                    self.invalid(args, "means", "`means` must be [K, ...]: one mean per component".into(), "");
+                    self.invalid(
+                        args,
+                        "means",
+                        "`means` must be [K, ...]: one mean per component".into(),
+                        "",
+                    );
                     return Type::Error;
                 }
                 if let Some(Shape::Dims(w)) = shape_of(&args.ty("weights")) {
                     if w.len() != 1 || self.dims.unify_dim(w[0], m[0]).is_err() {
-                        self.invalid(args, "weights", "`weights` must be [K], one weight per component of `means`".into(), "");
+                        self.invalid(
+                            args,
+                            "weights",
+                            "`weights` must be [K], one weight per component of `means`".into(),
+                            "",
+                        );
                     }
                 }
                 model(ModelKind::Prior, Shape::Dims(m[1..].to_vec()))
@@ -450,7 +627,12 @@ impl Checker {
                         Type::Tensor(o) => match self.dims.unify_broadcast(&o, &s) {
                             Ok(r) => Type::Tensor(r),
                             Err(_) => {
-                                self.invalid(args, p, "the arguments' shapes do not match".into(), "");
+                                self.invalid(
+                                    args,
+                                    p,
+                                    "the arguments' shapes do not match".into(),
+                                    "",
+                                );
                                 Type::Error
                             }
                         },
@@ -461,7 +643,12 @@ impl Checker {
                 t if t.is_open() => return t,
                 other => {
                     let other = self.dims.resolve_type(&other);
-                    self.invalid(args, p, format!("expected a number or a tensor, found {other}"), "");
+                    self.invalid(
+                        args,
+                        p,
+                        format!("expected a number or a tensor, found {other}"),
+                        "",
+                    );
                     return Type::Error;
                 }
             }
@@ -509,7 +696,9 @@ impl Checker {
 
     /// `y` must be in `A`'s range and `x` (or the prior's shape) in its domain.
     fn check_problem(&mut self, args: &Args, prior: Option<&Shape>) {
-        let Type::Operator(o) = args.ty("A") else { return };
+        let Type::Operator(o) = args.ty("A") else {
+            return;
+        };
         let a_span = args.span("A");
         // The estimate first: its shape fixes A's domain, so a wrong `y` is the one reported.
         if let Some(x) = args.get("x").cloned() {
@@ -536,12 +725,19 @@ impl Checker {
     /// `operator(f, domain)`: the range is what `f` returns for a tensor of the domain's shape.
     fn user_operator(&mut self, args: &Args) -> Type {
         let domain = shape_of(&args.ty("domain")).unwrap_or(Shape::Unknown);
-        let Type::Fn(f) = args.ty("f") else { return self.free_op(false, false) };
+        let Type::Fn(f) = args.ty("f") else {
+            return self.free_op(false, false);
+        };
         if matches!(&f, FnRef::Builtin(n) if n.is_empty()) || self.generic {
             return op(domain, Shape::Unknown, false, false);
         }
         let probe_span = args.span("f");
-        let node = self.add(crate::graph::Op::Input(0), vec![], Type::Tensor(domain.clone()), probe_span);
+        let node = self.add(
+            crate::graph::Op::Input(0),
+            vec![],
+            Type::Tensor(domain.clone()),
+            probe_span,
+        );
         // The probe call specialises `f` for the domain's shape; the runtime calls that
         // specialisation.
         let saved_region = self.region;
@@ -549,17 +745,33 @@ impl Checker {
         self.region = probe_region;
         let arg = super::call::ArgVal {
             name: None,
-            val: Val { ty: Type::Tensor(domain.clone()), node, konst: None, span: probe_span },
+            val: Val {
+                ty: Type::Tensor(domain.clone()),
+                node,
+                konst: None,
+                span: probe_span,
+            },
         };
         let out = self.call_fn_value(&f, vec![arg], probe_span);
-        self.emit.graph.region_mut(probe_region).outputs.push(out.node);
+        self.emit
+            .graph
+            .region_mut(probe_region)
+            .outputs
+            .push(out.node);
         self.region = saved_region;
         match out.ty {
             Type::Tensor(range) => op(domain, range, false, false),
             t if t.is_open() => op(domain, Shape::Unknown, false, false),
             other => {
                 let other = self.dims.resolve_type(&other);
-                self.invalid(args, "f", format!("an operator's function must return a tensor, this one returns {other}"), "");
+                self.invalid(
+                    args,
+                    "f",
+                    format!(
+                        "an operator's function must return a tensor, this one returns {other}"
+                    ),
+                    "",
+                );
                 Type::Error
             }
         }
@@ -567,7 +779,9 @@ impl Checker {
 
     /// `denoiser(path)` / `consistency(path)`: the card beside the weights gives the shape.
     fn load_model(&mut self, args: &Args, kind: ModelKind) -> Type {
-        let Some(weights) = self.file_arg(args, "path") else { return model(kind, Shape::Unknown) };
+        let Some(weights) = self.file_arg(args, "path") else {
+            return model(kind, Shape::Unknown);
+        };
         let tensors = match crate::io::headers::safetensors_header(&weights) {
             Ok(t) => t,
             Err(e) => {
@@ -582,9 +796,19 @@ impl Checker {
             Err(e) => {
                 let span = args.span("path");
                 self.report(
-                    Diag::error(Code::BadFile, span, format!("the model card cannot be used: {e}"), "these weights")
-                        .with_note(format!("the card is read from {}", absolute(&card_path).display()))
-                        .with_help("every weights file needs a RON model card with the same name beside it"),
+                    Diag::error(
+                        Code::BadFile,
+                        span,
+                        format!("the model card cannot be used: {e}"),
+                        "these weights",
+                    )
+                    .with_note(format!(
+                        "the card is read from {}",
+                        absolute(&card_path).display()
+                    ))
+                    .with_help(
+                        "every weights file needs a RON model card with the same name beside it",
+                    ),
                 );
                 return Type::Error;
             }
@@ -609,8 +833,13 @@ impl Checker {
         let problems = crate::models::card::tensor_mismatches(&card, &tensors);
         if let Some(first) = problems.first() {
             self.report(
-                Diag::error(Code::BadFile, args.span("path"), format!("the weights do not match the model card: {first}"), "these weights")
-                    .with_note(format!("{} mismatch(es) in all", problems.len())),
+                Diag::error(
+                    Code::BadFile,
+                    args.span("path"),
+                    format!("the weights do not match the model card: {first}"),
+                    "these weights",
+                )
+                .with_note(format!("{} mismatch(es) in all", problems.len())),
             );
             return Type::Error;
         }
@@ -621,7 +850,12 @@ impl Checker {
 
 /// An operator type.
 fn op(domain: Shape, range: Shape, linear: bool, svd: bool) -> Type {
-    Type::Operator(Box::new(OpType { domain, range, linear, svd }))
+    Type::Operator(Box::new(OpType {
+        domain,
+        range,
+        linear,
+        svd,
+    }))
 }
 
 /// A model type.

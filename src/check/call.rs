@@ -35,7 +35,12 @@ pub(crate) struct Sig<'a> {
 
 impl Checker {
     /// Matches arguments to parameters; `None` after reporting when they do not fit.
-    pub(super) fn match_args(&mut self, sig: &Sig<'_>, args: Vec<ArgVal>, call: Span) -> Option<Vec<Slot>> {
+    pub(super) fn match_args(
+        &mut self,
+        sig: &Sig<'_>,
+        args: Vec<ArgVal>,
+        call: Span,
+    ) -> Option<Vec<Slot>> {
         let n = sig.params.len();
         let mut slots: Vec<Option<Slot>> = (0..n).map(|_| None).collect();
         let mut ok = true;
@@ -44,9 +49,8 @@ impl Checker {
             match a.name {
                 None => {
                     if pos < n && sig.params[pos].variadic {
-                        match slots[pos].get_or_insert_with(|| Slot::Many(Vec::new())) {
-                            Slot::Many(v) => v.push(a.val),
-                            _ => {}
+                        if let Slot::Many(v) = slots[pos].get_or_insert_with(|| Slot::Many(Vec::new())) {
+                            v.push(a.val);
                         }
                         continue;
                     }
@@ -54,11 +58,19 @@ impl Checker {
                         let d = Diag::error(
                             Code::Arity,
                             a.val.span,
-                            format!("`{}` takes {} argument{}, but more were given", sig.name, n, if n == 1 { "" } else { "s" }),
+                            format!(
+                                "`{}` takes {} argument{}, but more were given",
+                                sig.name,
+                                n,
+                                if n == 1 { "" } else { "s" }
+                            ),
                             "extra argument",
                         )
                         .with_label(sig.def_span, "defined here")
-                        .with_help(format!("remove it; the parameters are: {}", param_list(sig.params)));
+                        .with_help(format!(
+                            "remove it; the parameters are: {}",
+                            param_list(sig.params)
+                        ));
                         self.report(d);
                         ok = false;
                         continue;
@@ -78,7 +90,10 @@ impl Checker {
                         let names = sig.params.iter().map(|p| p.name.node.as_str());
                         d = match super::suggest::closest(&name.node, names) {
                             Some(s) => d.with_help(format!("did you mean `{s}`?")),
-                            None => d.with_help(format!("the parameters are: {}", param_list(sig.params))),
+                            None => d.with_help(format!(
+                                "the parameters are: {}",
+                                param_list(sig.params)
+                            )),
                         };
                         self.report(d);
                         ok = false;
@@ -103,7 +118,11 @@ impl Checker {
                         ok = false;
                         continue;
                     }
-                    slots[i] = Some(if sig.params[i].variadic { Slot::Many(vec![a.val]) } else { Slot::Given(a.val) });
+                    slots[i] = Some(if sig.params[i].variadic {
+                        Slot::Many(vec![a.val])
+                    } else {
+                        Slot::Given(a.val)
+                    });
                 }
             }
         }
@@ -122,13 +141,29 @@ impl Checker {
             });
         }
         if !missing.is_empty() {
-            let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
-            let example = missing.iter().map(|m| format!("{m}: ...")).collect::<Vec<_>>().join(", ");
+            let list = missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let example = missing
+                .iter()
+                .map(|m| format!("{m}: ..."))
+                .collect::<Vec<_>>()
+                .join(", ");
             self.report(
                 Diag::error(
                     Code::Arity,
                     call,
-                    format!("`{}` is missing {} {list}", sig.name, if missing.len() == 1 { "argument" } else { "arguments" }),
+                    format!(
+                        "`{}` is missing {} {list}",
+                        sig.name,
+                        if missing.len() == 1 {
+                            "argument"
+                        } else {
+                            "arguments"
+                        }
+                    ),
                     format!("missing {list}"),
                 )
                 .with_label(sig.def_span, "defined here")
@@ -228,16 +263,39 @@ impl Checker {
                 }
             }
         }
-        let args = super::builtins::Args { named: given, rest, call };
+        let args = super::builtins::Args {
+            named: given,
+            rest,
+            call,
+        };
         let ty = self.builtin_rule(name, &args, ret);
-        let node = self.add(Op::Builtin { name: name.to_string(), variadic }, inputs, ty.clone(), call);
+        let node = self.add(
+            Op::Builtin {
+                name: name.to_string(),
+                variadic,
+            },
+            inputs,
+            ty.clone(),
+            call,
+        );
         let konst = self.fold_builtin(name, &args);
-        Val { ty, node, konst, span: call }
+        Val {
+            ty,
+            node,
+            konst,
+            span: call,
+        }
     }
 
     /// Calls a user or library function: from its annotations alone while checking a function
     /// on its own, otherwise by specialising its body for these arguments.
-    pub(super) fn call_user(&mut self, module: usize, name: &str, args: Vec<ArgVal>, call: Span) -> Val {
+    pub(super) fn call_user(
+        &mut self,
+        module: usize,
+        name: &str,
+        args: Vec<ArgVal>,
+        call: Span,
+    ) -> Val {
         let program = self.modules[module].program.clone();
         let Some(&idx) = self.modules[module].fns.get(name) else {
             return self.error_val(call);
@@ -264,9 +322,18 @@ impl Checker {
                 })
                 .collect();
             let node = self.add(Op::Const(Const::Unit), inputs, ret.clone(), call);
-            return Val { ty: ret, node, konst: None, span: call };
+            return Val {
+                ty: ret,
+                node,
+                konst: None,
+                span: call,
+            };
         }
-        if self.call_stack.iter().any(|(m, n, _)| *m == module && n == name) {
+        if self
+            .call_stack
+            .iter()
+            .any(|(m, n, _)| *m == module && n == name)
+        {
             let chain: Vec<String> = self
                 .call_stack
                 .iter()
@@ -274,9 +341,14 @@ impl Checker {
                 .chain(std::iter::once(name.to_string()))
                 .collect();
             self.report(
-                Diag::error(Code::Recursion, call, format!("`{name}` calls itself"), "recursive call")
-                    .with_note(format!("call chain: {}", chain.join(" -> ")))
-                    .with_help("functions cannot be recursive; use `for` or `repeat` loops"),
+                Diag::error(
+                    Code::Recursion,
+                    call,
+                    format!("`{name}` calls itself"),
+                    "recursive call",
+                )
+                .with_note(format!("call chain: {}", chain.join(" -> ")))
+                .with_help("functions cannot be recursive; use `for` or `repeat` loops"),
             );
             return self.error_val(call);
         }
@@ -308,13 +380,28 @@ impl Checker {
             }
         };
         let node = self.add(Op::Call(fid), inputs, ty.clone(), call);
-        Val { ty, node, konst: None, span: call }
+        Val {
+            ty,
+            node,
+            konst: None,
+            span: call,
+        }
     }
 
     /// Checks a function body for these arguments and emits it as a graph function.
-    fn specialise(&mut self, module: usize, f: &crate::syntax::ast::FnDef, slots: Vec<Slot>, ret: Type, call: Span) -> (FuncId, Type) {
+    fn specialise(
+        &mut self,
+        module: usize,
+        f: &crate::syntax::ast::FnDef,
+        slots: Vec<Slot>,
+        ret: Type,
+        call: Span,
+    ) -> (FuncId, Type) {
         let given = slots.iter().filter(|s| matches!(s, Slot::Given(_))).count() as u32;
-        let region = self.emit.graph.add_region(format!("fn {}", f.name.node), given);
+        let region = self
+            .emit
+            .graph
+            .add_region(format!("fn {}", f.name.node), given);
         let fid = FuncId(self.emit.graph.functions.len() as u32);
         self.emit.graph.functions.push(Function {
             name: f.name.node.clone(),
@@ -333,13 +420,20 @@ impl Checker {
                 Slot::Given(v) => {
                     let node = self.add(Op::Input(input), vec![], v.ty.clone(), p.name.span);
                     input += 1;
-                    Val { node, span: p.name.span, ..v }
+                    Val {
+                        node,
+                        span: p.name.span,
+                        ..v
+                    }
                 }
                 _ => match &p.default {
                     Some(d) => {
                         let v = self.expr(d);
                         let v = self.annotate(v, p.ty.as_ref());
-                        Val { span: p.name.span, ..v }
+                        Val {
+                            span: p.name.span,
+                            ..v
+                        }
                     }
                     None => self.error_val(p.name.span),
                 },
@@ -383,18 +477,47 @@ impl Checker {
             let v = match &p.default {
                 Some(d) => {
                     let v = self.expr(d);
-                    let v = self.coerce(v, &ty, p.ty.as_ref().map_or(p.name.span, |t| t.span), &format!("parameter `{}`", p.name.node));
-                    if ty.is_open() { v } else { Val { ty: ty.clone(), ..v } }
+                    let v = self.coerce(
+                        v,
+                        &ty,
+                        p.ty.as_ref().map_or(p.name.span, |t| t.span),
+                        &format!("parameter `{}`", p.name.node),
+                    );
+                    if ty.is_open() {
+                        v
+                    } else {
+                        Val {
+                            ty: ty.clone(),
+                            ..v
+                        }
+                    }
                 }
                 None => {
                     let node = self.add(Op::Input(0), vec![], ty.clone(), p.name.span);
-                    Val { ty: ty.clone(), node, konst: None, span: p.name.span }
+                    Val {
+                        ty: ty.clone(),
+                        node,
+                        konst: None,
+                        span: p.name.span,
+                    }
                 }
             };
-            let ty = if p.variadic { Type::List(Box::new(v.ty.clone())) } else { v.ty.clone() };
-            self.bind_local(&p.name.node, BindKind::FnParam, Val { ty, ..v }, p.name.span);
+            let ty = if p.variadic {
+                Type::List(Box::new(v.ty.clone()))
+            } else {
+                v.ty.clone()
+            };
+            self.bind_local(
+                &p.name.node,
+                BindKind::FnParam,
+                Val { ty, ..v },
+                p.name.span,
+            );
         }
-        let ret = f.ret.as_ref().map(|r| (self.type_of_annotation(r, &mut names), r.span));
+        let ret = f
+            .ret
+            .as_ref()
+            .map(|r| (self.type_of_annotation(r, &mut names), r.span));
         let body = self.block(&f.body);
         if let Some((want, span)) = ret {
             self.coerce(body, &want, span, "the declared result type");
@@ -411,8 +534,18 @@ impl Checker {
         match f {
             FnRef::Builtin(n) if n.is_empty() => {
                 // An unknown function (a `Fn` parameter checked on its own).
-                let node = self.add(Op::Apply, args.iter().map(|a| a.val.node).collect(), Type::Any, call);
-                Val { ty: Type::Any, node, konst: None, span: call }
+                let node = self.add(
+                    Op::Apply,
+                    args.iter().map(|a| a.val.node).collect(),
+                    Type::Any,
+                    call,
+                );
+                Val {
+                    ty: Type::Any,
+                    node,
+                    konst: None,
+                    span: call,
+                }
             }
             FnRef::Builtin(n) => self.call_builtin(&n.clone(), args, call),
             FnRef::User { module, name } => self.call_user(*module, &name.clone(), args, call),
@@ -424,7 +557,13 @@ impl Checker {
 fn param_list(params: &[FnParam]) -> String {
     params
         .iter()
-        .map(|p| if p.default.is_some() { format!("{} (optional)", p.name.node) } else { p.name.node.clone() })
+        .map(|p| {
+            if p.default.is_some() {
+                format!("{} (optional)", p.name.node)
+            } else {
+                p.name.node.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

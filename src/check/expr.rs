@@ -29,10 +29,24 @@ impl Checker {
                 if vals.is_empty() {
                     return self.const_val(Const::Unit, Type::Unit, span);
                 }
-                let konst = vals.iter().map(|v| v.konst.clone()).collect::<Option<Vec<_>>>().map(Const::Tuple);
+                let konst = vals
+                    .iter()
+                    .map(|v| v.konst.clone())
+                    .collect::<Option<Vec<_>>>()
+                    .map(Const::Tuple);
                 let ty = Type::Tuple(vals.iter().map(|v| v.ty.clone()).collect());
-                let node = self.add(Op::Tuple, vals.iter().map(|v| v.node).collect(), ty.clone(), span);
-                Val { ty, node, konst, span }
+                let node = self.add(
+                    Op::Tuple,
+                    vals.iter().map(|v| v.node).collect(),
+                    ty.clone(),
+                    span,
+                );
+                Val {
+                    ty,
+                    node,
+                    konst,
+                    span,
+                }
             }
             ExprKind::Unary(op, inner) => {
                 let v = self.expr(inner);
@@ -58,7 +72,9 @@ impl Checker {
                 let i = self.expr(idx);
                 self.index(b, i, span)
             }
-            ExprKind::If(cond, then, otherwise) => self.if_expr(cond, then, otherwise.as_deref(), span, true),
+            ExprKind::If(cond, then, otherwise) => {
+                self.if_expr(cond, then, otherwise.as_deref(), span, true)
+            }
             ExprKind::Block(b) => self.block(b),
             ExprKind::Error => self.error_val(span),
         }
@@ -69,21 +85,27 @@ impl Checker {
     fn function_named(&self, n: &str) -> Option<FnRef> {
         if let Some(b) = self.lookup(n) {
             return match &b.ty {
-                Type::Fn(f) if b.node.is_none() || b.kind == super::scope::BindKind::Import => Some(f.clone()),
+                Type::Fn(f) if b.node.is_none() || b.kind == super::scope::BindKind::Import => {
+                    Some(f.clone())
+                }
                 _ => None,
             };
         }
         if self.modules[self.module].fns.contains_key(n) {
-            return Some(if self.prelude.get(n).is_some_and(|(m, _)| *m == self.module) {
-                FnRef::Builtin(n.to_string())
-            } else {
-                FnRef::User {
-                    module: self.module,
-                    name: n.to_string(),
-                }
-            });
+            return Some(
+                if self.prelude.get(n).is_some_and(|(m, _)| *m == self.module) {
+                    FnRef::Builtin(n.to_string())
+                } else {
+                    FnRef::User {
+                        module: self.module,
+                        name: n.to_string(),
+                    }
+                },
+            );
         }
-        self.prelude.contains_key(n).then(|| FnRef::Builtin(n.to_string()))
+        self.prelude
+            .contains_key(n)
+            .then(|| FnRef::Builtin(n.to_string()))
     }
 
     /// A name: a local, a module item, or a built-in.
@@ -91,22 +113,34 @@ impl Checker {
         if let Some(b) = self.lookup(n) {
             let (ty, node, konst) = (b.ty.clone(), b.node, b.konst.clone());
             return match node {
-                Some(node) => Val { ty, node, konst, span },
+                Some(node) => Val {
+                    ty,
+                    node,
+                    konst,
+                    span,
+                },
                 None => {
                     let node = self.add(Op::Const(Const::Unit), vec![], ty.clone(), span);
-                    Val { ty, node, konst: None, span }
+                    Val {
+                        ty,
+                        node,
+                        konst: None,
+                        span,
+                    }
                 }
             };
         }
         let fnref = if self.modules[self.module].fns.contains_key(n) {
-            Some(if self.prelude.get(n).is_some_and(|(m, _)| *m == self.module) {
-                FnRef::Builtin(n.to_string())
-            } else {
-                FnRef::User {
-                    module: self.module,
-                    name: n.to_string(),
-                }
-            })
+            Some(
+                if self.prelude.get(n).is_some_and(|(m, _)| *m == self.module) {
+                    FnRef::Builtin(n.to_string())
+                } else {
+                    FnRef::User {
+                        module: self.module,
+                        name: n.to_string(),
+                    }
+                },
+            )
         } else if self.prelude.contains_key(n) {
             Some(FnRef::Builtin(n.to_string()))
         } else {
@@ -115,11 +149,23 @@ impl Checker {
         if let Some(f) = fnref {
             let ty = Type::Fn(f);
             let node = self.add(Op::Const(Const::Unit), vec![], ty.clone(), span);
-            return Val { ty, node, konst: None, span };
+            return Val {
+                ty,
+                node,
+                konst: None,
+                span,
+            };
         }
-        let mut d = Diag::error(Code::UnknownName, span, format!("`{n}` is not defined"), "not found in this scope");
+        let mut d = Diag::error(
+            Code::UnknownName,
+            span,
+            format!("`{n}` is not defined"),
+            "not found in this scope",
+        );
         if let Some(module) = self.std_index.get(n) {
-            d = d.with_help(format!("`{n}` is in the standard library: add `use {module}`"));
+            d = d.with_help(format!(
+                "`{n}` is in the standard library: add `use {module}`"
+            ));
         } else {
             let names = self.visible_names();
             if let Some(s) = super::suggest::closest(n, names.iter().map(String::as_str)) {
@@ -160,10 +206,24 @@ impl Checker {
                 }
             }
         }
-        let konst = vals.iter().map(|v| v.konst.clone()).collect::<Option<Vec<_>>>().map(Const::List);
+        let konst = vals
+            .iter()
+            .map(|v| v.konst.clone())
+            .collect::<Option<Vec<_>>>()
+            .map(Const::List);
         let ty = Type::List(Box::new(elem));
-        let node = self.add(Op::List, vals.iter().map(|v| v.node).collect(), ty.clone(), span);
-        Val { ty, node, konst, span }
+        let node = self.add(
+            Op::List,
+            vals.iter().map(|v| v.node).collect(),
+            ty.clone(),
+            span,
+        );
+        Val {
+            ty,
+            node,
+            konst,
+            span,
+        }
     }
 
     /// The common type of two values (for list elements and `if` branches).
@@ -174,7 +234,11 @@ impl Checker {
             (Type::Int, Type::Float) | (Type::Float, Type::Int) => Some(Type::Float),
             (Type::Tensor(x), Type::Tensor(y)) => {
                 self.dims.unify_shape(x, y).ok()?;
-                Some(Type::Tensor(if matches!(x, Shape::Unknown) { y.clone() } else { x.clone() }))
+                Some(Type::Tensor(if matches!(x, Shape::Unknown) {
+                    y.clone()
+                } else {
+                    x.clone()
+                }))
             }
             _ => self.fits(a, b).ok().or_else(|| self.fits(b, a).ok()),
         }
@@ -205,10 +269,17 @@ impl Checker {
             Type::Fn(r) => self.call_fn_value(&r, args, span),
             Type::Operator(op) => {
                 let x = self.single_arg(args, "an operator", span);
-                let Some(x) = x else { return self.error_val(span) };
+                let Some(x) = x else {
+                    return self.error_val(span);
+                };
                 let ty = self.apply_operator(&op, &x, f.span);
                 let node = self.add(Op::Apply, vec![f.node, x.node], ty.clone(), span);
-                Val { ty, node, konst: None, span }
+                Val {
+                    ty,
+                    node,
+                    konst: None,
+                    span,
+                }
             }
             Type::Model(m) => {
                 let positional: Vec<&ArgVal> = args.iter().collect();
@@ -227,7 +298,12 @@ impl Checker {
                 self.expect_type(s, &Type::Float, "the noise level");
                 let ty = self.apply_model(&m.shape, x, f.span);
                 let node = self.add(Op::Apply, vec![f.node, x.node, s.node], ty.clone(), span);
-                Val { ty, node, konst: None, span }
+                Val {
+                    ty,
+                    node,
+                    konst: None,
+                    span,
+                }
             }
             Type::Noise { .. } => {
                 let Some(x) = self.single_arg(args, "a noise model", span) else {
@@ -238,18 +314,38 @@ impl Checker {
                 }
                 let ty = x.ty.clone();
                 let node = self.add(Op::Apply, vec![f.node, x.node], ty.clone(), span);
-                Val { ty, node, konst: None, span }
+                Val {
+                    ty,
+                    node,
+                    konst: None,
+                    span,
+                }
             }
             Type::Any => {
-                let node = self.add(Op::Apply, args.iter().map(|a| a.val.node).collect(), Type::Any, span);
-                Val { ty: Type::Any, node, konst: None, span }
+                let node = self.add(
+                    Op::Apply,
+                    args.iter().map(|a| a.val.node).collect(),
+                    Type::Any,
+                    span,
+                );
+                Val {
+                    ty: Type::Any,
+                    node,
+                    konst: None,
+                    span,
+                }
             }
             Type::Error => self.error_val(span),
             other => {
                 let other = self.dims.resolve_type(&other);
                 self.report(
-                    Diag::error(Code::NotCallable, callee.span, format!("{} cannot be called", other.kind_phrase()), format!("this is {other}"))
-                        .with_help("only functions, operators, models and noise models can be called"),
+                    Diag::error(
+                        Code::NotCallable,
+                        callee.span,
+                        format!("{} cannot be called", other.kind_phrase()),
+                        format!("this is {other}"),
+                    )
+                    .with_help("only functions, operators, models and noise models can be called"),
                 );
                 self.error_val(span)
             }
@@ -260,8 +356,13 @@ impl Checker {
     fn single_arg(&mut self, args: Vec<ArgVal>, what: &str, span: Span) -> Option<Val> {
         if args.len() != 1 || args[0].name.is_some() {
             self.report(
-                Diag::error(Code::Arity, span, format!("{what} takes one argument"), format!("{} given", args.len()))
-                    .with_help("apply it to one tensor: `A(x)`"),
+                Diag::error(
+                    Code::Arity,
+                    span,
+                    format!("{what} takes one argument"),
+                    format!("{} given", args.len()),
+                )
+                .with_help("apply it to one tensor: `A(x)`"),
             );
             return None;
         }
@@ -321,18 +422,36 @@ impl Checker {
     }
 
     /// Reports two shapes that should agree, with a label on each side.
-    pub(super) fn shape_error(&mut self, c: &Conflict, x: &Val, xs: &Shape, other: Span, os: &Shape, other_what: &str) {
+    pub(super) fn shape_error(
+        &mut self,
+        c: &Conflict,
+        x: &Val,
+        xs: &Shape,
+        other: Span,
+        os: &Shape,
+        other_what: &str,
+    ) {
         let have = self.dims.resolve_shape(xs);
         let want = self.dims.resolve_shape(os);
         let d = match c {
-            Conflict::Scale { big, factor, origin, what } => Diag::error(
+            Conflict::Scale {
+                big,
+                factor,
+                origin,
+                what,
+            } => Diag::error(
                 Code::ShapeMismatch,
                 x.span,
                 format!("a {what} of {big} is not divisible by {factor}"),
                 format!("this is {have}"),
             )
-            .with_label(*origin, format!("this needs the {what} to be a multiple of {factor}"))
-            .with_help(format!("use an image whose {what} is a multiple of {factor}, or another factor")),
+            .with_label(
+                *origin,
+                format!("this needs the {what} to be a multiple of {factor}"),
+            )
+            .with_help(format!(
+                "use an image whose {what} is a multiple of {factor}, or another factor"
+            )),
             _ => Diag::error(
                 Code::ShapeMismatch,
                 x.span,
@@ -353,11 +472,18 @@ impl Checker {
             (UnOp::Neg, Type::Operator(_)) => v.ty.clone(),
             (UnOp::Not, Type::Bool) => Type::Bool,
             _ => {
-                let want = if op == UnOp::Neg { "a number or a tensor" } else { "a Bool" };
+                let want = if op == UnOp::Neg {
+                    "a number or a tensor"
+                } else {
+                    "a Bool"
+                };
                 let have = self.dims.resolve_type(&v.ty);
-                self.report(
-                    Diag::error(Code::TypeMismatch, v.span, format!("`{}` needs {want}, found {have}", op.as_str().trim()), format!("this is {have}")),
-                );
+                self.report(Diag::error(
+                    Code::TypeMismatch,
+                    v.span,
+                    format!("`{}` needs {want}, found {have}", op.as_str().trim()),
+                    format!("this is {have}"),
+                ));
                 Type::Error
             }
         };
@@ -371,7 +497,12 @@ impl Checker {
             Some(c) => self.add(Op::Const(c.clone()), vec![], ty.clone(), span),
             None => self.add(Op::Unary(op), vec![v.node], ty.clone(), span),
         };
-        Val { ty, node, konst, span }
+        Val {
+            ty,
+            node,
+            konst,
+            span,
+        }
     }
 
     /// Infix operators on numbers, booleans, tensors, noise and operators.
@@ -388,29 +519,45 @@ impl Checker {
                 Ok(Bool)
             }
             (BinOp::Compose, Operator(a), Operator(b)) => self.compose(a, b, &l, &r),
-            (BinOp::Compose, a, b) if (a.is_open() || matches!(a, Operator(_))) && (b.is_open() || matches!(b, Operator(_))) => Ok(Any),
+            (BinOp::Compose, a, b)
+                if (a.is_open() || matches!(a, Operator(_)))
+                    && (b.is_open() || matches!(b, Operator(_))) =>
+            {
+                Ok(Any)
+            }
             (BinOp::Add | BinOp::Sub, Operator(a), Operator(b)) => self.op_sum(a, b, &l, &r),
-            (BinOp::Mul, Int | Float, Operator(o)) | (BinOp::Mul | BinOp::Div, Operator(o), Int | Float) => {
-                Ok(Operator(o.clone()))
-            }
-            (BinOp::Add, Tensor(_), Noise { additive: true }) | (BinOp::Add, Noise { additive: true }, Tensor(_)) => {
-                Ok(if let Tensor(_) = l.ty { l.ty.clone() } else { r.ty.clone() })
-            }
-            (BinOp::Add, Tensor(_), Noise { additive: false }) | (BinOp::Add, Noise { additive: false }, Tensor(_)) => {
+            (BinOp::Mul, Int | Float, Operator(o))
+            | (BinOp::Mul | BinOp::Div, Operator(o), Int | Float) => Ok(Operator(o.clone())),
+            (BinOp::Add, Tensor(_), Noise { additive: true })
+            | (BinOp::Add, Noise { additive: true }, Tensor(_)) => Ok(if let Tensor(_) = l.ty {
+                l.ty.clone()
+            } else {
+                r.ty.clone()
+            }),
+            (BinOp::Add, Tensor(_), Noise { additive: false })
+            | (BinOp::Add, Noise { additive: false }, Tensor(_)) => {
                 Err("only Gaussian noise is additive; apply other noise models as `noise(x)`")
             }
-            (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Pow, Tensor(a), Tensor(b)) => {
-                match self.dims.unify_broadcast(a, b) {
-                    Ok(s) => Ok(Tensor(s)),
-                    Err(c) => {
-                        let (a, b) = (a.clone(), b.clone());
-                        self.shape_error(&c, &r, &b, l.span, &a, "the other side is");
-                        Ok(Error)
-                    }
+            (
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Pow,
+                Tensor(a),
+                Tensor(b),
+            ) => match self.dims.unify_broadcast(a, b) {
+                Ok(s) => Ok(Tensor(s)),
+                Err(c) => {
+                    let (a, b) = (a.clone(), b.clone());
+                    self.shape_error(&c, &r, &b, l.span, &a, "the other side is");
+                    Ok(Error)
                 }
+            },
+            (
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Pow,
+                Tensor(_),
+                Int | Float,
+            ) => Ok(l.ty.clone()),
+            (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, Int | Float, Tensor(_)) => {
+                Ok(r.ty.clone())
             }
-            (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Pow, Tensor(_), Int | Float) => Ok(l.ty.clone()),
-            (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, Int | Float, Tensor(_)) => Ok(r.ty.clone()),
             (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Rem, Int, Int) => Ok(Int),
             (BinOp::Div | BinOp::Pow, Int, Int) => Ok(Float),
             (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Pow | BinOp::Rem, a, b)
@@ -430,7 +577,12 @@ impl Checker {
                 let mut d = Diag::error(
                     Code::TypeMismatch,
                     op_span,
-                    format!("`{}` cannot combine {} and {}", op.as_str(), lt.kind_phrase(), rt.kind_phrase()),
+                    format!(
+                        "`{}` cannot combine {} and {}",
+                        op.as_str(),
+                        lt.kind_phrase(),
+                        rt.kind_phrase()
+                    ),
                     "this operator",
                 )
                 .with_label(l.span, format!("this is {lt}"))
@@ -449,14 +601,22 @@ impl Checker {
             Some(c) => self.add(Op::Const(c.clone()), vec![], ty.clone(), span),
             None => self.add(Op::Binary(op), vec![l.node, r.node], ty.clone(), span),
         };
-        Val { ty, node, konst, span }
+        Val {
+            ty,
+            node,
+            konst,
+            span,
+        }
     }
 
     /// `A >> B`: A's range must be B's domain.
     fn compose(&mut self, a: &OpType, b: &OpType, l: &Val, r: &Val) -> Result<Type, &'static str> {
         if let Err(c) = self.dims.unify_shape(&a.range, &b.domain) {
             let (ar, bd) = (a.range.clone(), b.domain.clone());
-            let lv = Val { span: l.span, ..l.clone() };
+            let lv = Val {
+                span: l.span,
+                ..l.clone()
+            };
             let have = self.dims.resolve_shape(&ar);
             let want = self.dims.resolve_shape(&bd);
             let mut d = Diag::error(
@@ -480,13 +640,27 @@ impl Checker {
 
     /// `A + B`: same domain and range.
     fn op_sum(&mut self, a: &OpType, b: &OpType, l: &Val, r: &Val) -> Result<Type, &'static str> {
-        let ok = self.dims.unify_shape(&a.domain, &b.domain).and_then(|_| self.dims.unify_shape(&a.range, &b.range));
+        let ok = self
+            .dims
+            .unify_shape(&a.domain, &b.domain)
+            .and_then(|_| self.dims.unify_shape(&a.range, &b.range));
         if ok.is_err() {
-            let (ad, ar) = (self.dims.resolve_shape(&a.domain), self.dims.resolve_shape(&a.range));
-            let (bd, br) = (self.dims.resolve_shape(&b.domain), self.dims.resolve_shape(&b.range));
+            let (ad, ar) = (
+                self.dims.resolve_shape(&a.domain),
+                self.dims.resolve_shape(&a.range),
+            );
+            let (bd, br) = (
+                self.dims.resolve_shape(&b.domain),
+                self.dims.resolve_shape(&b.range),
+            );
             self.report(
-                Diag::error(Code::ShapeMismatch, l.span, "operators added together must map the same shapes", format!("this maps {ad} -> {ar}"))
-                    .with_label(r.span, format!("this maps {bd} -> {br}")),
+                Diag::error(
+                    Code::ShapeMismatch,
+                    l.span,
+                    "operators added together must map the same shapes",
+                    format!("this maps {ad} -> {ar}"),
+                )
+                .with_label(r.span, format!("this maps {bd} -> {br}")),
             );
             return Ok(Type::Error);
         }
@@ -507,15 +681,23 @@ impl Checker {
             Type::Tuple(ts) => match ci {
                 Some(k) if k >= 0 && (k as usize) < ts.len() => ts[k as usize].clone(),
                 Some(k) => {
-                    self.report(
-                        Diag::error(Code::InvalidValue, i.span, format!("index {k} is out of range for a {}-tuple", ts.len()), "out of range"),
-                    );
+                    self.report(Diag::error(
+                        Code::InvalidValue,
+                        i.span,
+                        format!("index {k} is out of range for a {}-tuple", ts.len()),
+                        "out of range",
+                    ));
                     Type::Error
                 }
                 None => {
                     self.report(
-                        Diag::error(Code::InvalidValue, i.span, "a tuple is indexed by a constant", "not known before running")
-                            .with_help("destructure it instead: `let (a, b) = t`"),
+                        Diag::error(
+                            Code::InvalidValue,
+                            i.span,
+                            "a tuple is indexed by a constant",
+                            "not known before running",
+                        )
+                        .with_help("destructure it instead: `let (a, b) = t`"),
                     );
                     Type::Error
                 }
@@ -548,7 +730,9 @@ impl Checker {
             }
         };
         let konst = match (&b.konst, ci) {
-            (Some(Const::List(xs)) | Some(Const::Tuple(xs)), Some(k)) if k >= 0 => xs.get(k as usize).cloned(),
+            (Some(Const::List(xs)) | Some(Const::Tuple(xs)), Some(k)) if k >= 0 => {
+                xs.get(k as usize).cloned()
+            }
             _ => match (&b.ty, ci) {
                 (Type::ShapeVal(s), Some(k)) if k >= 0 => match self.dims.resolve_shape(s) {
                     Shape::Dims(d) => match d.get(k as usize) {
@@ -565,9 +749,18 @@ impl Checker {
         } else {
             Op::Index
         };
-        let inputs = if matches!(op, Op::Project(_)) { vec![b.node] } else { vec![b.node, i.node] };
+        let inputs = if matches!(op, Op::Project(_)) {
+            vec![b.node]
+        } else {
+            vec![b.node, i.node]
+        };
         let node = self.add(op, inputs, ty.clone(), span);
-        Val { ty, node, konst, span }
+        Val {
+            ty,
+            node,
+            konst,
+            span,
+        }
     }
 }
 
@@ -575,7 +768,9 @@ impl Checker {
 /// expects: `[N, C, H, W]` against `[C, H, W]`.
 fn split_batch(shape: &Shape, expected: &Shape) -> (Option<Dim>, Shape) {
     match (shape, expected) {
-        (Shape::Dims(d), Shape::Dims(e)) if d.len() == e.len() + 1 => (Some(d[0]), Shape::Dims(d[1..].to_vec())),
+        (Shape::Dims(d), Shape::Dims(e)) if d.len() == e.len() + 1 => {
+            (Some(d[0]), Shape::Dims(d[1..].to_vec()))
+        }
         _ => (None, shape.clone()),
     }
 }

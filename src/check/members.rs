@@ -24,7 +24,15 @@ fn fields_of(t: &Type) -> &'static [&'static str] {
 fn methods_of(t: &Type) -> &'static [&'static str] {
     match t {
         Type::Operator(_) => &[
-            "adjoint", "pinv", "visualize", "gram_solve", "svd_vt", "svd_v", "svd_ut", "svd_u", "singular_values",
+            "adjoint",
+            "pinv",
+            "visualize",
+            "gram_solve",
+            "svd_vt",
+            "svd_v",
+            "svd_ut",
+            "svd_u",
+            "singular_values",
         ],
         _ => &[],
     }
@@ -42,7 +50,9 @@ impl Checker {
             (Type::Model(m), "shape") => Type::ShapeVal(m.shape.clone()),
             (Type::Model(_), "sigma_data" | "sigma_min" | "sigma_max") => Type::Float,
             (Type::Schedule, "sigmas") => Type::List(Box::new(Type::Float)),
-            (Type::Schedule, "pairs") => Type::List(Box::new(Type::Tuple(vec![Type::Float, Type::Float]))),
+            (Type::Schedule, "pairs") => {
+                Type::List(Box::new(Type::Tuple(vec![Type::Float, Type::Float])))
+            }
             (Type::Schedule, "first" | "last") => Type::Float,
             (Type::Schedule, "len") => Type::Int,
             (Type::Tensor(s), "shape") => Type::ShapeVal(s.clone()),
@@ -103,7 +113,12 @@ impl Checker {
             }
         };
         let node = self.add(Op::Field(f.to_string()), vec![recv.node], ty.clone(), span);
-        Val { ty, node, konst, span }
+        Val {
+            ty,
+            node,
+            konst,
+            span,
+        }
     }
 
     /// `value.name(args)`.
@@ -128,7 +143,9 @@ impl Checker {
                 )
                 .with_label(recv.span, format!("this is {t}"));
                 if fields.contains(&m) {
-                    d = d.with_help(format!("`{m}` is a field: write `.{m}` without parentheses"));
+                    d = d.with_help(format!(
+                        "`{m}` is a field: write `.{m}` without parentheses"
+                    ));
                 } else if matches!(t, Type::Model(_)) {
                     d = d.with_help("call a model directly: `d(x, sigma)`");
                 }
@@ -137,29 +154,70 @@ impl Checker {
             }
         };
         let node = self.add(Op::Method(m.to_string()), inputs, ty.clone(), span);
-        Val { ty, node, konst: None, span }
+        Val {
+            ty,
+            node,
+            konst: None,
+            span,
+        }
     }
 
     /// The methods of operators.
-    fn operator_method(&mut self, o: &OpType, recv: &Val, name: &Ident, args: &[ArgVal], span: Span) -> Type {
+    fn operator_method(
+        &mut self,
+        o: &OpType,
+        recv: &Val,
+        name: &Ident,
+        args: &[ArgVal],
+        span: Span,
+    ) -> Type {
         let m = name.node.as_str();
         // (capability needed, parameters as (name, shape they must have), result shape)
         let (needs, params, result): (&str, Vec<(&str, Option<Shape>)>, Type) = match m {
-            "adjoint" => ("linear", vec![("v", Some(o.range.clone()))], Type::Tensor(o.domain.clone())),
-            "pinv" => ("linear", vec![("y", Some(o.range.clone()))], Type::Tensor(o.domain.clone())),
-            "visualize" => ("", vec![("y", Some(o.range.clone()))], Type::Tensor(o.domain.clone())),
+            "adjoint" => (
+                "linear",
+                vec![("v", Some(o.range.clone()))],
+                Type::Tensor(o.domain.clone()),
+            ),
+            "pinv" => (
+                "linear",
+                vec![("y", Some(o.range.clone()))],
+                Type::Tensor(o.domain.clone()),
+            ),
+            "visualize" => (
+                "",
+                vec![("y", Some(o.range.clone()))],
+                Type::Tensor(o.domain.clone()),
+            ),
             "gram_solve" => (
                 "linear",
                 vec![("r", Some(o.range.clone())), ("a", None), ("b", None)],
                 Type::Tensor(o.range.clone()),
             ),
-            "svd_vt" | "svd_v" => ("svd", vec![("x", Some(o.domain.clone()))], Type::Tensor(o.domain.clone())),
-            "svd_ut" => ("svd", vec![("y", Some(o.range.clone()))], Type::Tensor(o.domain.clone())),
-            "svd_u" => ("svd", vec![("c", Some(o.domain.clone()))], Type::Tensor(o.range.clone())),
+            "svd_vt" | "svd_v" => (
+                "svd",
+                vec![("x", Some(o.domain.clone()))],
+                Type::Tensor(o.domain.clone()),
+            ),
+            "svd_ut" => (
+                "svd",
+                vec![("y", Some(o.range.clone()))],
+                Type::Tensor(o.domain.clone()),
+            ),
+            "svd_u" => (
+                "svd",
+                vec![("c", Some(o.domain.clone()))],
+                Type::Tensor(o.range.clone()),
+            ),
             "singular_values" => ("svd", vec![], Type::Tensor(o.domain.clone())),
             _ => {
                 let methods = methods_of(&Type::Operator(Box::new(o.clone())));
-                let mut d = Diag::error(Code::UnknownField, name.span, format!("an Operator has no method `{m}`"), "unknown method");
+                let mut d = Diag::error(
+                    Code::UnknownField,
+                    name.span,
+                    format!("an Operator has no method `{m}`"),
+                    "unknown method",
+                );
                 d = match super::suggest::closest(m, methods.iter().copied()) {
                     Some(s) => d.with_help(format!("did you mean `{s}`?")),
                     None => d.with_help(format!("its methods are: {}", methods.join(", "))),
@@ -174,7 +232,11 @@ impl Checker {
             _ => false,
         };
         if lacking {
-            let what = if needs == "svd" { "a known SVD" } else { "linearity" };
+            let what = if needs == "svd" {
+                "a known SVD"
+            } else {
+                "linearity"
+            };
             self.report(
                 Diag::error(Code::Capability, name.span, format!("`{m}` needs an operator with {what}"), format!("needs {what}"))
                     .with_label(recv.span, "this operator does not have it")
@@ -186,13 +248,27 @@ impl Checker {
             );
             return Type::Error;
         }
-        if args.len() != params.len() || args.iter().any(|a| a.name.as_ref().is_some_and(|n| !params.iter().any(|(p, _)| *p == n.node))) {
-            let list = params.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ");
+        if args.len() != params.len()
+            || args.iter().any(|a| {
+                a.name
+                    .as_ref()
+                    .is_some_and(|n| !params.iter().any(|(p, _)| *p == n.node))
+            })
+        {
+            let list = params
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ");
             self.report(
                 Diag::error(
                     Code::Arity,
                     span,
-                    format!("`{m}` takes {} argument{}", params.len(), if params.len() == 1 { "" } else { "s" }),
+                    format!(
+                        "`{m}` takes {} argument{}",
+                        params.len(),
+                        if params.len() == 1 { "" } else { "s" }
+                    ),
                     format!("{} given", args.len()),
                 )
                 .with_help(format!("call it as `.{m}({list})`")),
@@ -205,7 +281,14 @@ impl Checker {
                     if let Type::Tensor(s) = &a.val.ty {
                         let item = s.clone();
                         if let Err(c) = self.dims.unify_shape(&item, shape) {
-                            self.shape_error(&c, &a.val, &item, recv.span, shape, "the operator here uses");
+                            self.shape_error(
+                                &c,
+                                &a.val,
+                                &item,
+                                recv.span,
+                                shape,
+                                "the operator here uses",
+                            );
                             return Type::Error;
                         }
                     } else if !a.val.ty.is_open() {

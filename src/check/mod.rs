@@ -81,9 +81,11 @@ fn check_file_here(path: &Path, opts: &CheckOptions) -> Checked {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            let file = cx
-                .sources
-                .add(path.display().to_string(), Origin::Path(path.to_path_buf()), text);
+            let file = cx.sources.add(
+                path.display().to_string(),
+                Origin::Path(path.to_path_buf()),
+                text,
+            );
             if let Err(d) = crate::syntax::decode(file, &bytes) {
                 cx.diags.push(d);
                 return cx.finish();
@@ -91,7 +93,11 @@ fn check_file_here(path: &Path, opts: &CheckOptions) -> Checked {
             cx.check_root(file);
         }
         Err(e) => {
-            let file = cx.sources.add(path.display().to_string(), Origin::Path(path.to_path_buf()), "");
+            let file = cx.sources.add(
+                path.display().to_string(),
+                Origin::Path(path.to_path_buf()),
+                "",
+            );
             cx.diags.push(Diag::error(
                 Code::MissingFile,
                 Span::new(file, 0, 0),
@@ -107,7 +113,9 @@ fn check_file_here(path: &Path, opts: &CheckOptions) -> Checked {
 pub fn check_source(name: &str, text: &str, base_dir: &Path, opts: &CheckOptions) -> Checked {
     crate::stack::with_big_stack(|| {
         let mut cx = Checker::new(opts.clone());
-        let file = cx.sources.add(name, Origin::Path(base_dir.join(name)), text.to_string());
+        let file = cx
+            .sources
+            .add(name, Origin::Path(base_dir.join(name)), text.to_string());
         cx.check_root(file);
         cx.finish()
     })
@@ -121,7 +129,12 @@ pub fn check_std_module(path: &str) -> Checked {
         Some(key) => {
             cx.load_module(key, span);
         }
-        None => cx.diags.push(Diag::error(Code::UnknownModule, span, format!("no module `{path}`"), "")),
+        None => cx.diags.push(Diag::error(
+            Code::UnknownModule,
+            span,
+            format!("no module `{path}`"),
+            "",
+        )),
     }
     cx.finish()
 }
@@ -239,12 +252,16 @@ impl Checker {
         }
         let mut unknown = Vec::new();
         for n in &self.emit.graph.nodes {
-            let crate::graph::Op::Builtin { name, .. } = &n.op else { continue };
+            let crate::graph::Op::Builtin { name, .. } = &n.op else {
+                continue;
+            };
             if !matches!(name.as_str(), "gaussian_like" | "zeros" | "ones" | "tensor") {
                 continue;
             }
             let open = match self.dims.resolve_type(&n.ty) {
-                Type::Tensor(types::Shape::Dims(d)) => d.iter().any(|x| matches!(x, types::Dim::Var(_))),
+                Type::Tensor(types::Shape::Dims(d)) => {
+                    d.iter().any(|x| matches!(x, types::Dim::Var(_)))
+                }
                 Type::Tensor(types::Shape::Unknown) => true,
                 _ => false,
             };
@@ -269,7 +286,9 @@ impl Checker {
     /// Records a diagnostic unless the same problem at the same place is already recorded.
     pub fn report(&mut self, d: Diag) {
         // Warnings are about the code being checked, not the libraries it imports.
-        if !d.is_error() && (!self.modules[self.module].root || (self.quiet_lints && d.code == Code::Unused)) {
+        if !d.is_error()
+            && (!self.modules[self.module].root || (self.quiet_lints && d.code == Code::Unused))
+        {
             return;
         }
         if self.seen.insert((d.code, d.span())) {
@@ -277,7 +296,10 @@ impl Checker {
                 Some((_, name, call)) if !self.generic => {
                     let f = self.sources.get(call.file);
                     let (line, col) = f.line_col(call.start as usize);
-                    d.with_note(format!("while checking the call of `{name}` at {}:{line}:{col}", f.name))
+                    d.with_note(format!(
+                        "while checking the call of `{name}` at {}:{line}:{col}",
+                        f.name
+                    ))
                 }
                 _ => d,
             };

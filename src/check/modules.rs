@@ -25,7 +25,8 @@ pub enum ModuleKey {
 impl ModuleKey {
     /// Parses `std.a.b`.
     pub fn parse_std(path: &str) -> Option<ModuleKey> {
-        path.starts_with("std.").then(|| ModuleKey::Std(path.to_string()))
+        path.starts_with("std.")
+            .then(|| ModuleKey::Std(path.to_string()))
     }
 
     fn display(&self) -> String {
@@ -61,12 +62,21 @@ impl Checker {
     /// Parses every standard-library module and registers its `extern fn`s as built-ins.
     pub(super) fn load_prelude(&mut self) {
         for path in crate::stdlib::module_paths() {
-            let Some(text) = crate::stdlib::module(path) else { continue };
-            let file = self.sources.add(format!("<{path}>"), Origin::Std(path.to_string()), text);
+            let Some(text) = crate::stdlib::module(path) else {
+                continue;
+            };
+            let file = self
+                .sources
+                .add(format!("<{path}>"), Origin::Std(path.to_string()), text);
             let parsed = crate::syntax::parse_here(file, text);
             self.diags.extend(parsed.diags);
             let idx = self.modules.len();
-            let mut m = self.new_module(ModuleKey::Std(path.to_string()), file, parsed.program, false);
+            let mut m = self.new_module(
+                ModuleKey::Std(path.to_string()),
+                file,
+                parsed.program,
+                false,
+            );
             for (i, item) in m.program.items.iter().enumerate() {
                 match &item.kind {
                     ItemKind::Extern(e) => {
@@ -79,7 +89,11 @@ impl Checker {
                 }
             }
             // Extern-only modules are complete as parsed; others are checked when imported.
-            m.done = m.program.items.iter().all(|i| matches!(i.kind, ItemKind::Extern(_)));
+            m.done = m
+                .program
+                .items
+                .iter()
+                .all(|i| matches!(i.kind, ItemKind::Extern(_)));
             self.modules.push(m);
         }
     }
@@ -99,7 +113,11 @@ impl Checker {
                     fns.entry(e.name.node.clone()).or_insert(i);
                     exports.push(e.name.node.clone());
                 }
-                ItemKind::Let { public: true, pattern, .. } => {
+                ItemKind::Let {
+                    public: true,
+                    pattern,
+                    ..
+                } => {
                     for n in pattern_names(&pattern.node) {
                         exports.push(n);
                     }
@@ -138,8 +156,20 @@ impl Checker {
         self.modules.push(m);
         self.check_module(idx, Span::new(file, 0, 0));
         // Every `--set` must name a param of the pipeline.
-        let params: Vec<String> = self.emit.graph.params.iter().map(|p| p.name.clone()).collect();
-        let unknown: Vec<String> = self.opts.overrides.keys().filter(|k| !params.contains(k)).cloned().collect();
+        let params: Vec<String> = self
+            .emit
+            .graph
+            .params
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let unknown: Vec<String> = self
+            .opts
+            .overrides
+            .keys()
+            .filter(|k| !params.contains(k))
+            .cloned()
+            .collect();
         for name in unknown {
             let mut d = Diag::error(
                 Code::UnknownName,
@@ -188,10 +218,10 @@ impl Checker {
         }
         let (file, text) = match &key {
             ModuleKey::Std(path) => {
-                let Some(text) = crate::stdlib::module(path) else {
-                    return None;
-                };
-                let file = self.sources.add(format!("<{path}>"), Origin::Std(path.clone()), text);
+                let text = crate::stdlib::module(path)?;
+                let file = self
+                    .sources
+                    .add(format!("<{path}>"), Origin::Std(path.clone()), text);
                 (file, text.to_string())
             }
             ModuleKey::File(path) => {
@@ -204,15 +234,24 @@ impl Checker {
                             (Code::BadFile, e.to_string())
                         };
                         self.report(
-                            Diag::error(code, at, format!("cannot import `{}`", path.display()), label)
-                                .with_note(format!("resolved to {}", path.display())),
+                            Diag::error(
+                                code,
+                                at,
+                                format!("cannot import `{}`", path.display()),
+                                label,
+                            )
+                            .with_note(format!("resolved to {}", path.display())),
                         );
                         return None;
                     }
                 };
                 self.dependencies.push(path.clone());
                 let text = String::from_utf8_lossy(&bytes).into_owned();
-                let file = self.sources.add(path.display().to_string(), Origin::Path(path.clone()), text.clone());
+                let file = self.sources.add(
+                    path.display().to_string(),
+                    Origin::Path(path.clone()),
+                    text.clone(),
+                );
                 if let Err(d) = crate::syntax::decode(file, &bytes) {
                     self.report(d);
                     return None;
@@ -234,7 +273,12 @@ impl Checker {
     fn check_module(&mut self, idx: usize, at: Span) {
         let key = self.modules[idx].key.clone();
         self.loading.push((key, at));
-        let saved = (self.module, self.region, std::mem::take(&mut self.scopes), self.generic);
+        let saved = (
+            self.module,
+            self.region,
+            std::mem::take(&mut self.scopes),
+            self.generic,
+        );
         self.module = idx;
         self.region = Graph::MAIN;
         self.generic = false;
@@ -270,7 +314,9 @@ impl Checker {
         let mut seen: HashMap<String, Span> = HashMap::new();
         for item in &program.items {
             let names: Vec<(String, Span)> = match &item.kind {
-                ItemKind::Param { name, .. } | ItemKind::Model { name, .. } => vec![(name.node.clone(), name.span)],
+                ItemKind::Param { name, .. } | ItemKind::Model { name, .. } => {
+                    vec![(name.node.clone(), name.span)]
+                }
                 ItemKind::Fn(f) => vec![(f.name.node.clone(), f.name.span)],
                 ItemKind::Extern(e) => vec![(e.name.node.clone(), e.name.span)],
                 ItemKind::Let { pattern, .. } => pattern_names(&pattern.node)
@@ -282,9 +328,14 @@ impl Checker {
             for (n, s) in names {
                 if let Some(first) = seen.get(&n) {
                     self.report(
-                        Diag::error(Code::Duplicate, s, format!("`{n}` is defined twice"), "defined again here")
-                            .with_label(*first, "first defined here")
-                            .with_help(format!("rename one of them, or remove the second `{n}`")),
+                        Diag::error(
+                            Code::Duplicate,
+                            s,
+                            format!("`{n}` is defined twice"),
+                            "defined again here",
+                        )
+                        .with_label(*first, "first defined here")
+                        .with_help(format!("rename one of them, or remove the second `{n}`")),
                     );
                 } else {
                     seen.insert(n, s);
@@ -303,7 +354,10 @@ impl Checker {
                     "`extern fn` declares a built-in and is only allowed in the standard library",
                     "not allowed here",
                 )
-                .with_help(format!("write `fn {}(...) {{ ... }}` with a body instead", e.name.node)),
+                .with_help(format!(
+                    "write `fn {}(...) {{ ... }}` with a body instead",
+                    e.name.node
+                )),
             );
         }
     }
@@ -331,7 +385,9 @@ impl Checker {
                             format!("no module `{full}`"),
                             "module paths start with `std.`",
                         )
-                        .with_help("import your own files by relative path: `use \"./file.mapga\"`"),
+                        .with_help(
+                            "import your own files by relative path: `use \"./file.mapga\"`",
+                        ),
                     );
                     return;
                 }
@@ -364,7 +420,9 @@ impl Checker {
                 }
             }
         };
-        let Some(midx) = self.load_module(key, key_span) else { return };
+        let Some(midx) = self.load_module(key, key_span) else {
+            return;
+        };
         let picked: Vec<crate::source::Ident> = match (&u.names, item_from_path) {
             (Some(names), _) => names.clone(),
             (None, Some(one)) => vec![one],
@@ -395,9 +453,10 @@ impl Checker {
                 );
                 if exists {
                     d = d.with_help(format!("mark it `pub` in `{mname}` to import it"));
-                } else if let Some(s) =
-                    super::suggest::closest(&name.node, self.modules[midx].exports.iter().map(String::as_str))
-                {
+                } else if let Some(s) = super::suggest::closest(
+                    &name.node,
+                    self.modules[midx].exports.iter().map(String::as_str),
+                ) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
                 self.report(d);
@@ -427,8 +486,12 @@ impl Checker {
             return;
         };
         // Importing a built-in by name is allowed and changes nothing; mark it used.
-        binding.used.set(matches!(binding.ty, Type::Fn(FnRef::Builtin(_))));
-        self.modules[self.module].globals.insert(name.to_string(), binding);
+        binding
+            .used
+            .set(matches!(binding.ty, Type::Fn(FnRef::Builtin(_))));
+        self.modules[self.module]
+            .globals
+            .insert(name.to_string(), binding);
     }
 
     /// Checks one top-level item (functions were checked on their own already).
@@ -438,7 +501,9 @@ impl Checker {
             Diag::error(
                 Code::ModuleItem,
                 item.span,
-                format!("`{what}` is only allowed in the pipeline being run, not in an imported module"),
+                format!(
+                    "`{what}` is only allowed in the pipeline being run, not in an imported module"
+                ),
                 "in an imported module",
             )
             .with_help("move it into the pipeline file, or turn it into a function parameter")
@@ -471,7 +536,9 @@ impl Checker {
                 }
                 self.bind_global(&name.node, BindKind::Model, v, name.span);
             }
-            ItemKind::Let { pattern, ty, value, .. } => {
+            ItemKind::Let {
+                pattern, ty, value, ..
+            } => {
                 let v = self.expr(value);
                 let v = self.annotate(v, ty.as_ref());
                 self.bind_pattern_global(pattern, v);
@@ -504,7 +571,9 @@ impl Checker {
                                 "unsupported output format",
                                 "this path",
                             )
-                            .with_help("save images as `.png` (8-bit) or arrays as `.npy` (float32)"),
+                            .with_help(
+                                "save images as `.png` (8-bit) or arrays as `.npy` (float32)",
+                            ),
                         );
                     }
                 }
@@ -547,7 +616,12 @@ impl Checker {
     }
 
     /// A pipeline `param`: its default (or `--set` override) must be a literal value.
-    fn check_param(&mut self, name: &crate::source::Ident, ty: Option<&crate::syntax::ast::TypeExpr>, default: &crate::syntax::ast::Expr) {
+    fn check_param(
+        &mut self,
+        name: &crate::source::Ident,
+        ty: Option<&crate::syntax::ast::TypeExpr>,
+        default: &crate::syntax::ast::Expr,
+    ) {
         let d = self.expr(default);
         let d = self.annotate(d, ty);
         let mut value = d.konst.clone();
@@ -617,7 +691,9 @@ impl Checker {
     /// Binds a module-level name.
     pub(super) fn bind_global(&mut self, name: &str, kind: BindKind, v: Val, span: Span) {
         let b = Binding::new(name, kind, v.ty, Some(v.node), v.konst, span);
-        self.modules[self.module].globals.insert(name.to_string(), b);
+        self.modules[self.module]
+            .globals
+            .insert(name.to_string(), b);
     }
 
     fn bind_pattern_global(&mut self, pattern: &crate::syntax::ast::Pattern, v: Val) {
@@ -631,8 +707,17 @@ impl Checker {
         let mut unused: Vec<(String, Span, BindKind)> = self.modules[idx]
             .globals
             .values()
-            .filter(|b| !b.used.get() && !b.name.starts_with('_') && !self.modules[idx].exports.contains(&b.name))
-            .filter(|b| matches!(b.kind, BindKind::Let | BindKind::Model | BindKind::Param | BindKind::Import))
+            .filter(|b| {
+                !b.used.get()
+                    && !b.name.starts_with('_')
+                    && !self.modules[idx].exports.contains(&b.name)
+            })
+            .filter(|b| {
+                matches!(
+                    b.kind,
+                    BindKind::Let | BindKind::Model | BindKind::Param | BindKind::Import
+                )
+            })
             .map(|b| (b.name.clone(), b.span, b.kind))
             .collect();
         unused.sort_by_key(|(_, s, _)| s.start);
@@ -644,8 +729,13 @@ impl Checker {
                 _ => "binding",
             };
             self.report(
-                Diag::error(Code::Unused, span, format!("{what} `{name}` is never used"), "unused")
-                    .with_help(format!("remove it, or name it `_{name}` to keep it quiet")),
+                Diag::error(
+                    Code::Unused,
+                    span,
+                    format!("{what} `{name}` is never used"),
+                    "unused",
+                )
+                .with_help(format!("remove it, or name it `_{name}` to keep it quiet")),
             );
         }
     }
@@ -654,7 +744,10 @@ impl Checker {
 /// The standard-library module a file on disk is the source of (`.../stdlib/solvers/mapga.mapga`
 /// is `std.solvers.mapga`), so checking the library's own files treats them as library code.
 fn std_module_of(path: &std::path::Path) -> Option<String> {
-    let comps: Vec<String> = path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let comps: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
     let at = comps.iter().rposition(|c| c == "stdlib")?;
     let rest = &comps[at + 1..];
     let last = rest.last()?.strip_suffix(".mapga")?;

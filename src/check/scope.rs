@@ -47,7 +47,14 @@ pub struct Binding {
 
 impl Binding {
     /// A binding not used yet.
-    pub fn new(name: &str, kind: BindKind, ty: Type, node: Option<NodeId>, konst: Option<Const>, span: Span) -> Self {
+    pub fn new(
+        name: &str,
+        kind: BindKind,
+        ty: Type,
+        node: Option<NodeId>,
+        konst: Option<Const>,
+        span: Span,
+    ) -> Self {
         Binding {
             name: name.to_string(),
             kind,
@@ -75,7 +82,9 @@ impl Checker {
 
     /// Closes the innermost scope, warning about bindings nothing used.
     pub(super) fn pop_scope(&mut self) {
-        let Some(scope) = self.scopes.pop() else { return };
+        let Some(scope) = self.scopes.pop() else {
+            return;
+        };
         if self.call_stack.is_empty() {
             let mut unused: Vec<&Binding> = scope
                 .names
@@ -87,8 +96,13 @@ impl Checker {
             let diags: Vec<Diag> = unused
                 .into_iter()
                 .map(|b| {
-                    Diag::error(Code::Unused, b.span, format!("`{}` is never used", b.name), "unused")
-                        .with_help(format!("remove it, or name it `_{}`", b.name))
+                    Diag::error(
+                        Code::Unused,
+                        b.span,
+                        format!("`{}` is never used", b.name),
+                        "unused",
+                    )
+                    .with_help(format!("remove it, or name it `_{}`", b.name))
                 })
                 .collect();
             for d in diags {
@@ -99,7 +113,10 @@ impl Checker {
 
     /// Binds a local name in the innermost scope, warning when it hides another binding.
     pub(super) fn bind_local(&mut self, name: &str, kind: BindKind, v: Val, span: Span) {
-        if self.call_stack.is_empty() && matches!(kind, BindKind::Let | BindKind::Var) && !name.starts_with('_') {
+        if self.call_stack.is_empty()
+            && matches!(kind, BindKind::Let | BindKind::Var)
+            && !name.starts_with('_')
+        {
             if let Some(prev) = self.lookup_quiet(name) {
                 if !matches!(prev.kind, BindKind::Import) && prev.span != span {
                     let d = Diag::error(
@@ -118,7 +135,9 @@ impl Checker {
         if let Some(scope) = self.scopes.last_mut() {
             scope.names.insert(name.to_string(), b);
         } else {
-            self.modules[self.module].globals.insert(name.to_string(), b);
+            self.modules[self.module]
+                .globals
+                .insert(name.to_string(), b);
         }
     }
 
@@ -153,7 +172,11 @@ impl Checker {
 
     /// Every name visible here (for "did you mean").
     pub(super) fn visible_names(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.scopes.iter().flat_map(|s| s.names.keys().cloned()).collect();
+        let mut out: Vec<String> = self
+            .scopes
+            .iter()
+            .flat_map(|s| s.names.keys().cloned())
+            .collect();
         out.extend(self.modules[self.module].globals.keys().cloned());
         out.extend(self.modules[self.module].fns.keys().cloned());
         out.extend(self.prelude.keys().cloned());

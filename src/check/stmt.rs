@@ -9,7 +9,9 @@ use super::{Checker, Val};
 use crate::diagnostics::{Code, Diag};
 use crate::graph::{Const, Op, RegionId};
 use crate::source::Span;
-use crate::syntax::ast::{AssignOp, Block, Direction, Expr, ExprKind, Optimize, Pattern, PatternKind, Stmt, StmtKind};
+use crate::syntax::ast::{
+    AssignOp, Block, Direction, Expr, ExprKind, Optimize, Pattern, PatternKind, Stmt, StmtKind,
+};
 
 impl Checker {
     /// Checks a block in a new scope; its value is its last expression, or `()`.
@@ -30,22 +32,40 @@ impl Checker {
     fn stmt(&mut self, s: &Stmt) {
         match &s.node {
             StmtKind::Doc(_) => {}
-            StmtKind::Let { mutable, pattern, ty, value } => {
+            StmtKind::Let {
+                mutable,
+                pattern,
+                ty,
+                value,
+            } => {
                 let v = self.expr(value);
                 let v = self.annotate(v, ty.as_ref());
                 if *mutable && !matches!(pattern.node, PatternKind::Name(_)) {
                     self.report(
-                        Diag::error(Code::Syntax, pattern.span, "a `var` binds one name", "a pattern")
-                            .with_help("use `let` to destructure, then `var` for each value to change"),
+                        Diag::error(
+                            Code::Syntax,
+                            pattern.span,
+                            "a `var` binds one name",
+                            "a pattern",
+                        )
+                        .with_help("use `let` to destructure, then `var` for each value to change"),
                     );
                 }
-                let kind = if *mutable { BindKind::Var } else { BindKind::Let };
+                let kind = if *mutable {
+                    BindKind::Var
+                } else {
+                    BindKind::Let
+                };
                 for (name, span, val) in self.destructure(pattern, v) {
                     self.bind_local(&name, kind, val, span);
                 }
             }
             StmtKind::Assign { target, op, value } => self.assign(target, op.node, value, s.span),
-            StmtKind::For { pattern, iter, body } => self.for_loop(pattern, iter, body, s.span),
+            StmtKind::For {
+                pattern,
+                iter,
+                body,
+            } => self.for_loop(pattern, iter, body, s.span),
             StmtKind::Repeat { count, body } => self.repeat(count, body, s.span),
             StmtKind::If(e) => {
                 if let ExprKind::If(c, t, o) = &e.node {
@@ -71,7 +91,10 @@ impl Checker {
                             Diag::error(
                                 Code::TypeMismatch,
                                 p.span,
-                                format!("this pattern takes a {}-tuple apart, but the value is {other}", parts.len()),
+                                format!(
+                                    "this pattern takes a {}-tuple apart, but the value is {other}",
+                                    parts.len()
+                                ),
                                 "pattern",
                             )
                             .with_label(v.span, format!("this is {other}")),
@@ -86,7 +109,15 @@ impl Checker {
                         _ => None,
                     };
                     let node = self.add(Op::Project(i as u32), vec![v.node], ty.clone(), part.span);
-                    out.extend(self.destructure(part, Val { ty, node, konst, span: part.span }));
+                    out.extend(self.destructure(
+                        part,
+                        Val {
+                            ty,
+                            node,
+                            konst,
+                            span: part.span,
+                        },
+                    ));
                 }
                 out
             }
@@ -98,7 +129,12 @@ impl Checker {
         let Some(b) = self.lookup(&target.node).cloned() else {
             let v = self.expr(value);
             let _ = v;
-            let mut d = Diag::error(Code::UnknownName, target.span, format!("`{}` is not defined", target.node), "not found");
+            let mut d = Diag::error(
+                Code::UnknownName,
+                target.span,
+                format!("`{}` is not defined", target.node),
+                "not found",
+            );
             d = d.with_help(format!("declare it first: `var {} = ...`", target.node));
             self.report(d);
             return;
@@ -107,16 +143,29 @@ impl Checker {
             let v = self.expr(value);
             let _ = v;
             self.report(
-                Diag::error(Code::NotMutable, target.span, format!("cannot assign to `{}`: it is not a `var`", target.node), "assigned here")
-                    .with_label(b.span, "declared here without `var`")
-                    .with_help(format!("declare it with `var {} = ...` to change it", target.node)),
+                Diag::error(
+                    Code::NotMutable,
+                    target.span,
+                    format!("cannot assign to `{}`: it is not a `var`", target.node),
+                    "assigned here",
+                )
+                .with_label(b.span, "declared here without `var`")
+                .with_help(format!(
+                    "declare it with `var {} = ...` to change it",
+                    target.node
+                )),
             );
             return;
         }
         let rhs = self.expr(value);
         let new = match (op.binary(), b.node) {
             (Some(bin), Some(node)) => {
-                let cur = Val { ty: b.ty.clone(), node, konst: b.konst.clone(), span: target.span };
+                let cur = Val {
+                    ty: b.ty.clone(),
+                    node,
+                    konst: b.konst.clone(),
+                    span: target.span,
+                };
                 self.binary(bin, span, cur, rhs, span)
             }
             _ => rhs,
@@ -125,11 +174,21 @@ impl Checker {
         let kept = match self.join(&b.ty, &new.ty) {
             Some(t) if !matches!((&b.ty, &new.ty), (Type::Int, Type::Float)) => t,
             _ => {
-                let (have, want) = (self.dims.resolve_type(&new.ty), self.dims.resolve_type(&b.ty));
+                let (have, want) = (
+                    self.dims.resolve_type(&new.ty),
+                    self.dims.resolve_type(&b.ty),
+                );
                 self.report(
-                    Diag::error(Code::TypeMismatch, new.span, format!("`{}` is {want}, but this is {have}", target.node), format!("this is {have}"))
-                        .with_label(b.span, format!("declared as {want}"))
-                        .with_help("a `var` keeps its type; declare another variable for a different value"),
+                    Diag::error(
+                        Code::TypeMismatch,
+                        new.span,
+                        format!("`{}` is {want}, but this is {have}", target.node),
+                        format!("this is {have}"),
+                    )
+                    .with_label(b.span, format!("declared as {want}"))
+                    .with_help(
+                        "a `var` keeps its type; declare another variable for a different value",
+                    ),
                 );
                 b.ty.clone()
             }
@@ -146,7 +205,10 @@ impl Checker {
         }
         names
             .into_iter()
-            .filter(|n| self.lookup_quiet(n).is_some_and(|b| b.kind == BindKind::Var))
+            .filter(|n| {
+                self.lookup_quiet(n)
+                    .is_some_and(|b| b.kind == BindKind::Var)
+            })
             .collect()
     }
 
@@ -154,7 +216,10 @@ impl Checker {
     fn carried_values(&self, names: &[String]) -> Vec<(crate::graph::NodeId, Type)> {
         names
             .iter()
-            .filter_map(|n| self.lookup_quiet(n).and_then(|b| b.node.map(|nd| (nd, b.ty.clone()))))
+            .filter_map(|n| {
+                self.lookup_quiet(n)
+                    .and_then(|b| b.node.map(|nd| (nd, b.ty.clone())))
+            })
             .collect()
     }
 
@@ -167,7 +232,14 @@ impl Checker {
     }
 
     /// After a loop or branch: each carried variable now holds output `offset + i` of `node`.
-    fn rebind_carried(&mut self, names: &[String], types: &[Type], node: crate::graph::NodeId, offset: u32, span: Span) {
+    fn rebind_carried(
+        &mut self,
+        names: &[String],
+        types: &[Type],
+        node: crate::graph::NodeId,
+        offset: u32,
+        span: Span,
+    ) {
         for (i, (n, t)) in names.iter().zip(types).enumerate() {
             let p = self.add(Op::Project(offset + i as u32), vec![node], t.clone(), span);
             self.set_var(n, p, t.clone());
@@ -180,7 +252,9 @@ impl Checker {
         let elem = match &it.ty {
             Type::List(e) => (**e).clone(),
             Type::Schedule => Type::Float,
-            Type::Tensor(Shape::Dims(d)) if !d.is_empty() => Type::Tensor(Shape::Dims(d[1..].to_vec())),
+            Type::Tensor(Shape::Dims(d)) if !d.is_empty() => {
+                Type::Tensor(Shape::Dims(d[1..].to_vec()))
+            }
             t if t.is_open() => t.clone(),
             other => {
                 let other = self.dims.resolve_type(other);
@@ -193,7 +267,10 @@ impl Checker {
         };
         let carried = self.assigned_vars(&body.stmts, body.value.as_deref());
         let init = self.carried_values(&carried);
-        let region = self.emit.graph.add_region("for body", 1 + carried.len() as u32);
+        let region = self
+            .emit
+            .graph
+            .add_region("for body", 1 + carried.len() as u32);
         let types: Vec<Type> = init.iter().map(|(_, t)| t.clone()).collect();
         self.in_region(region, |cx| {
             cx.push_scope();
@@ -202,18 +279,32 @@ impl Checker {
                 let inp = cx.add(Op::Input(1 + i as u32), vec![], types[i].clone(), span);
                 cx.set_var(n, inp, types[i].clone());
             }
-            let ev = Val { ty: elem, node: el, konst: None, span: pattern.span };
+            let ev = Val {
+                ty: elem,
+                node: el,
+                konst: None,
+                span: pattern.span,
+            };
             for (name, s, v) in cx.destructure(pattern, ev) {
                 cx.bind_local(&name, BindKind::Let, v, s);
             }
             let _ = cx.block(body);
-            let outs: Vec<_> = cx.carried_values(&carried).into_iter().map(|(n, _)| n).collect();
+            let outs: Vec<_> = cx
+                .carried_values(&carried)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
             cx.emit.graph.region_mut(region).outputs = outs;
             cx.pop_scope();
         });
         let mut inputs = vec![it.node];
         inputs.extend(init.iter().map(|(n, _)| *n));
-        let node = self.add(Op::For { body: region }, inputs, Type::Tuple(types.clone()), span);
+        let node = self.add(
+            Op::For { body: region },
+            inputs,
+            Type::Tuple(types.clone()),
+            span,
+        );
         self.rebind_carried(&carried, &types, node, 0, span);
     }
 
@@ -223,30 +314,54 @@ impl Checker {
         self.expect_type(&c, &Type::Int, "the repeat count");
         if let Some(Const::Int(n)) = c.konst {
             if n < 0 {
-                self.report(Diag::error(Code::InvalidValue, c.span, format!("cannot repeat {n} times"), "negative"));
+                self.report(Diag::error(
+                    Code::InvalidValue,
+                    c.span,
+                    format!("cannot repeat {n} times"),
+                    "negative",
+                ));
             }
         }
         let carried = self.assigned_vars(&body.stmts, body.value.as_deref());
         let init = self.carried_values(&carried);
         let types: Vec<Type> = init.iter().map(|(_, t)| t.clone()).collect();
-        let region = self.emit.graph.add_region("repeat body", carried.len() as u32);
+        let region = self
+            .emit
+            .graph
+            .add_region("repeat body", carried.len() as u32);
         self.in_region(region, |cx| {
             for (i, n) in carried.iter().enumerate() {
                 let inp = cx.add(Op::Input(i as u32), vec![], types[i].clone(), span);
                 cx.set_var(n, inp, types[i].clone());
             }
             let _ = cx.block(body);
-            let outs: Vec<_> = cx.carried_values(&carried).into_iter().map(|(n, _)| n).collect();
+            let outs: Vec<_> = cx
+                .carried_values(&carried)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
             cx.emit.graph.region_mut(region).outputs = outs;
         });
         let mut inputs = vec![c.node];
         inputs.extend(init.iter().map(|(n, _)| *n));
-        let node = self.add(Op::Repeat { body: region }, inputs, Type::Tuple(types.clone()), span);
+        let node = self.add(
+            Op::Repeat { body: region },
+            inputs,
+            Type::Tuple(types.clone()),
+            span,
+        );
         self.rebind_carried(&carried, &types, node, 0, span);
     }
 
     /// `if c { a } else { b }`, as an expression (`want_value`) or a statement.
-    pub(super) fn if_expr(&mut self, cond: &Expr, then: &Block, otherwise: Option<&Expr>, span: Span, want_value: bool) -> Val {
+    pub(super) fn if_expr(
+        &mut self,
+        cond: &Expr,
+        then: &Block,
+        otherwise: Option<&Expr>,
+        span: Span,
+        want_value: bool,
+    ) -> Val {
         let c = self.expr(cond);
         self.expect_type(&c, &Type::Bool, "an `if` condition");
         let mut carried = self.assigned_vars(&then.stmts, then.value.as_deref());
@@ -254,7 +369,11 @@ impl Checker {
             let mut more = BTreeSet::new();
             collect_assigned_expr(o, &mut more);
             for n in more {
-                if !carried.contains(&n) && self.lookup_quiet(&n).is_some_and(|b| b.kind == BindKind::Var) {
+                if !carried.contains(&n)
+                    && self
+                        .lookup_quiet(&n)
+                        .is_some_and(|b| b.kind == BindKind::Var)
+                {
                     carried.push(n);
                 }
             }
@@ -292,8 +411,13 @@ impl Checker {
         } else if otherwise.is_none() {
             if !matches!(tv.ty, Type::Unit) && !tv.ty.is_open() {
                 self.report(
-                    Diag::error(Code::TypeMismatch, span, "an `if` used as a value needs an `else`", "no `else`")
-                        .with_help("add `else { ... }` giving a value of the same type"),
+                    Diag::error(
+                        Code::TypeMismatch,
+                        span,
+                        "an `if` used as a value needs an `else`",
+                        "no `else`",
+                    )
+                    .with_help("add `else { ... }` giving a value of the same type"),
                 );
             }
             Type::Unit
@@ -301,10 +425,18 @@ impl Checker {
             match self.join(&tv.ty, &ev.ty) {
                 Some(t) => t,
                 None => {
-                    let (a, b) = (self.dims.resolve_type(&tv.ty), self.dims.resolve_type(&ev.ty));
+                    let (a, b) = (
+                        self.dims.resolve_type(&tv.ty),
+                        self.dims.resolve_type(&ev.ty),
+                    );
                     self.report(
-                        Diag::error(Code::TypeMismatch, ev.span, "the branches of this `if` have different types", format!("this is {b}"))
-                            .with_label(tv.span, format!("this is {a}")),
+                        Diag::error(
+                            Code::TypeMismatch,
+                            ev.span,
+                            "the branches of this `if` have different types",
+                            format!("this is {b}"),
+                        )
+                        .with_label(tv.span, format!("this is {a}")),
                     );
                     Type::Error
                 }
@@ -317,10 +449,23 @@ impl Checker {
         };
         let mut all = vec![ty.clone()];
         all.extend(types.iter().cloned());
-        let node = self.add(Op::If { then: then_r, otherwise: else_r }, vec![c.node], Type::Tuple(all), span);
+        let node = self.add(
+            Op::If {
+                then: then_r,
+                otherwise: else_r,
+            },
+            vec![c.node],
+            Type::Tuple(all),
+            span,
+        );
         self.rebind_carried(&carried, &types, node, 1, span);
         let value = self.add(Op::Project(0), vec![node], ty.clone(), span);
-        Val { ty, node: value, konst, span }
+        Val {
+            ty,
+            node: value,
+            konst,
+            span,
+        }
     }
 
     /// `ascend z with opt for n steps { ... maximize f }`.
@@ -333,7 +478,12 @@ impl Checker {
         self.expect_type(&steps, &Type::Int, "the number of steps");
         if let Some(Const::Int(n)) = steps.konst {
             if n <= 0 {
-                self.report(Diag::error(Code::InvalidValue, steps.span, format!("{n} steps is not a positive number"), "not positive"));
+                self.report(Diag::error(
+                    Code::InvalidValue,
+                    steps.span,
+                    format!("{n} steps is not a positive number"),
+                    "not positive",
+                ));
             }
         }
         if o.direction.node != o.goal.node {
@@ -342,23 +492,44 @@ impl Checker {
                 Direction::Descend => ("descend", "maximize", "minimize"),
             };
             self.report(
-                Diag::error(Code::TypeMismatch, o.goal.span, format!("`{dir}` needs `{want}`, not `{goal}`"), "does not match")
-                    .with_label(o.direction.span, format!("`{dir}` here"))
-                    .with_help(format!("write `{want}`, or use `{}`", if dir == "ascend" { "descend" } else { "ascend" })),
+                Diag::error(
+                    Code::TypeMismatch,
+                    o.goal.span,
+                    format!("`{dir}` needs `{want}`, not `{goal}`"),
+                    "does not match",
+                )
+                .with_label(o.direction.span, format!("`{dir}` here"))
+                .with_help(format!(
+                    "write `{want}`, or use `{}`",
+                    if dir == "ascend" { "descend" } else { "ascend" }
+                )),
             );
         }
         let Some(var) = self.lookup(&o.var.node).cloned() else {
             self.report(
-                Diag::error(Code::UnknownName, o.var.span, format!("`{}` is not defined", o.var.node), "not found")
-                    .with_help(format!("declare the variable to optimize first: `var {} = ...`", o.var.node)),
+                Diag::error(
+                    Code::UnknownName,
+                    o.var.span,
+                    format!("`{}` is not defined", o.var.node),
+                    "not found",
+                )
+                .with_help(format!(
+                    "declare the variable to optimize first: `var {} = ...`",
+                    o.var.node
+                )),
             );
             return;
         };
         if var.kind != BindKind::Var {
             self.report(
-                Diag::error(Code::NotMutable, o.var.span, format!("`{}` must be a `var` to be optimized", o.var.node), "not a `var`")
-                    .with_label(var.span, "declared here")
-                    .with_help(format!("declare it with `var {} = ...`", o.var.node)),
+                Diag::error(
+                    Code::NotMutable,
+                    o.var.span,
+                    format!("`{}` must be a `var` to be optimized", o.var.node),
+                    "not a `var`",
+                )
+                .with_label(var.span, "declared here")
+                .with_help(format!("declare it with `var {} = ...`", o.var.node)),
             );
         }
         if !matches!(var.ty, Type::Tensor(_) | Type::Float) && !var.ty.is_open() {
@@ -366,7 +537,10 @@ impl Checker {
             self.report(Diag::error(
                 Code::TypeMismatch,
                 o.var.span,
-                format!("only a tensor or a Float can be optimized, `{}` is {t}", o.var.node),
+                format!(
+                    "only a tensor or a Float can be optimized, `{}` is {t}",
+                    o.var.node
+                ),
                 "this variable",
             ));
         }
@@ -379,14 +553,26 @@ impl Checker {
                     Diag::error(
                         Code::OuterAssignment,
                         o.body_span,
-                        format!("the body of `{}` assigns `{n}`", if o.direction.node == Direction::Ascend { "ascend" } else { "descend" }),
+                        format!(
+                            "the body of `{}` assigns `{n}`",
+                            if o.direction.node == Direction::Ascend {
+                                "ascend"
+                            } else {
+                                "descend"
+                            }
+                        ),
                         "this body",
                     )
-                    .with_help("the body only computes the objective; change variables after the block"),
+                    .with_help(
+                        "the body only computes the objective; change variables after the block",
+                    ),
                 );
             }
         }
-        let region = self.emit.graph.add_region(format!("objective of {}", o.var.node), 1);
+        let region = self
+            .emit
+            .graph
+            .add_region(format!("objective of {}", o.var.node), 1);
         let Some(init) = var.node else { return };
         self.in_region(region, |cx| {
             cx.push_scope();
@@ -413,7 +599,10 @@ impl Checker {
             cx.pop_scope();
         });
         let node = self.add(
-            Op::Optimize { direction: o.direction.node, body: region },
+            Op::Optimize {
+                direction: o.direction.node,
+                body: region,
+            },
             vec![init, opt.node, steps.node],
             var.ty.clone(),
             span,
@@ -473,7 +662,9 @@ fn collect_assigned_expr(e: &Expr, out: &mut BTreeSet<String>) {
                 collect_assigned_expr(v, out);
             }
         }
-        ExprKind::Paren(x) | ExprKind::Unary(_, x) | ExprKind::Field(x, _) => collect_assigned_expr(x, out),
+        ExprKind::Paren(x) | ExprKind::Unary(_, x) | ExprKind::Field(x, _) => {
+            collect_assigned_expr(x, out)
+        }
         ExprKind::Binary(_, a, b) | ExprKind::Index(a, b) => {
             collect_assigned_expr(a, out);
             collect_assigned_expr(b, out);

@@ -270,7 +270,9 @@ impl fmt::Display for Type {
                 }
                 f.write_str(")")
             }
-            Type::Fn(FnRef::User { name, .. }) | Type::Fn(FnRef::Builtin(name)) => write!(f, "fn {name}"),
+            Type::Fn(FnRef::User { name, .. }) | Type::Fn(FnRef::Builtin(name)) => {
+                write!(f, "fn {name}")
+            }
         }
     }
 }

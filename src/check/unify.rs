@@ -176,7 +176,11 @@ impl DimTable {
         for (axis, (&p, &q)) in x.iter().zip(y).enumerate() {
             if let (Dim::Known(l), Dim::Known(r)) = (self.resolve(p), self.resolve(q)) {
                 if l != r {
-                    return Err(Conflict::Size { axis, left: l, right: r });
+                    return Err(Conflict::Size {
+                        axis,
+                        left: l,
+                        right: r,
+                    });
                 }
             }
         }
@@ -190,7 +194,11 @@ impl DimTable {
     /// Like [`Self::unify_shape`], but a dimension of size 1 on either side broadcasts.
     pub fn unify_broadcast(&mut self, a: &Shape, b: &Shape) -> Result<Shape, Conflict> {
         let (Shape::Dims(x), Shape::Dims(y)) = (a, b) else {
-            return Ok(if matches!(a, Shape::Unknown) { b.clone() } else { a.clone() });
+            return Ok(if matches!(a, Shape::Unknown) {
+                b.clone()
+            } else {
+                a.clone()
+            });
         };
         if x.len() != y.len() {
             return Err(Conflict::Rank(x.len(), y.len()));
@@ -216,16 +224,25 @@ impl DimTable {
             let mut changed = false;
             for i in 0..self.scales.len() {
                 let s = &self.scales[i];
-                let (big, small, factor, origin, what) = (s.big, s.small, s.factor, s.origin, s.what);
+                let (big, small, factor, origin, what) =
+                    (s.big, s.small, s.factor, s.origin, s.what);
                 match (self.resolve(big), self.resolve(small)) {
-                    (Dim::Known(b), Dim::Known(sm)) => {
-                        if b != sm * factor {
-                            return Err(Conflict::Scale { big: b, factor, origin, what });
-                        }
+                    (Dim::Known(b), Dim::Known(sm)) if b != sm * factor => {
+                        return Err(Conflict::Scale {
+                            big: b,
+                            factor,
+                            origin,
+                            what,
+                        });
                     }
                     (Dim::Known(b), Dim::Var(v)) => {
                         if b % factor != 0 || b == 0 {
-                            return Err(Conflict::Scale { big: b, factor, origin, what });
+                            return Err(Conflict::Scale {
+                                big: b,
+                                factor,
+                                origin,
+                                what,
+                            });
                         }
                         self.slots[v.0 as usize] = Slot::Bound(b / factor);
                         changed = true;
@@ -267,7 +284,11 @@ mod tests {
         let s2 = Shape::known(&[1, 14]);
         assert_eq!(
             t.unify_shape(&s1, &s2),
-            Err(Conflict::Size { axis: 1, left: 7, right: 14 })
+            Err(Conflict::Size {
+                axis: 1,
+                left: 7,
+                right: 14
+            })
         );
         assert!(matches!(t.resolve(c), Dim::Var(_)));
     }
@@ -278,17 +299,36 @@ mod tests {
         let h = t.fresh();
         let h2 = t.fresh();
         let origin = Span::new(FileId(0), 0, 1);
-        t.add_scale(Scale { big: h, small: h2, factor: 4, origin, what: "height" })
-            .unwrap();
+        t.add_scale(Scale {
+            big: h,
+            small: h2,
+            factor: 4,
+            origin,
+            what: "height",
+        })
+        .unwrap();
         let err = t
             .unify_shape(&Shape::Dims(vec![h]), &Shape::known(&[30]))
             .unwrap_err();
-        assert!(matches!(err, Conflict::Scale { big: 30, factor: 4, .. }));
+        assert!(matches!(
+            err,
+            Conflict::Scale {
+                big: 30,
+                factor: 4,
+                ..
+            }
+        ));
         let mut t = DimTable::new();
         let h = t.fresh();
         let h2 = t.fresh();
-        t.add_scale(Scale { big: h, small: h2, factor: 4, origin, what: "height" })
-            .unwrap();
+        t.add_scale(Scale {
+            big: h,
+            small: h2,
+            factor: 4,
+            origin,
+            what: "height",
+        })
+        .unwrap();
         t.unify_dim(h, Dim::Known(28)).unwrap();
         t.propagate().unwrap();
         assert_eq!(t.resolve(h2), Dim::Known(7));

@@ -17,7 +17,11 @@ pub fn run(args: &FmtArgs) -> u8 {
         };
         let mut sources = SourceMap::new();
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let file = sources.add(path.display().to_string(), Origin::Path(path.clone()), text.clone());
+        let file = sources.add(
+            path.display().to_string(),
+            Origin::Path(path.clone()),
+            text.clone(),
+        );
         if let Err(d) = crate::syntax::decode(file, &bytes) {
             print_diags(&[d], &sources, MessageFormat::Human);
             code = code.max(1);
@@ -27,7 +31,10 @@ pub fn run(args: &FmtArgs) -> u8 {
             Ok(f) => f,
             Err(diags) => {
                 print_diags(&diags.0, &sources, MessageFormat::Human);
-                eprintln!("error: `{}` has syntax errors; not formatted", path.display());
+                eprintln!(
+                    "error: `{}` has syntax errors; not formatted",
+                    path.display()
+                );
                 code = code.max(1);
                 continue;
             }

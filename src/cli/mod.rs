@@ -123,7 +123,9 @@ pub(crate) fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, St
     let mut out = BTreeMap::new();
     for s in sets {
         let Some((k, v)) = s.split_once('=') else {
-            return Err(format!("`--set {s}`: expected NAME=VALUE, e.g. `--set sigma_y=0.1`"));
+            return Err(format!(
+                "`--set {s}`: expected NAME=VALUE, e.g. `--set sigma_y=0.1`"
+            ));
         };
         let k = k.trim();
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -149,8 +151,14 @@ pub(crate) fn print_diags(diags: &[Diag], sources: &SourceMap, format: MessageFo
 
 /// Writes `text` to `path` atomically: a temporary file beside it, then a rename.
 pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.mapga-tmp-{}", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {

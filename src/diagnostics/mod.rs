@@ -51,7 +51,12 @@ pub struct Diag {
 
 impl Diag {
     /// An error with `code`, `message` and a primary label.
-    pub fn error(code: Code, span: Span, message: impl Into<String>, label: impl Into<String>) -> Self {
+    pub fn error(
+        code: Code,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Self {
         Diag {
             code,
             severity: code.default_severity(),

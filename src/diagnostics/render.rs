@@ -79,21 +79,29 @@ impl miette::Diagnostic for Bound {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        Some(Box::new(self.diag.labels.iter().enumerate().map(|(i, l)| {
-            let text = if l.text.is_empty() { None } else { Some(l.text.clone()) };
-            if i == 0 {
-                LabeledSpan::new_primary_with_span(text, l.span)
-            } else {
-                LabeledSpan::new_with_span(text, l.span)
-            }
-        })))
+        Some(Box::new(self.diag.labels.iter().enumerate().map(
+            |(i, l)| {
+                let text = if l.text.is_empty() {
+                    None
+                } else {
+                    Some(l.text.clone())
+                };
+                if i == 0 {
+                    LabeledSpan::new_primary_with_span(text, l.span)
+                } else {
+                    LabeledSpan::new_with_span(text, l.span)
+                }
+            },
+        )))
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
         if self.related.is_empty() {
             None
         } else {
-            Some(Box::new(self.related.iter().map(|b| b as &dyn miette::Diagnostic)))
+            Some(Box::new(
+                self.related.iter().map(|b| b as &dyn miette::Diagnostic),
+            ))
         }
     }
 }
@@ -101,7 +109,11 @@ impl miette::Diagnostic for Bound {
 /// Splits a diagnostic whose labels point into several files into one per file.
 fn bind(diag: &Diag, sources: &SourceMap) -> Bound {
     let file = diag.span().file;
-    let (here, elsewhere): (Vec<_>, Vec<_>) = diag.labels.iter().cloned().partition(|l| l.span.file == file);
+    let (here, elsewhere): (Vec<_>, Vec<_>) = diag
+        .labels
+        .iter()
+        .cloned()
+        .partition(|l| l.span.file == file);
     let src = sources.get(file);
     let related = elsewhere
         .into_iter()
@@ -164,7 +176,10 @@ pub fn render_plain(diags: &[Diag], sources: &SourceMap) -> String {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        out.push_str(&format!("{}:{line}:{col}: {sev}[{}]: {}\n", file.name, d.code, d.message));
+        out.push_str(&format!(
+            "{}:{line}:{col}: {sev}[{}]: {}\n",
+            file.name, d.code, d.message
+        ));
     }
     out
 }

@@ -45,7 +45,11 @@ fn esc(s: &str) -> String {
 pub fn to_dot(g: &Graph) -> String {
     let mut out = String::from("digraph mapga {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n");
     for (ri, region) in g.regions.iter().enumerate() {
-        let _ = writeln!(out, "  subgraph cluster_{ri} {{\n    label=\"{}\";", esc(&region.label));
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{ri} {{\n    label=\"{}\";",
+            esc(&region.label)
+        );
         for id in &region.nodes {
             let n = g.node(*id);
             let _ = writeln!(

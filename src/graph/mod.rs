@@ -252,9 +252,21 @@ impl Graph {
     }
 
     /// Adds a node at the end of `region`.
-    pub fn add(&mut self, region: RegionId, op: Op, inputs: Vec<NodeId>, ty: Type, span: Span) -> NodeId {
+    pub fn add(
+        &mut self,
+        region: RegionId,
+        op: Op,
+        inputs: Vec<NodeId>,
+        ty: Type,
+        span: Span,
+    ) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
-        self.nodes.push(Node { op, inputs, ty, span });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            ty,
+            span,
+        });
         self.regions[region.0 as usize].nodes.push(id);
         id
     }

@@ -245,7 +245,11 @@ impl Lowerer {
     }
 
     /// The `binding` part shared by `let` and `var`: pattern, optional type, value.
-    fn lower_binding(&mut self, kids: &mut Kids<'_>, span: Span) -> (Pattern, Option<TypeExpr>, Expr) {
+    fn lower_binding(
+        &mut self,
+        kids: &mut Kids<'_>,
+        span: Span,
+    ) -> (Pattern, Option<TypeExpr>, Expr) {
         let pattern = match kids.take(Rule::pattern) {
             Some(p) => self.lower_pattern(p),
             None => {
@@ -305,10 +309,7 @@ impl Lowerer {
             Some(t) => self.lower_type(t),
             None => {
                 self.diags.push(shape_bug(span, "extern result type"));
-                Spanned::new(
-                    TypeExprKind::Tuple(Vec::new()),
-                    span,
-                )
+                Spanned::new(TypeExprKind::Tuple(Vec::new()), span)
             }
         };
         ExternDef { name, params, ret }
@@ -452,8 +453,13 @@ impl Lowerer {
 
     fn too_deep(&mut self, span: Span, what: &str) -> Expr {
         self.diags.push(
-            Diag::error(Code::TooDeep, span, format!("this expression has too many {what}"), "too long")
-                .with_help("split it into several `let` bindings"),
+            Diag::error(
+                Code::TooDeep,
+                span,
+                format!("this expression has too many {what}"),
+                "too long",
+            )
+            .with_help("split it into several `let` bindings"),
         );
         Spanned::new(ExprKind::Error, span)
     }
@@ -500,7 +506,10 @@ impl Lowerer {
         if ops.len() > MAX_OPERATORS {
             return self.too_deep(span, "operators");
         }
-        if units.iter().any(|u| u.prefix.len() > MAX_AFFIXES || u.postfix.len() > MAX_AFFIXES) {
+        if units
+            .iter()
+            .any(|u| u.prefix.len() > MAX_AFFIXES || u.postfix.len() > MAX_AFFIXES)
+        {
             return self.too_deep(span, "prefix operators or accessors");
         }
         let operands: Vec<Operand> = units
@@ -519,7 +528,12 @@ impl Lowerer {
     }
 
     /// A primary with its postfix accessors applied, left to right.
-    fn lower_unit_core(&mut self, primary: Option<Pair<'_, Rule>>, postfix: Vec<Pair<'_, Rule>>, at: Span) -> Expr {
+    fn lower_unit_core(
+        &mut self,
+        primary: Option<Pair<'_, Rule>>,
+        postfix: Vec<Pair<'_, Rule>>,
+        at: Span,
+    ) -> Expr {
         let mut e = match primary {
             Some(p) => self.lower_primary(p),
             None => {
@@ -535,8 +549,13 @@ impl Lowerer {
                     let args = self.lower_args(p);
                     // Desugaring: `x.f(args)` is a method call, not a call of the field `x.f`.
                     match e.node {
-                        ExprKind::Field(recv, name) => Spanned::new(ExprKind::Method(recv, name, args), full),
-                        other => Spanned::new(ExprKind::Call(Box::new(Spanned::new(other, e.span)), args), full),
+                        ExprKind::Field(recv, name) => {
+                            Spanned::new(ExprKind::Method(recv, name, args), full)
+                        }
+                        other => Spanned::new(
+                            ExprKind::Call(Box::new(Spanned::new(other, e.span)), args),
+                            full,
+                        ),
                     }
                 }
                 Rule::index => {
@@ -568,14 +587,17 @@ impl Lowerer {
                     let name = self.expect_ident(&mut k, aspan);
                     if misnamed {
                         let skip = name.node.len();
-                        let off = text.get(skip..).and_then(|t| t.find('=')).map_or(0, |o| o + skip);
+                        let off = text
+                            .get(skip..)
+                            .and_then(|t| t.find('='))
+                            .map_or(0, |o| o + skip);
                         let at = aspan.start as usize + off;
                         let eq = Span::new(self.file, at, at + 1);
                         self.diags.push(
                             Diag::error(
                                 Code::NamedArgEquals,
                                 eq,
-                                format!("named arguments use `:`, not `=`"),
+                                "named arguments use `:`, not `=`",
                                 "write `:` here",
                             )
                             .with_help(format!("write `{}: ...`", name.node)),
@@ -694,7 +716,10 @@ impl Lowerer {
                 Some(e) if e.as_rule() == Rule::if_expr => Some(Box::new(self.lower_if(e))),
                 Some(b) => {
                     let bspan = self.span(&b);
-                    Some(Box::new(Spanned::new(ExprKind::Block(self.lower_block(b)), bspan)))
+                    Some(Box::new(Spanned::new(
+                        ExprKind::Block(self.lower_block(b)),
+                        bspan,
+                    )))
                 }
                 None => None,
             }
@@ -731,7 +756,9 @@ impl Lowerer {
                             format!("unknown escape `\\{other}` in a string"),
                             "unknown escape",
                         )
-                        .with_help("the escapes are `\\n`, `\\t`, `\\\\` and `\\\"`; write `/` in paths"),
+                        .with_help(
+                            "the escapes are `\\n`, `\\t`, `\\\\` and `\\\"`; write `/` in paths",
+                        ),
                     );
                 }
                 None => {}
@@ -836,7 +863,11 @@ impl Lowerer {
                 k.take(Rule::kw_in);
                 let iter = self.expect_expr(&mut k, span);
                 let body = self.expect_block(&mut k, span);
-                StmtKind::For { pattern, iter, body }
+                StmtKind::For {
+                    pattern,
+                    iter,
+                    body,
+                }
             }
             Rule::repeat_stmt => {
                 k.take(Rule::kw_repeat);
@@ -980,12 +1011,21 @@ impl Climber {
     fn climb(&mut self, min: u8) -> Expr {
         let mut lhs = self.unary();
         // The operator after the operand consumed last is `ops[next - 1]`.
-        while let Some(op) = self.next.checked_sub(1).and_then(|i| self.ops.get(i)).copied() {
+        while let Some(op) = self
+            .next
+            .checked_sub(1)
+            .and_then(|i| self.ops.get(i))
+            .copied()
+        {
             let prec = op.node.precedence();
             if prec < min {
                 break;
             }
-            let rhs = self.climb(if op.node.right_assoc() { prec } else { prec + 1 });
+            let rhs = self.climb(if op.node.right_assoc() {
+                prec
+            } else {
+                prec + 1
+            });
             let span = lhs.span.to(rhs.span);
             lhs = Spanned::new(ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span);
         }
@@ -1066,5 +1106,8 @@ fn parse_int(text: &str) -> Option<i64> {
 /// The text of a doc comment without its marker and one following space.
 fn strip_doc(line: &str, marker: &str) -> String {
     let rest = line.strip_prefix(marker).unwrap_or(line);
-    rest.strip_prefix(' ').unwrap_or(rest).trim_end().to_string()
+    rest.strip_prefix(' ')
+        .unwrap_or(rest)
+        .trim_end()
+        .to_string()
 }

@@ -29,7 +29,9 @@ pub struct Parsed {
 }
 
 /// Words that start a top-level declaration; parsing resumes at a line starting with one.
-const ITEM_STARTS: [&str; 10] = ["use", "param", "model", "let", "fn", "pub", "extern", "save", "report", "///"];
+const ITEM_STARTS: [&str; 10] = [
+    "use", "param", "model", "let", "fn", "pub", "extern", "save", "report", "///",
+];
 
 /// Guards pest against pathological backtracking: at most this many rule calls per parse.
 const CALL_LIMIT: usize = 200_000_000;
@@ -217,7 +219,10 @@ fn shift_json(v: &mut serde_json::Value, by: u64) {
     use serde_json::Value;
     match v {
         Value::Object(m) => {
-            let is_span = m.len() == 3 && m.contains_key("file") && m.contains_key("start") && m.contains_key("end");
+            let is_span = m.len() == 3
+                && m.contains_key("file")
+                && m.contains_key("start")
+                && m.contains_key("end");
             if is_span {
                 for k in ["start", "end"] {
                     if let Some(Value::Number(n)) = m.get(k) {

@@ -27,8 +27,10 @@ fn phrase(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         EOI => "the end of the file",
         ident | keyword_as_name => "a name",
-        item | use_item | param_item | model_item | let_item | fn_item | extern_item | save_item
-        | report_item => "a declaration (`use`, `param`, `model`, `let`, `fn`, `save` or `report`)",
+        item | use_item | param_item | model_item | let_item | fn_item | extern_item
+        | save_item | report_item => {
+            "a declaration (`use`, `param`, `model`, `let`, `fn`, `save` or `report`)"
+        }
         doc => "a `///` doc comment",
         expr | unit | primary | if_expr | paren | list | block_expr => "an expression",
         float | int => "a number",
@@ -40,8 +42,8 @@ fn phrase(rule: Rule) -> Option<&'static str> {
         index => "`[`",
         field => "`.`",
         named_arg | misnamed_arg => "an argument",
-        infix_op | or_op | and_op | eq | ne | le | ge | lt | gt | compose | add | sub | mul | div
-        | rem | pow => "an operator",
+        infix_op | or_op | and_op | eq | ne | le | ge | lt | gt | compose | add | sub | mul
+        | div | rem | pow => "an operator",
         neg | not_op => "an expression",
         block => "a block `{ ... }`",
         stmt | let_stmt | var_stmt | for_stmt | repeat_stmt | optimize_stmt | assign_stmt
@@ -96,12 +98,17 @@ fn found_at(text: &str, pos: usize) -> (String, usize) {
         return (format!("`{word}`"), word.len());
     }
     if c == '"' {
-        return ("a string".to_string(), rest.find('\n').unwrap_or(rest.len()).min(40));
+        return (
+            "a string".to_string(),
+            rest.find('\n').unwrap_or(rest.len()).min(40),
+        );
     }
     if c == '\n' || c == '\r' {
         return ("the end of the line".to_string(), 0);
     }
-    for op in ["...", "->", ">>", "==", "!=", "<=", ">=", "+=", "-=", "*=", "/=", "//"] {
+    for op in [
+        "...", "->", ">>", "==", "!=", "<=", ">=", "+=", "-=", "*=", "/=", "//",
+    ] {
         if rest.starts_with(op) {
             return (format!("`{op}`"), op.len());
         }
@@ -124,9 +131,34 @@ fn one_of(mut items: Vec<&'static str>) -> String {
 pub fn is_keyword(word: &str) -> bool {
     matches!(
         word,
-        "use" | "param" | "model" | "let" | "var" | "fn" | "pub" | "extern" | "if" | "else" | "for"
-            | "in" | "repeat" | "ascend" | "descend" | "with" | "maximize" | "minimize" | "save"
-            | "report" | "true" | "false" | "and" | "or" | "not" | "as" | "return" | "while"
+        "use"
+            | "param"
+            | "model"
+            | "let"
+            | "var"
+            | "fn"
+            | "pub"
+            | "extern"
+            | "if"
+            | "else"
+            | "for"
+            | "in"
+            | "repeat"
+            | "ascend"
+            | "descend"
+            | "with"
+            | "maximize"
+            | "minimize"
+            | "save"
+            | "report"
+            | "true"
+            | "false"
+            | "and"
+            | "or"
+            | "not"
+            | "as"
+            | "return"
+            | "while"
             | "break"
     )
 }
@@ -162,9 +194,9 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
 
     let open = scan::open_delimiters(text, pos);
     let expected = one_of(phrases.clone());
-    let closing_wanted = [b')', b']', b'}'].into_iter().find(|c| {
-        open.last().is_some_and(|&(o, _)| scan::matching(o) == *c)
-    });
+    let closing_wanted = [b')', b']', b'}']
+        .into_iter()
+        .find(|c| open.last().is_some_and(|&(o, _)| scan::matching(o) == *c));
 
     // An unclosed bracket reaching the end of the file, or a wrong closer.
     if let Some(&(o, at)) = open.last() {
@@ -175,13 +207,32 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
             _ => "the block",
         };
         let opened = Span::new(file, at, at + 1);
-        let is_call = o == b'(' && text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ')');
+        let is_call = o == b'('
+            && text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ')');
         let what = if is_call { "the call" } else { what };
         // A new declaration starts on a later line while a bracket is still open: the
         // bracket was never closed.
-        let line_start = text[..pos.min(text.len())].trim_end_matches([' ', '\t']).ends_with('\n');
+        let line_start = text[..pos.min(text.len())]
+            .trim_end_matches([' ', '\t'])
+            .ends_with('\n');
         let starts_decl = line_start
-            && matches!(word, "let" | "param" | "model" | "fn" | "pub" | "use" | "save" | "report" | "extern" | "var" | "for" | "repeat" | "ascend" | "descend");
+            && matches!(
+                word,
+                "let"
+                    | "param"
+                    | "model"
+                    | "fn"
+                    | "pub"
+                    | "use"
+                    | "save"
+                    | "report"
+                    | "extern"
+                    | "var"
+                    | "for"
+                    | "repeat"
+                    | "ascend"
+                    | "descend"
+            );
         if starts_decl {
             return Diag::error(
                 Code::Unclosed,
@@ -189,8 +240,13 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
                 format!("expected `{close}` to close {what} opened here"),
                 format!("this `{}` is never closed", o as char),
             )
-            .with_label(here, format!("a new statement starts here before `{close}`"))
-            .with_help(format!("add the missing `{close}` at the end of the previous line"));
+            .with_label(
+                here,
+                format!("a new statement starts here before `{close}`"),
+            )
+            .with_help(format!(
+                "add the missing `{close}` at the end of the previous line"
+            ));
         }
         if pos >= text.trim_end().len() {
             return Diag::error(
@@ -229,7 +285,10 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
                 return Diag::error(
                     Code::MissingComma,
                     here,
-                    format!("expected `,` or `{}` before {found}", scan::matching(o) as char),
+                    format!(
+                        "expected `,` or `{}` before {found}",
+                        scan::matching(o) as char
+                    ),
                     "a comma is probably missing before this",
                 )
                 .with_label(Span::new(file, at, at + 1), "in the list opened here")
@@ -246,15 +305,20 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
     );
     if let Some(&(o, at)) = open.last() {
         if o == b'(' && closing_wanted.is_some() {
-            d.message = format!("expected {expected} or `)` to close the call opened here, found {found}");
+            d.message =
+                format!("expected {expected} or `)` to close the call opened here, found {found}");
             d = d.with_label(Span::new(file, at, at + 1), "opened here");
         }
     }
     if word == ";" {
         d = d.with_help("statements end at the end of the line; remove the `;`");
     } else if word == "=" && wants(Rule::objective) {
-        d = d.with_help("the body of `ascend`/`descend` must end with `maximize EXPR` or `minimize EXPR`");
-    } else if phrases.contains(&"a declaration (`use`, `param`, `model`, `let`, `fn`, `save` or `report`)") {
+        d = d.with_help(
+            "the body of `ascend`/`descend` must end with `maximize EXPR` or `minimize EXPR`",
+        );
+    } else if phrases
+        .contains(&"a declaration (`use`, `param`, `model`, `let`, `fn`, `save` or `report`)")
+    {
         d = d.with_help("at the top level, every line starts a declaration: `let name = ...`, `fn`, `save`, `report`, ...");
     }
     d

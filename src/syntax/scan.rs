@@ -126,7 +126,9 @@ pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
                 }
                 Tok::Word(s, e) => {
                     let w = &text[s..e];
-                    let Some(top) = chain.last_mut() else { return true };
+                    let Some(top) = chain.last_mut() else {
+                        return true;
+                    };
                     if after_close {
                         if w == "else" {
                             pending_else = true;
@@ -259,7 +261,8 @@ mod tests {
         text.push_str(" else { 1 } }");
         assert!(check_limits(F, &text).is_err());
         // Many short chains one after another are fine.
-        let short = "fn f(x: Int) -> Int { if x == 0 { 0 } else if x == 1 { 1 } else { 2 } }\n".repeat(400);
+        let short =
+            "fn f(x: Int) -> Int { if x == 0 { 0 } else if x == 1 { 1 } else { 2 } }\n".repeat(400);
         assert!(check_limits(F, &short).is_ok());
     }
 
@@ -276,7 +279,11 @@ mod tests {
         let texts: Vec<_> = c.iter().map(|c| (c.text.as_str(), c.trailing)).collect();
         assert_eq!(
             texts,
-            vec![("// trailing", true), ("// own line", false), ("//// also plain", false)]
+            vec![
+                ("// trailing", true),
+                ("// own line", false),
+                ("//// also plain", false)
+            ]
         );
     }
 }
