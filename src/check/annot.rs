@@ -329,7 +329,16 @@ impl Checker {
                 self.dims
                     .unify_shape(&m.shape, &w.shape)
                     .map_err(|c| Some(self.describe_conflict(&c, &m.shape, &w.shape)))?;
-                Ok(have.clone())
+                // A Prior passed as a Denoiser or a Consistency model takes that role: calling
+                // it then means D(x, sigma) or f(x, t) respectively.
+                let kind = match w.kind {
+                    ModelKind::Denoiser | ModelKind::Consistency => w.kind,
+                    _ => m.kind,
+                };
+                Ok(Model(Box::new(ModelType {
+                    kind,
+                    shape: m.shape.clone(),
+                })))
             }
             (List(a), List(b)) => {
                 let e = self.fits(a, b)?;

@@ -35,6 +35,26 @@ impl Args {
             .and_then(|(_, v)| v.as_ref())
     }
 
+    /// The argument nodes in parameter order, the variadic parameter's spread at its place:
+    /// the inputs of the built-in's graph node.
+    pub(crate) fn input_nodes(&self) -> Vec<crate::graph::NodeId> {
+        let mut nodes = Vec::new();
+        for (_, v) in &self.named {
+            match v {
+                Some(v) => nodes.push(v.node),
+                None => nodes.extend(self.rest.iter().map(|r| r.node)),
+            }
+        }
+        nodes
+    }
+
+    /// Makes parameter `name`'s argument the value of `node` (same type and span).
+    fn replace_node(&mut self, name: &str, node: crate::graph::NodeId) {
+        if let Some((_, Some(v))) = self.named.iter_mut().find(|(n, _)| n == name) {
+            v.node = node;
+        }
+    }
+
     /// The span of parameter `name`'s argument (the call when it was defaulted).
     fn span(&self, name: &str) -> Span {
         self.get(name).map_or(self.call, |v| {
@@ -134,7 +154,7 @@ impl Checker {
 
     /// The result type of built-in `name` for these arguments; `declared` is the signature's
     /// result type (already unified with the parameters' annotations).
-    pub(super) fn builtin_rule(&mut self, name: &str, args: &Args, declared: Type) -> Type {
+    pub(super) fn builtin_rule(&mut self, name: &str, args: &mut Args, declared: Type) -> Type {
         if args
             .named
             .iter()
@@ -216,7 +236,7 @@ impl Checker {
                 args.ty("x")
             }
             "grad" => args.ty("wrt"),
-            "vjp" => args.ty("x"),
+            "vjp" => self.vjp_rule(args),
             "sqrt" | "exp" | "log" | "abs" => self.elementwise(args, &["x"]),
             "min" | "max" => self.elementwise(args, &["a", "b"]),
             "tensor" => {
@@ -722,43 +742,80 @@ impl Checker {
         }
     }
 
-    /// `operator(f, domain)`: the range is what `f` returns for a tensor of the domain's shape.
-    fn user_operator(&mut self, args: &Args) -> Type {
-        let domain = shape_of(&args.ty("domain")).unwrap_or(Shape::Unknown);
-        let Type::Fn(f) = args.ty("f") else {
-            return self.free_op(false, false);
+    /// Specialises the function value passed as parameter `param` for arguments of types
+    /// `arg_types`, as an [`crate::graph::Op::Lambda`] region that replaces the argument, and
+    /// returns what the function returns. `None` when the function is not known here (a `Fn`
+    /// parameter of a function checked on its own, or an erroneous argument).
+    fn lambda_arg(&mut self, args: &mut Args, param: &str, arg_types: Vec<Type>) -> Option<Val> {
+        let Type::Fn(f) = args.ty(param) else {
+            return None;
         };
         if matches!(&f, FnRef::Builtin(n) if n.is_empty()) || self.generic {
-            return op(domain, Shape::Unknown, false, false);
+            return None;
         }
-        let probe_span = args.span("f");
-        let node = self.add(
-            crate::graph::Op::Input(0),
-            vec![],
-            Type::Tensor(domain.clone()),
-            probe_span,
-        );
-        // The probe call specialises `f` for the domain's shape; the runtime calls that
-        // specialisation.
+        let span = args.span(param);
         let saved_region = self.region;
-        let probe_region = self.emit.graph.add_region("operator probe", 1);
-        self.region = probe_region;
-        let arg = super::call::ArgVal {
-            name: None,
-            val: Val {
-                ty: Type::Tensor(domain.clone()),
-                node,
-                konst: None,
-                span: probe_span,
-            },
-        };
-        let out = self.call_fn_value(&f, vec![arg], probe_span);
-        self.emit
+        let body = self
+            .emit
             .graph
-            .region_mut(probe_region)
-            .outputs
-            .push(out.node);
+            .add_region(format!("fn value for `{name}`", name = param), arg_types.len() as u32);
+        self.region = body;
+        let call_args = arg_types
+            .into_iter()
+            .enumerate()
+            .map(|(i, ty)| {
+                let node = self.add(crate::graph::Op::Input(i as u32), vec![], ty.clone(), span);
+                super::call::ArgVal {
+                    name: None,
+                    val: Val {
+                        ty,
+                        node,
+                        konst: None,
+                        span,
+                    },
+                }
+            })
+            .collect();
+        let out = self.call_fn_value(&f, call_args, span);
+        self.emit.graph.region_mut(body).outputs.push(out.node);
         self.region = saved_region;
+        let lambda = self.add(
+            crate::graph::Op::Lambda { body },
+            vec![],
+            args.ty(param),
+            span,
+        );
+        args.replace_node(param, lambda);
+        Some(out)
+    }
+
+    /// `vjp(f, x, v)`: a function value is specialised for `x`; the result has `x`'s type.
+    fn vjp_rule(&mut self, args: &mut Args) -> Type {
+        let x = args.ty("x");
+        if let Some(out) = self.lambda_arg(args, "f", vec![x.clone()]) {
+            if !out.ty.is_open() && !matches!(out.ty, Type::Tensor(_)) {
+                let other = self.dims.resolve_type(&out.ty);
+                self.invalid(
+                    args,
+                    "f",
+                    format!("`vjp` needs a function that returns a tensor, this one returns {other}"),
+                    "",
+                );
+            }
+        }
+        x
+    }
+
+    /// `operator(f, domain)`: the range is what `f` returns for a tensor of the domain's shape.
+    fn user_operator(&mut self, args: &mut Args) -> Type {
+        let domain = shape_of(&args.ty("domain")).unwrap_or(Shape::Unknown);
+        if !matches!(args.ty("f"), Type::Fn(_)) {
+            return self.free_op(false, false);
+        }
+        // The runtime calls the specialisation made here.
+        let Some(out) = self.lambda_arg(args, "f", vec![Type::Tensor(domain.clone())]) else {
+            return op(domain, Shape::Unknown, false, false);
+        };
         match out.ty {
             Type::Tensor(range) => op(domain, range, false, false),
             t if t.is_open() => op(domain, Shape::Unknown, false, false),

@@ -222,19 +222,16 @@ impl Checker {
         };
         let ret = self.check_annotations(&sig, &mut slots);
         // Defaults of built-ins are constants of the standard library.
-        let mut inputs = Vec::new();
         let mut given: Vec<(String, Option<Val>)> = Vec::new();
         let mut variadic = None;
         let mut rest: Vec<Val> = Vec::new();
         for (p, slot) in ext.params.iter().zip(slots) {
             match slot {
                 Slot::Given(v) => {
-                    inputs.push(v.node);
                     given.push((p.name.node.clone(), Some(v)));
                 }
                 Slot::Many(vs) => {
                     variadic = Some(vs.len() as u32);
-                    inputs.extend(vs.iter().map(|v| v.node));
                     rest = vs;
                     given.push((p.name.node.clone(), None));
                 }
@@ -258,17 +255,19 @@ impl Checker {
                         }
                         None => self.error_val(call),
                     };
-                    inputs.push(v.node);
                     given.push((p.name.node.clone(), Some(v)));
                 }
             }
         }
-        let args = super::builtins::Args {
+        let mut args = super::builtins::Args {
             named: given,
             rest,
             call,
         };
-        let ty = self.builtin_rule(name, &args, ret);
+        let ty = self.builtin_rule(name, &mut args, ret);
+        // The inputs are read after the rule, which may replace an argument (a function value
+        // becomes an `Op::Lambda`).
+        let inputs = args.input_nodes();
         let node = self.add(
             Op::Builtin {
                 name: name.to_string(),

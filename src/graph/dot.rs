@@ -33,6 +33,7 @@ fn op_label(op: &Op) -> String {
         Op::For { .. } => "for".into(),
         Op::Repeat { .. } => "repeat".into(),
         Op::Optimize { direction, .. } => format!("{direction:?}").to_lowercase(),
+        Op::Lambda { .. } => "fn".into(),
     }
 }
 
@@ -68,7 +69,10 @@ pub fn to_dot(g: &Graph) -> String {
         }
         let regions: Vec<RegionId> = match &n.op {
             Op::If { then, otherwise } => vec![*then, *otherwise],
-            Op::For { body } | Op::Repeat { body } | Op::Optimize { body, .. } => vec![*body],
+            Op::For { body }
+            | Op::Repeat { body }
+            | Op::Optimize { body, .. }
+            | Op::Lambda { body } => vec![*body],
             _ => vec![],
         };
         for r in regions {

@@ -125,6 +125,14 @@ pub enum Op {
         /// The loop body.
         body: RegionId,
     },
+    /// A function value passed to a built-in (`vjp(f, x, v)`, `operator(f, domain)`): the body
+    /// region takes the function's arguments as inputs and yields its result; it uses no
+    /// value from outside (functions capture nothing), so it can run anywhere, any number of
+    /// times.
+    Lambda {
+        /// The function's body, specialised for the argument types at this use.
+        body: RegionId,
+    },
     /// The optimization step: inputs are the variable's initial value, the optimizer and the
     /// number of steps. The body's input is the variable; its single output the objective.
     /// The node's value is the optimized variable.
