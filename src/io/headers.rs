@@ -36,6 +36,43 @@ impl ImageHeader {
 ///
 /// The format is told from the file's first bytes, not its extension.
 pub fn image_header(path: &Path) -> Result<ImageHeader, FileError> {
+    let (reader, format) = open_image(path)?;
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| decode_error(path, format, e))?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(FileError::BadImage {
+            path: path.to_path_buf(),
+            format,
+            detail: format!("the header gives a size of {width}x{height}"),
+        });
+    }
+    Ok(ImageHeader {
+        channels: channels(decoder.color_type()),
+        height,
+        width,
+    })
+}
+
+/// The channel count the checker promises for pixels of this colour type: 3 for colour
+/// (RGB or RGBA, alpha dropped), 1 for grey (with or without alpha).
+///
+/// The pixel reader in [`super::image`] uses the same rule, so a read image always has the
+/// shape its header gave the checker.
+pub(crate) fn channels(color: image::ColorType) -> u32 {
+    if color.has_color() {
+        3
+    } else {
+        1
+    }
+}
+
+/// Opens a PNG or JPEG file, telling the format from its first bytes; returns the reader and
+/// the format's name (`PNG` or `JPEG`). Other formats and non-images are errors.
+pub(crate) fn open_image(
+    path: &Path,
+) -> Result<(ImageReader<BufReader<File>>, &'static str), FileError> {
     let file = File::open(path).map_err(|e| FileError::read(path, e))?;
     let reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
@@ -51,31 +88,22 @@ pub fn image_header(path: &Path) -> Result<ImageHeader, FileError> {
         }
         None => return Err(FileError::NotAnImage(path.to_path_buf())),
     };
-    let bad = |detail: String| FileError::BadImage {
-        path: path.to_path_buf(),
-        format,
-        detail,
-    };
-    let decoder = reader.into_decoder().map_err(|e| match e {
+    Ok((reader, format))
+}
+
+/// Classifies a decoder error for `path`: an I/O failure other than a truncated file is a
+/// [`FileError::Read`], anything else a [`FileError::BadImage`].
+pub(crate) fn decode_error(path: &Path, format: &'static str, e: image::ImageError) -> FileError {
+    match e {
         image::ImageError::IoError(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
             FileError::read(path, io)
         }
-        other => bad(other.to_string()),
-    })?;
-    let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(bad(format!("the header gives a size of {width}x{height}")));
+        other => FileError::BadImage {
+            path: path.to_path_buf(),
+            format,
+            detail: other.to_string(),
+        },
     }
-    let channels = if decoder.color_type().has_color() {
-        3
-    } else {
-        1
-    };
-    Ok(ImageHeader {
-        channels,
-        height,
-        width,
-    })
 }
 
 /// A short upper-case name for an image format, e.g. `GIF`.

@@ -4,13 +4,21 @@
 //! safetensors weights) before anything runs, so each format here has a *header* reader that
 //! looks only at the few bytes describing the data, never at pixels or weights:
 //! [`headers::image_header`], [`headers::safetensors_header`] and [`npy::npy_header`].
-//! [`npy`] also reads and writes whole `f32` arrays for the runtime.
+//!
+//! For the runtime, [`image`] reads images and masks into tensors and writes tensors as PNG or
+//! JPEG files, [`npy`] reads and writes whole arrays and tensors. Every writer is atomic (a temporary file renamed into place) and
+//! creates missing parent folders.
 //!
 //! Every problem is a [`FileError`] that names the file and says in plain words what is wrong;
 //! no input bytes, however broken, make these readers panic.
 
+mod atomic;
 pub mod headers;
+pub mod image;
 pub mod npy;
+
+pub use self::image::{read_image, read_mask, write_image, ImageOptions};
+pub use self::npy::{read_npy, write_npy};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -121,6 +129,72 @@ pub enum FileError {
         /// The number of values given.
         found: u64,
     },
+    /// Files are read into floating-point tensors only.
+    #[error("`{}`: files are read into floating-point tensors, not {dtype}", .path.display())]
+    NotFloat {
+        /// The file.
+        path: PathBuf,
+        /// The dtype asked for, e.g. `u8`.
+        dtype: String,
+    },
+    /// A tensor operation failed while reading or writing the file (e.g. out of device memory).
+    #[error("`{}`: {error}", .path.display())]
+    Tensor {
+        /// The file.
+        path: PathBuf,
+        /// What the tensor library said.
+        error: candle_core::Error,
+    },
+    /// A tensor of this shape cannot be saved as an image.
+    #[error(
+        "`{}`: cannot save a tensor of shape {shape:?} as an image; \
+         it must be [1, H, W] (grey), [3, H, W] (colour) or [H, W]",
+        .path.display()
+    )]
+    ImageShape {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The tensor's shape.
+        shape: Vec<usize>,
+    },
+    /// The image to save holds NaN values; nothing was written.
+    #[error(
+        "`{}`: the image holds {count} NaN value(s) out of {total}; nothing was written",
+        .path.display()
+    )]
+    NanPixels {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// How many values are NaN.
+        count: usize,
+        /// How many values the image has.
+        total: usize,
+    },
+    /// The file name does not end in an image extension this crate writes.
+    #[error(
+        "`{}`: cannot tell the image format from the file name; \
+         supported extensions are .png, .jpg and .jpeg",
+        .0.display()
+    )]
+    ImageExtension(PathBuf),
+    /// An option given for writing an image cannot be honoured.
+    #[error("`{}`: {detail}", .path.display())]
+    ImageOption {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// What is wrong, e.g. a bit depth of 12.
+        detail: String,
+    },
+    /// The image encoder refused the data.
+    #[error("`{}`: cannot encode the {format} image: {detail}", .path.display())]
+    Encode {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// `PNG` or `JPEG`.
+        format: &'static str,
+        /// What the encoder said.
+        detail: String,
+    },
 }
 
 impl FileError {
@@ -130,6 +204,7 @@ impl FileError {
             FileError::NotFound(path)
             | FileError::NotAnImage(path)
             | FileError::NpyFortranOrder(path)
+            | FileError::ImageExtension(path)
             | FileError::Read { path, .. }
             | FileError::Write { path, .. }
             | FileError::UnsupportedImage { path, .. }
@@ -138,7 +213,13 @@ impl FileError {
             | FileError::NpyDtype { path, .. }
             | FileError::NpyTruncated { path, .. }
             | FileError::Safetensors { path, .. }
-            | FileError::DataLength { path, .. } => path,
+            | FileError::DataLength { path, .. }
+            | FileError::NotFloat { path, .. }
+            | FileError::Tensor { path, .. }
+            | FileError::ImageShape { path, .. }
+            | FileError::NanPixels { path, .. }
+            | FileError::ImageOption { path, .. }
+            | FileError::Encode { path, .. } => path,
         }
     }
 

@@ -1,4 +1,5 @@
-//! NumPy `.npy` arrays: the header alone for the checker, whole `f32` arrays for the runtime.
+//! NumPy `.npy` arrays: the header alone for the checker, whole arrays and tensors for the
+//! runtime.
 //!
 //! A `.npy` file is the magic `\x93NUMPY`, a two-byte version (1.0, 2.0 or 3.0), the header
 //! length (2 bytes little-endian in version 1, 4 bytes after), and the header: a Python dict
@@ -8,9 +9,12 @@
 //! evaluation) and checks that the file holds all the data the header promises.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
+use candle_core::{DType, Device, Tensor};
+
+use super::atomic::write_atomically;
 use super::FileError;
 
 /// The bytes every `.npy` file starts with.
@@ -223,6 +227,79 @@ fn read_fully(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<boo
 ///
 /// Returns the shape and the elements in row-major order. Fortran order is an error.
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<u64>, Vec<f32>), FileError> {
+    read_array(path)
+}
+
+/// Reads a whole C-order `.npy` array of any supported dtype, converting its elements to
+/// `f64` (exact for every dtype but `<i8` values beyond 2^53, which are rounded).
+///
+/// Returns the shape and the elements in row-major order. Fortran order is an error.
+pub fn read_npy_f64(path: &Path) -> Result<(Vec<u64>, Vec<f64>), FileError> {
+    read_array(path)
+}
+
+/// Reads a `.npy` file into a tensor of the same shape, with the given floating-point `dtype`,
+/// on `device`; values are taken as stored (no scaling).
+///
+/// An `F64` tensor is filled from the file's values directly, never through `f32`; any other
+/// float dtype is converted from `f32`. The shape is the one [`npy_header`] gives the checker.
+pub fn read_npy(path: &Path, dtype: DType, device: &Device) -> Result<Tensor, FileError> {
+    if !dtype.is_float() {
+        return Err(FileError::NotFloat {
+            path: path.to_path_buf(),
+            dtype: dtype.as_str().to_string(),
+        });
+    }
+    let tensor_err = |error| FileError::Tensor {
+        path: path.to_path_buf(),
+        error,
+    };
+    let dims = |shape: Vec<u64>| -> Result<Vec<usize>, FileError> {
+        shape
+            .into_iter()
+            .map(|d| {
+                usize::try_from(d).map_err(|_| FileError::NpyHeader {
+                    path: path.to_path_buf(),
+                    detail: format!("dimension {d} is too large for this machine"),
+                })
+            })
+            .collect()
+    };
+    let tensor = if dtype == DType::F64 {
+        let (shape, data) = read_npy_f64(path)?;
+        Tensor::from_vec(data, dims(shape)?, device)
+    } else {
+        let (shape, data) = read_npy_f32(path)?;
+        Tensor::from_vec(data, dims(shape)?, device).and_then(|t| t.to_dtype(dtype))
+    };
+    tensor.map_err(tensor_err)
+}
+
+/// Writes a tensor as a C-order `.npy` array of its shape: `F64` tensors as `<f8`, every other
+/// dtype converted to `f32` and written as `<f4`. Atomic like [`write_npy_f32`].
+///
+/// The tensor may live on any device; it is copied to the CPU to be written.
+pub fn write_npy(path: &Path, x: &Tensor) -> Result<(), FileError> {
+    let tensor_err = |error| FileError::Tensor {
+        path: path.to_path_buf(),
+        error,
+    };
+    let shape: Vec<u64> = x.dims().iter().map(|&d| d as u64).collect();
+    let flat = x.flatten_all().map_err(tensor_err)?;
+    if x.dtype() == DType::F64 {
+        let data = flat.to_vec1::<f64>().map_err(tensor_err)?;
+        write_npy_f64(path, &shape, &data)
+    } else {
+        let data = flat
+            .to_dtype(DType::F32)
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(tensor_err)?;
+        write_npy_f32(path, &shape, &data)
+    }
+}
+
+/// [`read_npy_f32`] and [`read_npy_f64`] for element type `T`.
+fn read_array<T: Element>(path: &Path) -> Result<(Vec<u64>, Vec<T>), FileError> {
     let header = npy_header(path)?;
     if header.fortran_order {
         return Err(FileError::NpyFortranOrder(path.to_path_buf()));
@@ -244,12 +321,58 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<u64>, Vec<f32>), FileError> {
             found: bytes.len() as u64,
         });
     }
-    Ok((header.shape, to_f32(header.dtype, &bytes)))
+    Ok((header.shape, convert(header.dtype, &bytes)))
 }
 
-/// Converts little-endian elements of `dtype` to `f32`.
-fn to_f32(dtype: NpyDtype, bytes: &[u8]) -> Vec<f32> {
-    fn each<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+/// A float type whole arrays are read into and written from.
+trait Element: Copy {
+    /// The header `descr` of arrays of this type.
+    const DESCR: &'static str;
+    /// From an `f32` element.
+    fn from_f32(x: f32) -> Self;
+    /// From an `f64` element.
+    fn from_f64(x: f64) -> Self;
+    /// From an integer element.
+    fn from_i64(x: i64) -> Self;
+    /// Appends the little-endian bytes.
+    fn write_le(self, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+impl Element for f32 {
+    const DESCR: &'static str = "<f4";
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn from_i64(x: i64) -> Self {
+        x as f32
+    }
+    fn write_le(self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&self.to_le_bytes())
+    }
+}
+
+impl Element for f64 {
+    const DESCR: &'static str = "<f8";
+    fn from_f32(x: f32) -> Self {
+        f64::from(x)
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn from_i64(x: i64) -> Self {
+        x as f64
+    }
+    fn write_le(self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&self.to_le_bytes())
+    }
+}
+
+/// Converts little-endian elements of `dtype` to `T`.
+fn convert<T: Element>(dtype: NpyDtype, bytes: &[u8]) -> Vec<T> {
+    fn each<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
         bytes
             .chunks_exact(N)
             .map(|c| {
@@ -260,12 +383,15 @@ fn to_f32(dtype: NpyDtype, bytes: &[u8]) -> Vec<f32> {
             .collect()
     }
     match dtype {
-        NpyDtype::F32 => each(bytes, f32::from_le_bytes),
-        NpyDtype::F64 => each(bytes, |b| f64::from_le_bytes(b) as f32),
-        NpyDtype::U8 => bytes.iter().map(|&b| f32::from(b)).collect(),
-        NpyDtype::Bool => bytes.iter().map(|&b| f32::from(u8::from(b != 0))).collect(),
-        NpyDtype::I32 => each(bytes, |b| i32::from_le_bytes(b) as f32),
-        NpyDtype::I64 => each(bytes, |b| i64::from_le_bytes(b) as f32),
+        NpyDtype::F32 => each(bytes, |b| T::from_f32(f32::from_le_bytes(b))),
+        NpyDtype::F64 => each(bytes, |b| T::from_f64(f64::from_le_bytes(b))),
+        NpyDtype::U8 => bytes.iter().map(|&b| T::from_i64(i64::from(b))).collect(),
+        NpyDtype::Bool => bytes
+            .iter()
+            .map(|&b| T::from_i64(i64::from(b != 0)))
+            .collect(),
+        NpyDtype::I32 => each(bytes, |b| T::from_i64(i64::from(i32::from_le_bytes(b)))),
+        NpyDtype::I64 => each(bytes, |b| T::from_i64(i64::from_le_bytes(b))),
     }
 }
 
@@ -273,8 +399,19 @@ fn to_f32(dtype: NpyDtype, bytes: &[u8]) -> Vec<f32> {
 /// the header would not fit).
 ///
 /// The file is written beside its destination under a temporary name and renamed into place,
-/// so a reader never sees half a file. `data.len()` must equal the product of `shape`.
+/// so a reader never sees half a file; missing parent folders are created. `data.len()` must
+/// equal the product of `shape`.
 pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<(), FileError> {
+    write_array(path, shape, data)
+}
+
+/// [`write_npy_f32`] for `f64` data, written as `<f8`.
+pub fn write_npy_f64(path: &Path, shape: &[u64], data: &[f64]) -> Result<(), FileError> {
+    write_array(path, shape, data)
+}
+
+/// [`write_npy_f32`] and [`write_npy_f64`] for element type `T`.
+fn write_array<T: Element>(path: &Path, shape: &[u64], data: &[T]) -> Result<(), FileError> {
     let expected = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
     if expected != Some(data.len() as u64) {
         return Err(FileError::DataLength {
@@ -284,7 +421,7 @@ pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<(), Fil
             found: data.len() as u64,
         });
     }
-    let prefix = header_bytes(shape).ok_or_else(|| {
+    let prefix = header_bytes(T::DESCR, shape).ok_or_else(|| {
         FileError::write(
             path,
             std::io::Error::new(
@@ -293,33 +430,21 @@ pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<(), Fil
             ),
         )
     })?;
-    let tmp = temp_path(path)?;
-    let result = (|| {
-        let mut out = BufWriter::new(File::create(&tmp)?);
+    write_atomically(path, |out| {
         out.write_all(&prefix)?;
-        for x in data {
-            out.write_all(&x.to_le_bytes())?;
-        }
-        out.into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?
-            .sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        FileError::write(path, e)
+        data.iter().try_for_each(|&x| x.write_le(out))
     })
 }
 
-/// The magic, version, length and padded header for a C-order `<f4` array of `shape`, or
-/// `None` if the header would pass the format's 4 GiB limit.
-fn header_bytes(shape: &[u64]) -> Option<Vec<u8>> {
+/// The magic, version, length and padded header for a C-order array of element type `descr`
+/// and `shape`, or `None` if the header would pass the format's 4 GiB limit.
+fn header_bytes(descr: &str, shape: &[u64]) -> Option<Vec<u8>> {
     let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
     let tuple = match dims.as_slice() {
         [one] => format!("({one},)"),
         _ => format!("({})", dims.join(", ")),
     };
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
     // Pad with spaces so that magic + version + length + header + '\n' is a multiple of 64.
     let padded = |prefix_len: usize| {
         let unpadded = prefix_len + dict.len() + 1;
@@ -343,20 +468,6 @@ fn header_bytes(shape: &[u64]) -> Option<Vec<u8>> {
     out.resize(out.len() + header_len - dict.len() - 1, b' ');
     out.push(b'\n');
     Some(out)
-}
-
-/// A sibling of `path` to write into before renaming: `.<name>.tmp<pid>`.
-fn temp_path(path: &Path) -> Result<PathBuf, FileError> {
-    let name = path.file_name().ok_or_else(|| {
-        FileError::write(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
-        )
-    })?;
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(".tmp{}", std::process::id()));
-    Ok(path.with_file_name(tmp))
 }
 
 /// The three entries of a `.npy` header dict.
@@ -575,6 +686,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A `.npy` file with the given version, raw header text (padded as NumPy does) and data.
     fn npy_bytes(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
@@ -652,7 +764,11 @@ mod tests {
                 path.display()
             )
         );
-        let err = write_npy_f32(&dir.path().join("no/such/dir.npy"), &[1], &[0.0]).unwrap_err();
+        // Missing folders are created; a file in the way of one is an error.
+        let nested = dir.path().join("new/dir/x.npy");
+        write_npy_f32(&nested, &[1], &[0.5]).unwrap();
+        assert_eq!(read_npy_f32(&nested).unwrap(), (vec![1], vec![0.5]));
+        let err = write_npy_f32(&path.join("x.npy"), &[1], &[0.0]).unwrap_err();
         assert!(matches!(err, FileError::Write { .. }), "{err}");
     }
 
@@ -909,6 +1025,66 @@ mod tests {
                 Ok(d) => panic!("{text} parsed as {d:?}"),
             }
         }
+    }
+
+    #[test]
+    fn f64_round_trip_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        // Values that f32 cannot hold.
+        let data: Vec<f64> = (0..12).map(|i| 0.1 * i as f64 + 1e-12 - 0.3).collect();
+        write_npy_f64(&path, &[3, 4], &data).unwrap();
+        assert_eq!(npy_header(&path).unwrap().dtype, NpyDtype::F64);
+        assert_eq!(read_npy_f64(&path).unwrap(), (vec![3, 4], data.clone()));
+        let t = read_npy(&path, DType::F64, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[3, 4]);
+        assert_eq!(t.flatten_all().unwrap().to_vec1::<f64>().unwrap(), data);
+        // Tensor round trip, f64 stays `<f8`.
+        let out = dir.path().join("sub/y.npy");
+        write_npy(&out, &t).unwrap();
+        assert_eq!(npy_header(&out).unwrap().dtype, NpyDtype::F64);
+        assert_eq!(read_npy_f64(&out).unwrap(), (vec![3, 4], data.clone()));
+        // Read as f32: each value rounded once.
+        let t32 = read_npy(&path, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(t32.dtype(), DType::F32);
+        let want: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+        assert_eq!(t32.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn tensors_of_other_dtypes_and_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let x = Tensor::new(&[[1.5f32, -2.0, 3.25]], &Device::Cpu).unwrap();
+        write_npy(&path, &x).unwrap();
+        assert_eq!(npy_header(&path).unwrap().dtype, NpyDtype::F32);
+        assert_eq!(
+            read_npy_f32(&path).unwrap(),
+            (vec![1, 3], vec![1.5, -2.0, 3.25])
+        );
+        // f32 data read as f64 is exact.
+        let t = read_npy(&path, DType::F64, &Device::Cpu).unwrap();
+        assert_eq!(t.to_vec2::<f64>().unwrap(), vec![vec![1.5, -2.0, 3.25]]);
+        // A scalar; integer data read as floats.
+        let scalar = Tensor::new(2.5f64, &Device::Cpu).unwrap();
+        write_npy(&path, &scalar).unwrap();
+        let t = read_npy(&path, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[] as &[usize]);
+        assert_eq!(t.to_scalar::<f32>().unwrap(), 2.5);
+        let dict = "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }";
+        let ints: Vec<u8> = [-3i64, 1 << 53]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let path = write(&dir, &npy_bytes(1, dict, &ints));
+        let t = read_npy(&path, DType::F64, &Device::Cpu).unwrap();
+        assert_eq!(t.to_vec1::<f64>().unwrap(), vec![-3.0, 9007199254740992.0]);
+        let err = read_npy(&path, DType::U32, &Device::Cpu).unwrap_err();
+        assert!(matches!(err, FileError::NotFloat { .. }), "{err}");
     }
 
     #[test]
