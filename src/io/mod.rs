@@ -6,17 +6,20 @@
 //! [`headers::image_header`], [`headers::safetensors_header`] and [`npy::npy_header`].
 //!
 //! For the runtime, [`image`] reads images and masks into tensors and writes tensors as PNG or
-//! JPEG files, [`npy`] reads and writes whole arrays and tensors. Every writer is atomic (a temporary file renamed into place) and
+//! JPEG files, [`npy`] reads and writes whole arrays and tensors, and [`grid`] lays images
+//! side by side for saving. Every writer is atomic (a temporary file renamed into place) and
 //! creates missing parent folders.
 //!
 //! Every problem is a [`FileError`] that names the file and says in plain words what is wrong;
 //! no input bytes, however broken, make these readers panic.
 
 mod atomic;
+pub mod grid;
 pub mod headers;
 pub mod image;
 pub mod npy;
 
+pub use self::grid::{grid, GridError};
 pub use self::image::{read_image, read_mask, write_image, ImageOptions};
 pub use self::npy::{read_npy, write_npy};
 
