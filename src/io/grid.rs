@@ -219,7 +219,7 @@ mod tests {
         // One image comes back unchanged; dtype and device follow the first image.
         let one = t(&[0.25, 0.75], &[1, 1, 2]);
         assert_eq!(
-            values(&grid(&[one.clone()], None).unwrap()),
+            values(&grid(std::slice::from_ref(&one), None).unwrap()),
             vec![0.25, 0.75]
         );
         let f32 = one.to_dtype(DType::F32).unwrap();
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn long_captions_are_cut_to_whole_characters() {
         let a = Tensor::zeros((3, 1, 30), DType::F32, &Device::Cpu).unwrap();
-        let cut = grid(&[a.clone()], Some(&["abcdefgh".to_string()])).unwrap();
+        let cut = grid(std::slice::from_ref(&a), Some(&["abcdefgh".to_string()])).unwrap();
         let whole = grid(&[a], Some(&["abc".to_string()])).unwrap();
         // 30 pixels hold 3 characters: drawn from the left edge, the rest dropped.
         let left = Tensor::zeros((3, 1, 24), DType::F32, &Device::Cpu).unwrap();
