@@ -11,7 +11,8 @@
 //!
 //! Built-ins are declared in the standard library ([`stdlib`], `stdlib/*.mapga`) and their
 //! shape rules live in [`check::builtins`]; file headers are read by [`io`] and model cards
-//! by [`models`]. The runtime that executes the graph is the next stage.
+//! by [`models`]. For the runtime, [`io`] also reads and writes images and arrays as tensors
+//! and [`metrics`] compares images. The runtime that executes the graph is the next stage.
 //!
 //! ```
 //! use mapga::check::{check_source, CheckOptions};
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod graph;
 pub mod io;
+pub mod metrics;
 pub mod models;
 pub mod random;
 pub mod source;
