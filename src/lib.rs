@@ -37,11 +37,14 @@
 pub mod check;
 pub mod cli;
 pub mod diagnostics;
+pub mod diffusion;
 pub mod graph;
 pub mod io;
 pub mod metrics;
 pub mod models;
+pub mod operators;
 pub mod random;
+pub mod runtime;
 pub mod source;
 pub mod stack;
 pub mod stdlib;

@@ -195,6 +195,7 @@ impl Checker {
                     }
                 }
             }
+            "grid" => self.grid_shape(args, declared),
             "load_npy" => {
                 let Some(path) = self.file_arg(args, "path") else {
                     return declared;
@@ -203,6 +204,40 @@ impl Checker {
                     Ok(h) => Type::Tensor(Shape::known(&h.shape)),
                     Err(e) => {
                         self.file_error(args, "path", &e);
+                        Type::Error
+                    }
+                }
+            }
+            "load_tensor" => {
+                let Some(path) = self.file_arg(args, "path") else {
+                    return declared;
+                };
+                let tensors = match crate::io::headers::safetensors_header(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.file_error(args, "path", &e);
+                        return Type::Error;
+                    }
+                };
+                let Some(name) = args.string("name").map(str::to_string) else {
+                    return declared;
+                };
+                match tensors.get(&name) {
+                    Some(info) => Type::Tensor(Shape::known(&info.shape)),
+                    None => {
+                        let mut d = Diag::error(
+                            Code::BadFile,
+                            args.span("name"),
+                            format!("`{}` has no tensor named `{name}`", path.display()),
+                            "this name",
+                        );
+                        if let Some(s) = super::suggest::closest(&name, tensors.keys().map(String::as_str)) {
+                            d = d.with_help(format!("did you mean `{s}`?"));
+                        } else {
+                            let names: Vec<&str> = tensors.keys().map(String::as_str).take(8).collect();
+                            d = d.with_help(format!("its tensors are: {}", names.join(", ")));
+                        }
+                        self.report(d);
                         Type::Error
                     }
                 }
@@ -573,6 +608,35 @@ impl Checker {
                 }
                 model(ModelKind::Prior, mean)
             }
+            "gaussian_prior_low_rank" => {
+                let Some(mean) = shape_of(&args.ty("mean")) else {
+                    return declared;
+                };
+                let m = self.dims.resolve_shape(&mean);
+                if let Some(v) = shape_of(&args.ty("variances")).map(|s| self.dims.resolve_shape(&s)) {
+                    if v != m && !matches!(v, Shape::Unknown) && !matches!(m, Shape::Unknown) {
+                        self.report(
+                            Diag::error(Code::ShapeMismatch, args.span("variances"), format!("the variances must have the mean's shape {m}, not {v}"), format!("this is {v}"))
+                                .with_label(args.span("mean"), format!("the mean is {m}")),
+                        );
+                        return Type::Error;
+                    }
+                }
+                if let (Shape::Dims(md), Some(Shape::Dims(f))) = (&m, shape_of(&args.ty("factors")).map(|s| self.dims.resolve_shape(&s))) {
+                    let n: Option<u64> = md.iter().map(|d| if let Dim::Known(n) = d { Some(*n) } else { None }).product();
+                    let ok = f.len() == 2 && n.is_none_or(|n| matches!(f[0], Dim::Known(k) if k == n) || matches!(f[0], Dim::Var(_)));
+                    if !ok {
+                        let elems = n.map_or("n".to_string(), |n| n.to_string());
+                        let fs = Shape::Dims(f.clone());
+                        self.report(
+                            Diag::error(Code::ShapeMismatch, args.span("factors"), format!("the factors of a {m} mean are [{elems}, r], not {fs}"), format!("this is {fs}"))
+                                .with_label(args.span("mean"), format!("the mean is {m}")),
+                        );
+                        return Type::Error;
+                    }
+                }
+                model(ModelKind::Prior, mean)
+            }
             "gmm_prior" => {
                 let Some(Shape::Dims(m)) = shape_of(&args.ty("means")) else {
                     return model(ModelKind::Prior, Shape::Unknown);
@@ -787,6 +851,46 @@ impl Checker {
         );
         args.replace_node(param, lambda);
         Some(out)
+    }
+
+    /// `grid(images...)`: side by side with a gap, grey promoted to colour, heights padded to
+    /// the tallest (the layout of [`crate::io::grid`]).
+    fn grid_shape(&mut self, args: &Args, declared: Type) -> Type {
+        let mut dims = Vec::new();
+        for v in &args.rest {
+            let Some(Shape::Dims(d)) = shape_of(&v.ty).map(|s| self.dims.resolve_shape(&s)) else {
+                return declared;
+            };
+            let known: Option<Vec<u64>> = d
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(n) => Some(*n),
+                    Dim::Var(_) => None,
+                })
+                .collect();
+            match known.as_deref() {
+                Some([c, h, w]) if *c == 1 || *c == 3 => dims.push((*c, *h, *w)),
+                Some([h, w]) => dims.push((1, *h, *w)),
+                Some(other) => {
+                    self.report(Diag::error(
+                        Code::ShapeMismatch,
+                        v.span,
+                        format!("`grid` lays out images [1 or 3, H, W], not {other:?}"),
+                        "this tensor",
+                    ));
+                    return Type::Error;
+                }
+                None => return declared,
+            }
+        }
+        if dims.is_empty() {
+            return declared;
+        }
+        let c = if dims.iter().any(|d| d.0 == 3) { 3 } else { 1 };
+        let h = dims.iter().map(|d| d.1).max().unwrap_or(0);
+        let gap = crate::io::grid::GAP as u64;
+        let w = dims.iter().map(|d| d.2).sum::<u64>() + gap * (dims.len() as u64 - 1);
+        Type::Tensor(Shape::known(&[c, h, w]))
     }
 
     /// `vjp(f, x, v)`: a function value is specialised for `x`; the result has `x`'s type.

@@ -1,4 +1,4 @@
-//! The command-line interface: `mapga check`, `mapga graph`, `mapga fmt`.
+//! The command-line interface: `mapga run`, `mapga check`, `mapga graph`, `mapga fmt`.
 //!
 //! Exit codes (the contract scripts rely on): 0 when clean (warnings allowed), 1 when the
 //! program has errors (or `fmt --check` finds files to reformat), 2 for usage and I/O errors
@@ -7,6 +7,7 @@
 mod check;
 mod fmt;
 mod graph;
+mod run;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -30,6 +31,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check a pipeline, run it, and write its outputs.
+    ///
+    /// Saves go to the output folder (default `out/<pipeline name>/`) with `metrics.json`
+    /// (the reported numbers) and `run.ron` (hashes of every source and input, params, seed,
+    /// timings). Exits 0 on success, 1 when the pipeline has errors or the run fails, 2 for
+    /// usage and I/O errors.
+    Run(RunArgs),
     /// Check pipelines for errors (names, types, shapes, files) without running them.
     ///
     /// Exits 0 when every file is clean (warnings allowed), 1 when any has errors,
@@ -69,6 +77,51 @@ pub struct CheckArgs {
     /// Treat warnings as errors (exit 1 when there are any).
     #[arg(long)]
     pub deny_warnings: bool,
+}
+
+/// Where tensors live.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum DeviceArg {
+    /// The CPU (default).
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// The floating-point type of tensors.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum DtypeArg {
+    /// 32-bit floats (default).
+    #[default]
+    F32,
+    /// 64-bit floats: slower, for exact comparisons.
+    F64,
+}
+
+/// Arguments of `mapga run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// The output folder [default: out/<pipeline name>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override a pipeline param: `--set sigma_y=0.1`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// The root seed of every random draw: the same file and seed give identical outputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The device to compute on.
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceArg,
+    /// The floating-point type of tensors.
+    #[arg(long, value_enum, default_value_t)]
+    pub dtype: DtypeArg,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Output formats of `mapga graph`.
@@ -111,6 +164,7 @@ pub struct FmtArgs {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
+        Command::Run(a) => run::run(&a),
         Command::Check(a) => check::run(&a),
         Command::Graph(a) => graph::run(&a),
         Command::Fmt(a) => fmt::run(&a),

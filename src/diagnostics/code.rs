@@ -86,6 +86,15 @@ pub enum Code {
     /// A file whose header cannot be read: a truncated PNG, a bad `.npy`, a model card with errors.
     BadFile,
 
+    // ── run time ──
+    /// A value that became NaN or infinite while running: a diverging ascent.
+    RunNumeric,
+    /// A file that could not be read or written while running, or whose data differ from what
+    /// the check was told (a file changed in between).
+    RunFile,
+    /// Any other failure while running: a tensor operation the data do not allow.
+    RunFailure,
+
     // ── warnings ──
     /// A binding that is never used.
     Unused,
@@ -133,6 +142,9 @@ impl Code {
             OuterAssignment => "mapga::type::outer_assignment",
             MissingFile => "mapga::io::missing_file",
             BadFile => "mapga::io::bad_file",
+            RunNumeric => "mapga::run::numeric",
+            RunFile => "mapga::run::file",
+            RunFailure => "mapga::run::failure",
             Unused => "mapga::lint::unused",
             Shadowing => "mapga::lint::shadowing",
         }

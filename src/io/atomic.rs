@@ -19,7 +19,7 @@ static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 /// Writes `path` atomically with `fill`, which receives a buffered writer on the temporary
 /// file. Parent folders are created first; on any error the temporary file is removed and the
 /// destination is left as it was.
-pub(crate) fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<(), FileError> {

@@ -13,7 +13,7 @@
 //! Every problem is a [`FileError`] that names the file and says in plain words what is wrong;
 //! no input bytes, however broken, make these readers panic.
 
-mod atomic;
+pub mod atomic;
 pub mod grid;
 pub mod headers;
 pub mod image;

@@ -1,0 +1,176 @@
+//! `mapga run`: check a pipeline, run it, write its outputs, print its reports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{parse_sets, print_diags, DeviceArg, DtypeArg, MessageFormat, RunArgs};
+use crate::check::{check_file, CheckOptions};
+use crate::runtime::{self, Env, Observer, RunOptions};
+
+/// A progress bar over the outermost loop, with the innermost optimization step and its
+/// objective as the message.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Observer for Progress {
+    fn loop_step(&self, depth: usize, index: usize, total: usize) {
+        if depth == 0 {
+            self.bar.set_length(total as u64);
+            self.bar.set_position(index as u64);
+        }
+    }
+
+    fn optimize_step(&self, index: usize, total: usize, objective: f64) {
+        self.bar
+            .set_message(format!("iteration {}/{total}, objective {objective:.6e}", index + 1));
+    }
+}
+
+/// The device to run on.
+fn device(arg: DeviceArg) -> Result<Device, String> {
+    match arg {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        DeviceArg::Cuda => cuda(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<Device, String> {
+    Device::new_cuda(0).map_err(|e| format!("cannot use the CUDA device: {e}"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<Device, String> {
+    Err("this mapga was built without CUDA support: rebuild with `cargo build --release --features cuda`".into())
+}
+
+/// Runs the pipeline; returns the exit code.
+pub fn run(args: &RunArgs) -> u8 {
+    let overrides = match parse_sets(&args.set) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::metadata(&args.file) {
+        eprintln!("error: cannot read `{}`: {e}", args.file.display());
+        return 2;
+    }
+    let device = match device(args.device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let start = Instant::now();
+    let checked = check_file(&args.file, &CheckOptions { overrides });
+    print_diags(&checked.diags.0, &checked.sources, MessageFormat::Human);
+    if checked.diags.has_errors() {
+        eprintln!(
+            "{} error{}: not running",
+            checked.diags.error_count(),
+            if checked.diags.error_count() == 1 { "" } else { "s" }
+        );
+        return 1;
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| {
+        let stem = args
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        PathBuf::from("out").join(stem)
+    });
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    };
+    let opts = RunOptions {
+        out_dir: out_dir.clone(),
+        env: Env {
+            device,
+            dtype: match args.dtype {
+                DtypeArg::F32 => DType::F32,
+                DtypeArg::F64 => DType::F64,
+            },
+            seed: args.seed,
+        },
+        observer: Some(Arc::new(Progress { bar: bar.clone() })),
+        check_seconds: start.elapsed().as_secs_f64(),
+    };
+    let result = runtime::run(&checked, &args.file, &opts);
+    bar.finish_and_clear();
+    match result {
+        Ok(summary) => {
+            print_summary(&summary.reports);
+            eprintln!(
+                "wrote {} file{} to {} in {:.2} s",
+                summary.written.len(),
+                if summary.written.len() == 1 { "" } else { "s" },
+                out_dir.display(),
+                summary.seconds
+            );
+            0
+        }
+        Err(failure) => {
+            print_diags(&[failure.error.to_diag()], &checked.sources, MessageFormat::Human);
+            if !failure.partial.reports.is_empty() {
+                print_summary(&failure.partial.reports);
+            }
+            eprintln!(
+                "the run stopped; {} file{} written before it stopped are in {}",
+                failure.partial.written.len(),
+                if failure.partial.written.len() == 1 { "" } else { "s" },
+                out_dir.display()
+            );
+            1
+        }
+    }
+}
+
+/// Prints the reported numbers as a two-column table on standard output.
+fn print_summary(reports: &[(String, f64)]) {
+    let width = reports.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    for (label, value) in reports {
+        println!("{label:<width$}  {}", format_number(*value));
+    }
+}
+
+/// A number with six significant digits, in scientific notation when very small or large.
+fn format_number(v: f64) -> String {
+    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
+        let digits = (5 - v.abs().log10().floor() as i32).clamp(0, 9) as usize;
+        format!("{v:.digits$}")
+    } else if v.is_finite() {
+        format!("{v:.5e}")
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_number;
+
+    #[test]
+    fn numbers_keep_six_significant_digits() {
+        assert_eq!(format_number(31.234567), "31.2346");
+        assert_eq!(format_number(0.000012345), "1.23450e-5");
+        assert_eq!(format_number(0.0), "0.00000");
+        assert_eq!(format_number(f64::INFINITY), "inf");
+    }
+}

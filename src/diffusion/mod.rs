@@ -1,0 +1,100 @@
+//! Diffusion building blocks: noise schedules, models of the image distribution (analytic
+//! priors now, trained networks with issue #4), the differentiable log-density surrogates
+//! MAP-GA climbs, and the exact MAP references used by the tests.
+//!
+//! Conventions are EDM's (Karras et al. 2022): x_sigma = x_0 + sigma n, images in [-1, 1].
+
+pub mod exact;
+pub mod gaussian;
+pub mod gmm;
+pub mod schedule;
+pub mod surrogate;
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+
+pub use gaussian::GaussianPrior;
+pub use gmm::GmmPrior;
+
+/// A model of the image distribution, as the language's `Denoiser`, `Consistency` and `Prior`
+/// values hold it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Model {
+    /// A Gaussian prior: exact denoiser and consistency function.
+    Gaussian(Arc<GaussianPrior>),
+    /// A Gaussian mixture: exact denoiser, consistency function by ODE integration.
+    Mixture(Arc<GmmPrior>),
+}
+
+impl Model {
+    /// A short description for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Model::Gaussian(p) => p.name(),
+            Model::Mixture(p) => p.name(),
+        }
+    }
+
+    /// The shape of the images the model works on.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Model::Gaussian(p) => p.shape(),
+            Model::Mixture(p) => p.shape(),
+        }
+    }
+
+    /// The data's standard deviation (EDM's sigma_data).
+    pub fn sigma_data(&self) -> f64 {
+        match self {
+            Model::Gaussian(p) => p.sigma_data(),
+            Model::Mixture(p) => p.sigma_data(),
+        }
+    }
+
+    /// The smallest noise level: where a consistency function lands.
+    pub fn sigma_min(&self) -> f64 {
+        match self {
+            Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MIN,
+        }
+    }
+
+    /// The largest noise level the model is meant for.
+    pub fn sigma_max(&self) -> f64 {
+        match self {
+            Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MAX,
+        }
+    }
+
+    /// Checks that `x` is an image (or a batch of images) of the model's shape.
+    pub fn check_input(&self, x: &Tensor) -> Result<(), String> {
+        match self {
+            Model::Gaussian(p) => p.check_shape(x),
+            Model::Mixture(p) => p.check_shape(x),
+        }
+    }
+
+    /// The denoiser D(x, sigma), differentiable in x.
+    pub fn denoise(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Gaussian(p) => p.denoise(x, sigma),
+            Model::Mixture(p) => p.denoise(x, sigma),
+        }
+    }
+
+    /// The consistency function f(x, t), differentiable in x.
+    pub fn consistency(&self, x: &Tensor, t: f64) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Gaussian(p) => p.consistency(x, t, self.sigma_min()),
+            Model::Mixture(p) => p.consistency(x, t, self.sigma_min()),
+        }
+    }
+
+    /// The Gaussian prior, when the model is one (for exact references).
+    pub fn as_gaussian(&self) -> Option<&GaussianPrior> {
+        match self {
+            Model::Gaussian(p) => Some(p),
+            Model::Mixture(_) => None,
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! The built-ins of the standard library (`extern fn` in `stdlib/*.mapga`), at run time.
+//!
+//! Arguments arrive in declared order with defaults filled in by the checker, so each
+//! built-in reads them by position. The checker has already checked types, shapes and the
+//! values it could know; what is checked here is what only the data can tell.
+
+use std::sync::Arc;
+
+use candle_core::{Tensor, Var};
+
+use super::arith::as_f64;
+use super::error::{AtSpan, RunError};
+use super::interp::Interp;
+use super::value::{NoiseSpec, OptimizerSpec, Value};
+use crate::diagnostics::Code;
+use crate::diffusion::{self, Model};
+use crate::graph::NodeId;
+use crate::operators::{self, Operator};
+use crate::source::Span;
+
+/// Positional access to a built-in's arguments, with errors at the call's span.
+struct Args<'a> {
+    name: &'a str,
+    span: Span,
+    values: Vec<Value>,
+}
+
+impl Args<'_> {
+    fn get(&self, i: usize) -> Result<&Value, RunError> {
+        self.values.get(i).ok_or_else(|| {
+            RunError::at(self.span, format!("internal error: `{}` is missing argument {i}", self.name))
+        })
+    }
+
+    fn wrong(&self, i: usize, want: &str) -> RunError {
+        let found = self.values.get(i).map_or("nothing", Value::kind);
+        RunError::at(
+            self.span,
+            format!("argument {} of `{}` must be {want}, not {found}", i + 1, self.name),
+        )
+    }
+
+    fn tensor(&self, i: usize) -> Result<Tensor, RunError> {
+        match self.get(i)? {
+            Value::Tensor(t) => Ok(t.clone()),
+            _ => Err(self.wrong(i, "a Tensor")),
+        }
+    }
+
+    fn float(&self, i: usize) -> Result<f64, RunError> {
+        as_f64(self.get(i)?).ok_or_else(|| self.wrong(i, "a Float"))
+    }
+
+    fn int(&self, i: usize) -> Result<i64, RunError> {
+        match self.get(i)? {
+            Value::Int(v) => Ok(*v),
+            _ => Err(self.wrong(i, "an Int")),
+        }
+    }
+
+    /// A non-negative Int as a size.
+    fn size(&self, i: usize) -> Result<usize, RunError> {
+        let v = self.int(i)?;
+        usize::try_from(v).map_err(|_| {
+            RunError::at(
+                self.span,
+                format!("argument {} of `{}` must be at least 0, not {v}", i + 1, self.name),
+            )
+        })
+    }
+
+    fn string(&self, i: usize) -> Result<Arc<str>, RunError> {
+        match self.get(i)? {
+            Value::Str(s) => Ok(s.clone()),
+            _ => Err(self.wrong(i, "a String")),
+        }
+    }
+
+    fn shape(&self, i: usize) -> Result<Vec<usize>, RunError> {
+        match self.get(i)? {
+            Value::Shape(s) => Ok(s.clone()),
+            _ => Err(self.wrong(i, "a Shape")),
+        }
+    }
+
+    fn operator(&self, i: usize) -> Result<Operator, RunError> {
+        match self.get(i)? {
+            Value::Operator(o) => Ok(o.clone()),
+            _ => Err(self.wrong(i, "an Operator")),
+        }
+    }
+
+    fn model(&self, i: usize) -> Result<Model, RunError> {
+        match self.get(i)? {
+            Value::Model(m) => Ok(m.clone()),
+            _ => Err(self.wrong(i, "a Model")),
+        }
+    }
+
+    fn floats(&self, i: usize) -> Result<Vec<f64>, RunError> {
+        match self.get(i)? {
+            Value::List(xs) => xs
+                .iter()
+                .map(|x| as_f64(x).ok_or_else(|| self.wrong(i, "a List of Floats")))
+                .collect(),
+            _ => Err(self.wrong(i, "a List of Floats")),
+        }
+    }
+}
+
+/// A Float-or-Tensor argument of the elementwise maths functions.
+fn elementwise(
+    a: &Args,
+    i: usize,
+    on_float: impl Fn(f64) -> f64,
+    on_tensor: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Value, RunError> {
+    match a.get(i)? {
+        Value::Tensor(t) => Ok(Value::Tensor(on_tensor(t).at(a.span)?)),
+        Value::Scalar(t) => Ok(Value::Scalar(on_tensor(t).at(a.span)?)),
+        v => match as_f64(v) {
+            Some(x) => Ok(Value::Float(on_float(x))),
+            None => Err(a.wrong(i, "a Float or a Tensor")),
+        },
+    }
+}
+
+/// A scalar tensor result.
+fn scalar(t: candle_core::Result<Tensor>, span: Span) -> Result<Value, RunError> {
+    Ok(Value::Scalar(t.at(span)?))
+}
+
+/// Runs built-in `name` at node `n` with these argument values.
+pub fn call(
+    it: &mut Interp,
+    n: NodeId,
+    name: &str,
+    _variadic: Option<u32>,
+    values: Vec<Value>,
+) -> Result<Value, RunError> {
+    let prog = it.prog.clone();
+    let node = prog.graph.node(n);
+    let span = node.span;
+    let env = prog.env.clone();
+    let (dtype, device) = (env.dtype, env.device.clone());
+    let a = Args {
+        name,
+        span,
+        values,
+    };
+    let op_err = |e: operators::OperatorError| RunError::at(span, e.to_string());
+    let file = |i: usize| -> Result<std::path::PathBuf, RunError> {
+        let written = a.string(i)?;
+        let p = std::path::Path::new(&*written);
+        Ok(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            prog.base_dir(span).join(p)
+        })
+    };
+    let file_err = |e: crate::io::FileError| RunError::new(Code::RunFile, span, e.to_string());
+    let mask = |t: candle_core::Result<Tensor>| -> Result<Value, RunError> {
+        Ok(Value::Tensor(t.at(span)?))
+    };
+    let mask_op = |r: operators::Result<Tensor>| -> Result<Value, RunError> {
+        Ok(Value::Tensor(r.map_err(op_err)?))
+    };
+    let operator = |r: operators::Result<Operator>| -> Result<Value, RunError> {
+        Ok(Value::Operator(r.map_err(op_err)?))
+    };
+    let rng = |purpose: &str, seed: i64| crate::random::generator(env.seed, purpose, seed);
+    let _ = &mask;
+    Ok(match name {
+        // ── tensors ──
+        "shape" => Value::Shape(
+            (0..a.values.len())
+                .map(|i| a.size(i))
+                .collect::<Result<_, _>>()?,
+        ),
+        "zeros" => Value::Tensor(Tensor::zeros(a.shape(0)?, dtype, &device).at(span)?),
+        "ones" => Value::Tensor(Tensor::ones(a.shape(0)?, dtype, &device).at(span)?),
+        "zeros_like" => Value::Tensor(a.tensor(0)?.zeros_like().at(span)?),
+        "ones_like" => Value::Tensor(a.tensor(0)?.ones_like().at(span)?),
+        "gaussian_like" => {
+            let shape = a.shape(0)?;
+            let mut g = rng("gaussian_like", a.int(1)?);
+            Value::Tensor(crate::random::normal_tensor(&mut g, &shape, dtype, &device).at(span)?)
+        }
+        "tensor" => {
+            let (values, shape) = (a.floats(0)?, a.shape(1)?);
+            let count: usize = shape.iter().product();
+            if values.len() != count {
+                return Err(RunError::at(
+                    span,
+                    format!("{} values cannot fill a tensor of shape {shape:?} ({count} elements)", values.len()),
+                ));
+            }
+            Value::Tensor(
+                Tensor::from_vec(values, shape, &candle_core::Device::Cpu)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .and_then(|t| t.to_device(&device))
+                    .at(span)?,
+            )
+        }
+        "sum" => scalar(a.tensor(0)?.sum_all(), span)?,
+        "mean" => scalar(a.tensor(0)?.mean_all(), span)?,
+        "norm" => scalar(a.tensor(0)?.sqr().and_then(|t| t.sum_all()).and_then(|t| t.sqrt()), span)?,
+        "dot" => {
+            let (x, y) = (a.tensor(0)?, a.tensor(1)?);
+            if x.dims() != y.dims() {
+                return Err(RunError::at(
+                    span,
+                    format!("`dot` needs two tensors of the same shape, not {:?} and {:?}", x.dims(), y.dims()),
+                ));
+            }
+            scalar((x * y).and_then(|t| t.sum_all()), span)?
+        }
+        "sqrt" => elementwise(&a, 0, f64::sqrt, Tensor::sqrt)?,
+        "exp" => elementwise(&a, 0, f64::exp, Tensor::exp)?,
+        "log" => elementwise(&a, 0, f64::ln, Tensor::log)?,
+        "abs" => elementwise(&a, 0, f64::abs, Tensor::abs)?,
+        "min" | "max" => {
+            let is_min = name == "min";
+            match (a.get(0)?, a.get(1)?) {
+                (Value::Tensor(x), Value::Tensor(y)) => Value::Tensor(
+                    if is_min { x.broadcast_minimum(y) } else { x.broadcast_maximum(y) }.at(span)?,
+                ),
+                (Value::Tensor(x), c) | (c, Value::Tensor(x)) => {
+                    let c = as_f64(c).ok_or_else(|| a.wrong(1, "a Float or a Tensor"))?;
+                    Value::Tensor(if is_min { x.minimum(c) } else { x.maximum(c) }.at(span)?)
+                }
+                (x, y) => {
+                    let (x, y) = (
+                        as_f64(x).ok_or_else(|| a.wrong(0, "a Float or a Tensor"))?,
+                        as_f64(y).ok_or_else(|| a.wrong(1, "a Float or a Tensor"))?,
+                    );
+                    Value::Float(if is_min { x.min(y) } else { x.max(y) })
+                }
+            }
+        }
+        "clip" => Value::Tensor(a.tensor(0)?.clamp(a.float(1)?, a.float(2)?).at(span)?),
+        "stop_grad" => Value::Tensor(a.tensor(0)?.detach()),
+        "grad" => Value::Tensor(it.grad(span, node.inputs[0], node.inputs[1])?),
+        "vjp" => Value::Tensor(vjp(it, &a)?),
+
+        // ── diffusion ──
+        "log_prior" => {
+            let (m, x, eps) = (a.model(0)?, a.tensor(1)?, a.float(2)?);
+            m.check_input(&x).map_err(|e| RunError::at(span, e))?;
+            positive(span, "eps", eps)?;
+            scalar(Ok(diffusion::surrogate::log_prior(&m, &x, eps).at(span)?), span)?
+        }
+        "log_likelihood" => {
+            let (y, op, x) = (a.tensor(0)?, a.operator(1)?, a.tensor(2)?);
+            let (sigma_y, eps) = (a.float(3)?, a.float(4)?);
+            Value::Scalar(
+                diffusion::surrogate::log_likelihood(&y, &op, &x, sigma_y, eps).at(span)?,
+            )
+        }
+        "score" => {
+            let (m, x, sigma) = (a.model(0)?, a.tensor(1)?, a.float(2)?);
+            m.check_input(&x).map_err(|e| RunError::at(span, e))?;
+            positive(span, "sigma", sigma)?;
+            let d = m.denoise(&x, sigma).at(span)?;
+            Value::Tensor(((d - &x).and_then(|t| t / (sigma * sigma))).at(span)?)
+        }
+        "renoise" => {
+            let (x, from, to, seed) = (a.tensor(0)?, a.float(1)?, a.float(2)?, a.int(3)?);
+            if to < from {
+                return Err(RunError::at(
+                    span,
+                    format!("`renoise` can only add noise: `to` ({to}) is below `from` ({from})"),
+                ));
+            }
+            let s = (to * to - from * from).sqrt();
+            if s == 0.0 {
+                Value::Tensor(x)
+            } else {
+                let mut g = rng("renoise", seed);
+                let noise = crate::random::normal_tensor(&mut g, x.dims(), x.dtype(), x.device())
+                    .at(span)?;
+                Value::Tensor((x + (noise * s).at(span)?).at(span)?)
+            }
+        }
+        "ddim_step" => {
+            let (x, x0) = (a.tensor(0)?, a.tensor(1)?);
+            let (sigma, next, eta, seed) = (a.float(2)?, a.float(3)?, a.float(4)?, a.int(5)?);
+            positive(span, "sigma", sigma)?;
+            let c1 = eta * next * (1.0 - (next * next) / (sigma * sigma)).max(0.0).sqrt();
+            let c2 = (next * next - c1 * c1).max(0.0).sqrt();
+            let eps_hat = ((&x - &x0).and_then(|t| t / sigma)).at(span)?;
+            let mut out = (&x0 + (eps_hat * c2).at(span)?).at(span)?;
+            if c1 > 0.0 {
+                let mut g = rng("ddim_step", seed);
+                let noise = crate::random::normal_tensor(&mut g, x.dims(), x.dtype(), x.device())
+                    .at(span)?;
+                out = (out + (noise * c1).at(span)?).at(span)?;
+            }
+            Value::Tensor(out)
+        }
+
+        // ── models ──
+        "gaussian_prior" => {
+            let p = diffusion::GaussianPrior::new(&a.tensor(0)?, &a.tensor(1)?).at(span)?;
+            Value::Model(Model::Gaussian(Arc::new(p)))
+        }
+        "exact_map" | "exact_map_eps" => {
+            let m = a.model(0)?;
+            let prior = m.as_gaussian().ok_or_else(|| {
+                RunError::at(span, format!("`{name}` needs a Gaussian prior, not {}", m.name()))
+                    .with_help("a Gaussian mixture's MAP has no closed form")
+            })?;
+            let (op, y, sigma_y) = (a.operator(1)?, a.tensor(2)?, a.float(3)?);
+            let eps = if name == "exact_map" { 0.0 } else { a.float(4)? };
+            Value::Tensor(diffusion::exact::exact_map_eps(prior, &op, &y, sigma_y, eps).at(span)?)
+        }
+        "gaussian_prior_low_rank" => {
+            let p = diffusion::GaussianPrior::low_rank(&a.tensor(0)?, &a.tensor(1)?, &a.tensor(2)?)
+                .at(span)?;
+            Value::Model(Model::Gaussian(Arc::new(p)))
+        }
+        "gmm_prior" => {
+            let p = diffusion::GmmPrior::new(&a.tensor(0)?, &a.tensor(1)?, &a.tensor(2)?).at(span)?;
+            Value::Model(Model::Mixture(Arc::new(p)))
+        }
+        "denoiser" | "consistency" | "ode_consistency" => {
+            return Err(RunError::at(
+                span,
+                format!("`{name}` cannot run yet: trained networks arrive with issue #4"),
+            ))
+        }
+
+        // ── noise, optimizers, schedules ──
+        "gaussian_noise" => Value::Noise(NoiseSpec::Gaussian {
+            sigma: a.float(0)?,
+            seed: a.int(1)?,
+        }),
+        "poisson_noise" => Value::Noise(NoiseSpec::Poisson {
+            rate: a.float(0)?,
+            seed: a.int(1)?,
+        }),
+        "sgd" => Value::Optimizer(OptimizerSpec::Sgd { lr: a.float(0)? }),
+        "momentum" => Value::Optimizer(OptimizerSpec::Momentum {
+            lr: a.float(0)?,
+            beta: a.float(1)?,
+        }),
+        "adam" => {
+            let (beta1, beta2) = match a.get(1)? {
+                Value::Tuple(b) if b.len() == 2 => (
+                    as_f64(&b[0]).ok_or_else(|| a.wrong(1, "two Floats"))?,
+                    as_f64(&b[1]).ok_or_else(|| a.wrong(1, "two Floats"))?,
+                ),
+                _ => return Err(a.wrong(1, "a pair of Floats")),
+            };
+            Value::Optimizer(OptimizerSpec::Adam {
+                lr: a.float(0)?,
+                beta1,
+                beta2,
+                eps: a.float(2)?,
+            })
+        }
+        "karras" | "linear_schedule" | "geometric_schedule" => {
+            let (lo, hi, steps) = (a.float(0)?, a.float(1)?, a.size(2)?);
+            let s = match name {
+                "karras" => diffusion::schedule::karras(lo, hi, steps, a.float(3)?),
+                "linear_schedule" => diffusion::schedule::linear(lo, hi, steps),
+                _ => diffusion::schedule::geometric(lo, hi, steps),
+            };
+            diffusion::schedule::validate(&s).map_err(|e| RunError::at(span, e))?;
+            Value::Schedule(s.into())
+        }
+        "schedule" => {
+            let s = a.floats(0)?;
+            diffusion::schedule::validate(&s).map_err(|e| RunError::at(span, e))?;
+            Value::Schedule(s.into())
+        }
+
+        // ── operators ──
+        "identity" => Value::Operator(operators::identity()),
+        "inpaint" => operator(operators::inpaint(&a.tensor(0)?))?,
+        "box_mask" => mask_op(operators::box_mask(
+            a.size(0)?, a.size(1)?, a.size(2)?, a.size(3)?, a.size(4)?, a.size(5)?, dtype, &device,
+        ))?,
+        "gaussian_blur" => operator(operators::gaussian_blur(a.float(0)?, a.size(1)?))?,
+        "uniform_blur" => operator(operators::uniform_blur(a.size(0)?))?,
+        "motion_blur" => {
+            let mut g = rng("motion_blur", a.int(2)?);
+            operator(operators::motion_blur(a.size(0)?, a.float(1)?, &mut g))?
+        }
+        "kernel_blur" => operator(operators::kernel_blur(&a.tensor(0)?))?,
+        "downsample" => operator(operators::downsample(a.size(0)?))?,
+        "bicubic_downsample" => operator(operators::bicubic_downsample(a.size(0)?))?,
+        "to_grey" => Value::Operator(operators::to_grey()),
+        "clipping" => Value::Operator(operators::clipping(a.float(0)?, a.float(1)?)),
+        "gamma_curve" => Value::Operator(operators::gamma_curve(a.float(0)?)),
+        "saturation" => Value::Operator(operators::saturation(a.float(0)?)),
+        "operator" => Value::Operator(user_operator(it, &a)?),
+
+        // ── files ──
+        "image" => Value::Tensor(crate::io::read_image(&file(0)?, dtype, &device).map_err(file_err)?),
+        "mask_image" => Value::Tensor(crate::io::read_mask(&file(0)?, dtype, &device).map_err(file_err)?),
+        "load_npy" => Value::Tensor(crate::io::read_npy(&file(0)?, dtype, &device).map_err(file_err)?),
+        "load_tensor" => {
+            let path = file(0)?;
+            let name = a.string(1)?;
+            let all = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).map_err(|e| {
+                RunError::new(Code::RunFile, span, format!("cannot read `{}`: {e}", path.display()))
+            })?;
+            let t = all.get(&*name).ok_or_else(|| {
+                RunError::new(
+                    Code::RunFile,
+                    span,
+                    format!("`{}` has no tensor named `{name}` (the file changed since the check?)", path.display()),
+                )
+            })?;
+            Value::Tensor(t.to_dtype(dtype).and_then(|t| t.to_device(&device)).at(span)?)
+        }
+        "grid" => {
+            let images = (0..a.values.len())
+                .map(|i| a.tensor(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::Tensor(crate::io::grid::grid(&images, None).at(span)?)
+        }
+
+        // ── metrics ──
+        "psnr" | "ssim" | "mse" => {
+            let (x, r) = (a.tensor(0)?, a.tensor(1)?);
+            let v = match name {
+                "psnr" => crate::metrics::psnr(&x, &r),
+                "ssim" => crate::metrics::ssim(&x, &r),
+                _ => crate::metrics::mse(&x, &r),
+            }
+            .at(span)?;
+            Value::Float(v)
+        }
+        "data_consistency" => {
+            let (y, op, x) = (a.tensor(0)?, a.operator(1)?, a.tensor(2)?);
+            let r = (op.apply(&x).map_err(op_err)? - &y).at(span)?;
+            let m = r.elem_count().max(1) as f64;
+            let ss = crate::diffusion::gaussian::flat_f64(&r).at(span)?;
+            Value::Float((ss.iter().map(|v| v * v).sum::<f64>() / m).sqrt())
+        }
+        other => {
+            return Err(RunError::at(
+                span,
+                format!("the built-in `{other}` has no run-time implementation"),
+            ))
+        }
+    })
+}
+
+/// Checks that a noise level is positive.
+fn positive(span: Span, what: &str, v: f64) -> Result<(), RunError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(RunError::at(span, format!("`{what}` must be positive, but it is {v}")))
+    }
+}
+
+/// `vjp(f, x, v)`: (df/dx)^T v by one backward pass through `f` at `x`.
+fn vjp(it: &mut Interp, a: &Args) -> Result<Tensor, RunError> {
+    let span = a.span;
+    let (x, v) = (a.tensor(1)?, a.tensor(2)?);
+    let var = Var::from_tensor(&x.detach()).at(span)?;
+    let out = match a.get(0)? {
+        Value::Operator(op) => op
+            .apply(var.as_tensor())
+            .map_err(|e| RunError::at(span, e.to_string()))?,
+        Value::Fn(body) => match it.eval_region(*body, vec![Value::Tensor(var.as_tensor().clone())])?.pop() {
+            Some(Value::Tensor(t)) => t,
+            other => {
+                return Err(RunError::at(
+                    span,
+                    format!("`vjp` needs a function that returns a Tensor, this one returned {}", other.as_ref().map_or("nothing", Value::kind)),
+                ))
+            }
+        },
+        _ => return Err(a.wrong(0, "a function or an Operator")),
+    };
+    if out.dims() != v.dims() {
+        return Err(RunError::at(
+            span,
+            format!("`v` has shape {:?} but f(x) has shape {:?}", v.dims(), out.dims()),
+        ));
+    }
+    let grads = (out * v.detach()).and_then(|t| t.sum_all()).and_then(|t| t.backward()).at(span)?;
+    match grads.get(var.as_tensor()) {
+        Some(g) => Ok(g.detach()),
+        None => x.zeros_like().at(span),
+    }
+}
+
+/// `operator(f, domain)`: the user function runs its region in a fresh interpreter each time
+/// the operator is applied (functions capture nothing, so that is all it needs).
+fn user_operator(it: &Interp, a: &Args) -> Result<Operator, RunError> {
+    let Value::Fn(body) = *a.get(0)? else {
+        return Err(a.wrong(0, "a function"));
+    };
+    let domain = a.shape(1)?;
+    let prog = it.prog.clone();
+    let name = format!("operator(fn at {})", prog.location(a.span));
+    let f: operators::TensorFn = Arc::new(move |x: &Tensor| {
+        let mut sub = Interp::new(prog.clone());
+        match sub.eval_region(body, vec![Value::Tensor(x.clone())]) {
+            Ok(mut out) => match out.pop() {
+                Some(Value::Tensor(t)) => Ok(t),
+                _ => Err(operators::OperatorError::Callback(
+                    "the operator's function did not return a Tensor".into(),
+                )),
+            },
+            Err(e) => Err(operators::OperatorError::Callback(format!(
+                "{} (at {})",
+                e.message,
+                prog.location(e.span)
+            ))),
+        }
+    });
+    let _ = domain;
+    Ok(Operator::User { f, name })
+}

@@ -1,0 +1,159 @@
+//! Fields, methods and indexing of run-time values: `A.domain`, `A.adjoint(v)`, `ts.pairs`,
+//! `xs[i]`.
+
+use candle_core::Tensor;
+
+use super::arith::as_f64;
+use super::error::RunError;
+use super::interp::{known_dims, Interp};
+use super::value::Value;
+use crate::check::types::Type;
+use crate::graph::NodeId;
+use crate::source::Span;
+
+fn op_err(span: Span) -> impl Fn(crate::operators::OperatorError) -> RunError {
+    move |e| RunError::at(span, e.to_string())
+}
+
+/// The shape the checker computed for node `n` (a Shape or Tensor type), when fully known.
+fn type_dims(it: &Interp, n: NodeId) -> Option<Vec<usize>> {
+    match &it.prog.graph.node(n).ty {
+        Type::ShapeVal(s) | Type::Tensor(s) => known_dims(s),
+        _ => None,
+    }
+}
+
+fn shape_value(span: Span, dims: Option<Vec<usize>>, what: &str) -> Result<Value, RunError> {
+    dims.map(Value::Shape).ok_or_else(|| {
+        RunError::at(span, format!("{what} is not known before running"))
+            .with_help("apply the operator to an image first, so its shape is fixed")
+    })
+}
+
+/// `recv.name`.
+pub fn field(it: &Interp, n: NodeId, name: &str, recv: &Value) -> Result<Value, RunError> {
+    let span = it.prog.graph.node(n).span;
+    let image_dim = |t: &Tensor, from_end: usize| -> Result<Value, RunError> {
+        let d = t.dims();
+        if d.len() < 3 {
+            return Err(RunError::at(span, format!("`{name}` needs an image [C, H, W], not {d:?}")));
+        }
+        Ok(Value::Int(d[d.len() - from_end] as i64))
+    };
+    Ok(match (recv, name) {
+        (Value::Operator(_), "domain" | "range") => {
+            shape_value(span, type_dims(it, n), &format!("the operator's {name}"))?
+        }
+        (Value::Model(m), "shape") => Value::Shape(m.shape().to_vec()),
+        (Value::Model(m), "sigma_data") => Value::Float(m.sigma_data()),
+        (Value::Model(m), "sigma_min") => Value::Float(m.sigma_min()),
+        (Value::Model(m), "sigma_max") => Value::Float(m.sigma_max()),
+        (Value::Schedule(s), "sigmas") => Value::list(s.iter().map(|x| Value::Float(*x)).collect()),
+        (Value::Schedule(s), "pairs") => Value::list(
+            s.windows(2)
+                .map(|w| Value::tuple(vec![Value::Float(w[0]), Value::Float(w[1])]))
+                .collect(),
+        ),
+        (Value::Schedule(s), "first") => Value::Float(*s.first().unwrap_or(&f64::NAN)),
+        (Value::Schedule(s), "last") => Value::Float(*s.last().unwrap_or(&f64::NAN)),
+        (Value::Schedule(s), "len") => Value::Int(s.len() as i64),
+        (Value::Tensor(t), "shape") => Value::Shape(t.dims().to_vec()),
+        (Value::Tensor(t), "channels") => image_dim(t, 3)?,
+        (Value::Tensor(t), "height") => image_dim(t, 2)?,
+        (Value::Tensor(t), "width") => image_dim(t, 1)?,
+        (Value::List(xs), "len") => Value::Int(xs.len() as i64),
+        (Value::Shape(s), "rank") => Value::Int(s.len() as i64),
+        (other, _) => {
+            return Err(RunError::at(span, format!("{} has no field `{name}`", other.kind())))
+        }
+    })
+}
+
+/// `recv.name(args)`: the methods of operators.
+pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<Value, RunError> {
+    let span = it.prog.graph.node(n).span;
+    let Some(Value::Operator(op)) = a.first() else {
+        return Err(RunError::at(span, format!("only operators have methods, not `{name}`")));
+    };
+    let tensor = |i: usize| -> Result<Tensor, RunError> {
+        match a.get(i) {
+            Some(Value::Tensor(t)) => Ok(t.clone()),
+            Some(other) => Err(RunError::at(span, format!("expected a Tensor, found {}", other.kind()))),
+            None => Err(RunError::at(span, format!("`{name}` is missing an argument"))),
+        }
+    };
+    let number = |i: usize| -> Result<f64, RunError> {
+        a.get(i)
+            .and_then(as_f64)
+            .ok_or_else(|| RunError::at(span, format!("`{name}` needs a Float argument")))
+    };
+    let svd = || {
+        op.svd().ok_or_else(|| {
+            RunError::at(span, format!("{} has no known SVD", op.name()))
+        })
+    };
+    let e = op_err(span);
+    let out = match name {
+        "adjoint" => op.adjoint(&tensor(1)?).map_err(e)?,
+        "pinv" => op.pinv(&tensor(1)?).map_err(e)?,
+        "visualize" => op.visualize(&tensor(1)?).map_err(e)?,
+        "gram_solve" => op
+            .gram_solve(&tensor(1)?, number(2)?, number(3)?)
+            .map_err(e)?,
+        "svd_vt" => svd()?.vt(&tensor(1)?).map_err(e)?,
+        "svd_v" => svd()?.v(&tensor(1)?).map_err(e)?,
+        "svd_u" => svd()?.u(&tensor(1)?).map_err(e)?,
+        "svd_ut" => {
+            let domain = type_dims(it, n).ok_or_else(|| {
+                RunError::at(span, "the operator's domain is not known before running")
+            })?;
+            svd()?.ut(&tensor(1)?, &domain).map_err(e)?
+        }
+        "singular_values" => {
+            let domain = type_dims(it, n).ok_or_else(|| {
+                RunError::at(span, "the operator's domain is not known before running")
+            })?;
+            let env = &it.prog.env;
+            svd()?
+                .singular_values(&domain, env.dtype, &env.device)
+                .map_err(e)?
+        }
+        other => return Err(RunError::at(span, format!("operators have no method `{other}`"))),
+    };
+    Ok(Value::Tensor(out))
+}
+
+/// `base[index]`.
+pub fn index(span: Span, base: &Value, idx: &Value) -> Result<Value, RunError> {
+    let Value::Int(i) = *idx else {
+        return Err(RunError::at(span, format!("an index must be an Int, not {}", idx.kind())));
+    };
+    let pick = |len: usize| -> Result<usize, RunError> {
+        let j = if i < 0 { i + len as i64 } else { i };
+        if j < 0 || j >= len as i64 {
+            Err(RunError::at(
+                span,
+                format!("index {i} is out of range for a length of {len}"),
+            ))
+        } else {
+            Ok(j as usize)
+        }
+    };
+    Ok(match base {
+        Value::List(xs) => xs[pick(xs.len())?].clone(),
+        Value::Tuple(xs) => xs[pick(xs.len())?].clone(),
+        Value::Schedule(s) => Value::Float(s[pick(s.len())?]),
+        Value::Shape(s) => Value::Int(s[pick(s.len())?] as i64),
+        Value::Tensor(t) => {
+            let len = t.dims().first().copied().unwrap_or(0);
+            let j = pick(len)?;
+            let item = t.get(j).map_err(|e| RunError::at(span, e.to_string()))?;
+            if item.rank() == 0 {
+                Value::Scalar(item)
+            } else {
+                Value::Tensor(item)
+            }
+        }
+        other => return Err(RunError::at(span, format!("{} cannot be indexed", other.kind()))),
+    })
+}

@@ -1,0 +1,127 @@
+//! What a run writes: saved tensors (PNG, JPEG, `.npy`), `metrics.json` with the reported
+//! numbers, and the `run.ron` manifest. Every file is written atomically, so an interrupted or
+//! failed run never leaves half a file, and what was written before a failure stays.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::io::FileError;
+
+/// The `run.ron` manifest: enough to know exactly what produced the outputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// The mapga version.
+    pub version: String,
+    /// The pipeline file as given.
+    pub pipeline: String,
+    /// SHA-256 of every source file the pipeline loaded (itself, imports, stdlib modules).
+    pub sources: BTreeMap<String, String>,
+    /// SHA-256 of every data or model file the pipeline reads.
+    pub inputs: BTreeMap<String, String>,
+    /// The params and their values.
+    pub params: BTreeMap<String, String>,
+    /// The root seed.
+    pub seed: u64,
+    /// The device, e.g. `cpu`.
+    pub device: String,
+    /// The tensor dtype, e.g. `f32`.
+    pub dtype: String,
+    /// Seconds spent checking and running.
+    pub timings: BTreeMap<String, f64>,
+    /// The files written, relative to the output folder.
+    pub outputs: Vec<String>,
+    /// `ok`, or the error that stopped the run.
+    pub status: String,
+}
+
+/// SHA-256 of bytes, as hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// SHA-256 of a file, or a note saying why it could not be read.
+pub fn file_sha256(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(b) => sha256_hex(&b),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (a temporary sibling renamed into place).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    crate::io::atomic::write_atomically(path, |w| w.write_all(bytes))
+}
+
+/// Saves a tensor by the path's extension: `.png` / `.jpg` images (with the text chunks on
+/// PNGs) or `.npy` arrays.
+pub fn save_tensor(path: &Path, x: &Tensor, text: &[(String, String)]) -> Result<(), FileError> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext == "npy" {
+        crate::io::write_npy(path, x)
+    } else {
+        let opts = crate::io::ImageOptions {
+            bit_depth: 8,
+            text: text.to_vec(),
+        };
+        crate::io::write_image(path, x, &opts)
+    }
+}
+
+/// The reported numbers as `metrics.json`: `{ "label": value, ... }` in report order
+/// (non-finite values as strings, since JSON has no NaN).
+pub fn metrics_json(reports: &[(String, f64)]) -> String {
+    let mut map = serde_json::Map::new();
+    for (label, v) in reports {
+        let value = serde_json::Number::from_f64(*v)
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|| serde_json::Value::String(v.to_string()));
+        map.insert(label.clone(), value);
+    }
+    let mut s = serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Where a saved path goes: relative paths inside the output folder.
+pub fn output_path(out_dir: &Path, written: &str) -> PathBuf {
+    let p = Path::new(written);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        out_dir.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_keep_order_and_survive_nan() {
+        let j = metrics_json(&[("b".into(), 1.5), ("a".into(), f64::NAN)]);
+        assert!(j.find("\"b\"").unwrap() < j.find("\"a\"").unwrap(), "{j}");
+        assert!(j.contains("\"NaN\""));
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = std::env::temp_dir().join(format!("mapga-atomic-{}", std::process::id()));
+        let p = dir.join("sub/x.txt");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub")).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

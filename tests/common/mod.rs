@@ -1,0 +1,80 @@
+//! Helpers shared by the runtime tests: running pipeline text in a temporary folder.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use mapga::check::{check_source, CheckOptions};
+use mapga::diagnostics::{render, RenderOptions};
+use mapga::runtime::{self, Env, RunFailure, RunOptions, RunSummary};
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mapga-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Checks `source` as `dir/pipeline.mapga` (failing the test on diagnostics errors) and runs
+/// it with outputs in `dir/out`.
+pub fn run_in(dir: &Path, source: &str, dtype: DType, seed: u64) -> Result<RunSummary, RunFailure> {
+    let path = dir.join("pipeline.mapga");
+    std::fs::write(&path, source).expect("write pipeline");
+    let checked = check_source("pipeline.mapga", source, dir, &CheckOptions::default());
+    if checked.diags.has_errors() {
+        panic!(
+            "the pipeline does not check:\n{}",
+            render(&checked.diags.0, &checked.sources, RenderOptions { color: false, width: 100 })
+        );
+    }
+    let opts = RunOptions {
+        out_dir: dir.join("out"),
+        env: Env {
+            device: Device::Cpu,
+            dtype,
+            seed,
+        },
+        observer: None,
+        check_seconds: 0.0,
+    };
+    runtime::run(&checked, &path, &opts)
+}
+
+/// Like [`run_in`], failing the test when the run fails.
+pub fn run_ok(dir: &Path, source: &str, dtype: DType, seed: u64) -> RunSummary {
+    match run_in(dir, source, dtype, seed) {
+        Ok(s) => s,
+        Err(f) => panic!("the run failed: {} ({:?})", f.error.message, f.error.notes),
+    }
+}
+
+/// The reported value with this label.
+pub fn report(summary: &RunSummary, label: &str) -> f64 {
+    summary
+        .reports
+        .iter()
+        .find(|(l, _)| l == label)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no report `{label}` in {:?}", summary.reports))
+}
+
+/// Writes an f64 tensor as `.npy`.
+pub fn write_npy(path: &Path, t: &Tensor) {
+    mapga::io::write_npy(path, &t.to_dtype(DType::F64).unwrap()).expect("write npy");
+}
+
+/// Reads an `.npy` as f64 values.
+pub fn read_npy(path: &Path) -> Vec<f64> {
+    let t = mapga::io::read_npy(path, DType::F64, &Device::Cpu).expect("read npy");
+    t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+/// ||a - b|| / ||b||.
+pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den).sqrt()
+}

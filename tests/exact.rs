@@ -1,0 +1,272 @@
+//! Exactness of the runtime against closed forms (ALGORITHMS.md 6.1), in f64.
+//!
+//! A Gaussian prior N(mu, S) with a full covariance over 8 x 8 images (n = 64), observed
+//! through inpainting, a circular Gaussian blur and 2x block averaging, with sigma_y 0.01 and
+//! 0.1. The references are computed here with dense matrices built independently of the
+//! operators module:
+//!
+//! * the gradient of MAP-GA's objective in z, J (A^T K^-1 (y - A x) - S_eps^-1 (x - mu)) with
+//!   x = mu + J (z - mu), J = Q diag(sqrt((lambda + eps^2) / (lambda + t^2))) Q^T and
+//!   K = sigma_y^2 I + eps^2 A A^T, must match `grad` through the pipeline to 1e-5;
+//! * MAP-GA run to convergence must land on `exact_map_eps` (relative error < 1e-3), and with
+//!   a tiny eps on `exact_map`.
+//!
+//! Plain gradient ascent is very stiff here (ALGORITHMS.md section 6 warns about it): the
+//! tests use heavy-ball momentum with the step and momentum that are optimal for a quadratic
+//! whose z-Hessian has eigenvalues in [mu, L], bounds computed from the prior's spectrum.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::{read_npy, rel_err, run_ok, temp_dir, write_npy};
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+
+const H: usize = 8;
+const N: usize = H * H;
+const EPS: f64 = 0.002;
+
+/// The prior: mean, covariance S = 0.25 B B^T / n + 0.05 I (eigenvalues in about
+/// [0.05, 1.05]), a draw x_true and a start z, all from a fixed seed.
+struct Problem {
+    mu: DVector<f64>,
+    s: DMatrix<f64>,
+    x_true: DVector<f64>,
+    z: DVector<f64>,
+}
+
+fn problem() -> Problem {
+    let mut g = mapga::random::generator(123, "exact-test", 0);
+    let normals = |g: &mut _, n| DVector::from_vec(mapga::random::normals(g, n));
+    let b = DMatrix::from_vec(N, N, mapga::random::normals(&mut g, N * N));
+    let s = (&b * b.transpose()) * (0.25 / N as f64) + DMatrix::identity(N, N) * 0.05;
+    let mu = normals(&mut g, N) * 0.2;
+    let l = s.clone().cholesky().expect("S is positive definite").l();
+    let x_true = &mu + l * normals(&mut g, N);
+    let z = normals(&mut g, N);
+    Problem { mu, s, x_true, z }
+}
+
+fn tensor(v: &DVector<f64>, shape: &[usize]) -> Tensor {
+    Tensor::from_slice(v.as_slice(), shape, &Device::Cpu).unwrap()
+}
+
+/// Writes the problem's arrays into `dir`.
+fn write_problem(dir: &std::path::Path, p: &Problem) {
+    write_npy(&dir.join("mean.npy"), &tensor(&p.mu, &[1, H, H]));
+    // Row-major [n, n]: S is symmetric, so nalgebra's column-major storage is the same.
+    write_npy(&dir.join("cov.npy"), &Tensor::from_slice(p.s.as_slice(), (N, N), &Device::Cpu).unwrap());
+    write_npy(&dir.join("x.npy"), &tensor(&p.x_true, &[1, H, H]));
+    write_npy(&dir.join("z.npy"), &tensor(&p.z, &[1, H, H]));
+}
+
+/// The operators under test: source text, and the dense matrix built here from the
+/// definition (given the mask the pipeline saved).
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Inpaint,
+    Blur,
+    Downsample,
+}
+
+impl Op {
+    fn source(self) -> &'static str {
+        match self {
+            Op::Inpaint => "inpaint(mask)",
+            Op::Blur => "gaussian_blur(1.0)",
+            Op::Downsample => "downsample(2)",
+        }
+    }
+
+    fn matrix(self, mask: &[f64]) -> DMatrix<f64> {
+        let idx = |r: usize, c: usize| r * H + c;
+        match self {
+            Op::Inpaint => DMatrix::from_diagonal(&DVector::from_column_slice(mask)),
+            Op::Blur => {
+                // Gaussian kernel, sigma 1, size 2 * ceil(3 sigma) + 1 = 7, normalised,
+                // applied with circular boundary.
+                let k: Vec<f64> = (-3i32..=3).map(|i| (-(i * i) as f64 / 2.0).exp()).collect();
+                let total: f64 = k.iter().sum();
+                let k: Vec<f64> = k.iter().map(|v| v / total).collect();
+                let mut a = DMatrix::zeros(N, N);
+                for r in 0..H {
+                    for c in 0..H {
+                        for (i, ki) in k.iter().enumerate() {
+                            for (j, kj) in k.iter().enumerate() {
+                                let rr = (r + H + i - 3) % H;
+                                let cc = (c + H + j - 3) % H;
+                                a[(idx(r, c), idx(rr, cc))] += ki * kj;
+                            }
+                        }
+                    }
+                }
+                a
+            }
+            Op::Downsample => {
+                let h2 = H / 2;
+                let mut a = DMatrix::zeros(h2 * h2, N);
+                for r in 0..h2 {
+                    for c in 0..h2 {
+                        for (dr, dc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            a[(r * h2 + c, idx(2 * r + dr, 2 * c + dc))] = 0.25;
+                        }
+                    }
+                }
+                a
+            }
+        }
+    }
+}
+
+const PRELUDE: &str = r#"
+let mu = load_npy("mean.npy")
+model prior = gaussian_prior(mu, load_npy("cov.npy"))
+let mask = random_mask(8, 8, keep: 0.5, seed: 3)
+let x_true = load_npy("x.npy")
+let z0 = load_npy("z.npy")
+"#;
+
+/// The z-gradient of MAP-GA's objective by the formula in the module doc.
+fn analytic_grad(p: &Problem, a: &DMatrix<f64>, y: &DVector<f64>, sigma_y: f64, t: f64) -> DVector<f64> {
+    let eig = SymmetricEigen::new(p.s.clone());
+    let q = &eig.eigenvectors;
+    let gains = eig.eigenvalues.map(|l| ((l + EPS * EPS) / (l + t * t)).sqrt());
+    let j = q * DMatrix::from_diagonal(&gains) * q.transpose();
+    let x = &p.mu + &j * (&p.z - &p.mu);
+    let m = a.nrows();
+    let k = DMatrix::identity(m, m) * (sigma_y * sigma_y) + (a * a.transpose()) * (EPS * EPS);
+    let s_eps = &p.s + DMatrix::identity(N, N) * (EPS * EPS);
+    let lik = a.transpose() * k.lu().solve(&(y - a * &x)).unwrap();
+    let pri = s_eps.lu().solve(&(&x - &p.mu)).unwrap();
+    &j * (lik - pri)
+}
+
+#[test]
+fn gradient_in_z_matches_the_analytic_one() {
+    let p = problem();
+    for op in [Op::Inpaint, Op::Blur, Op::Downsample] {
+        for sigma_y in [0.01, 0.1] {
+            let dir = temp_dir(&format!("grad-{op:?}-{sigma_y}"));
+            write_problem(&dir, &p);
+            let source = format!(
+                r#"{PRELUDE}
+let A = {op}
+let y = A(x_true) + gaussian_noise({sigma_y}, seed: 1)
+
+/// The gradient in z of MAP-GA's objective at level t.
+fn objective_grad(z: Tensor, cm: Consistency, d: Denoiser, A: Operator, y: Tensor, t: Float) -> Tensor {{
+    let x = cm(z, t)
+    grad(log_likelihood(y, A, x, {sigma_y}, 0.002) + log_prior(d, x, 0.002), wrt: z)
+}}
+
+save objective_grad(z0, prior, prior, A, y, 0.7) to "g.npy"
+save y to "y.npy"
+save mask to "mask.npy"
+"#,
+                op = op.source()
+            );
+            run_ok(&dir, &source, DType::F64, 0);
+            let out = dir.join("out");
+            let a = op.matrix(&read_npy(&out.join("mask.npy")));
+            let y = DVector::from_vec(read_npy(&out.join("y.npy")));
+            let want = analytic_grad(&p, &a, &y, sigma_y, 0.7);
+            let got = read_npy(&out.join("g.npy"));
+            let err = rel_err(&got, want.as_slice());
+            assert!(err < 1e-5, "{op:?}, sigma_y {sigma_y}: relative error {err:.3e}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Heavy-ball parameters for z-Hessian eigenvalues in [mu, L] at level t = 1: with S's
+/// eigenvalues in [l_min, l_max], the gain J^2 is at most (l_max + eps^2) / (l_max + 1); the
+/// Hessian J (A^T K^-1 A + S_eps^-1) J is at most J^2 (1 / sigma_y^2 + 1 / l_min) (||A|| <= 1)
+/// and at least 1 / (l_max + 1) (the prior term alone).
+fn momentum_for(p: &Problem, sigma_y: f64) -> (f64, f64, usize) {
+    let eig = SymmetricEigen::new(p.s.clone());
+    let (lmin, lmax) = (eig.eigenvalues.min(), eig.eigenvalues.max());
+    let gain = (lmax + EPS * EPS) / (lmax + 1.0);
+    let big = gain * (1.0 / (sigma_y * sigma_y) + 1.0 / lmin);
+    let small = 1.0 / (lmax + 1.0);
+    let (sl, ss) = (big.sqrt(), small.sqrt());
+    let lr = 4.0 / (sl + ss).powi(2);
+    let beta = ((sl - ss) / (sl + ss)).powi(2);
+    // The error shrinks like ((sqrt(k) - 1) / (sqrt(k) + 1))^n: 1e-7 after this many steps.
+    let rate = (sl - ss) / (sl + ss);
+    let iters = (1e-7f64.ln() / rate.ln()).ceil() as usize;
+    (lr, beta, iters)
+}
+
+#[test]
+fn mapga_converges_to_exact_map_eps() {
+    let p = problem();
+    for op in [Op::Inpaint, Op::Blur, Op::Downsample] {
+        for sigma_y in [0.01, 0.1] {
+            let dir = temp_dir(&format!("conv-{op:?}-{sigma_y}"));
+            write_problem(&dir, &p);
+            let (lr, beta, iters) = momentum_for(&p, sigma_y);
+            let source = format!(
+                r#"use std.solvers.mapga
+{PRELUDE}
+let A = {op}
+let y = A(x_true) + gaussian_noise({sigma_y}, seed: 1)
+let ts = schedule([1.0, 0.002])
+let x = mapga(y, A, {sigma_y}, prior, prior, ts, iters: {iters},
+    optimizer: momentum(lr: {lr:e}, beta: {beta:e}))
+let x_exact = exact_map_eps(prior, A, y, {sigma_y})
+save mask to "mask.npy"
+report norm(x - x_exact) / norm(x_exact) as "rel"
+"#,
+                op = op.source()
+            );
+            let s = run_ok(&dir, &source, DType::F64, 0);
+            let rel = common::report(&s, "rel");
+            assert!(rel < 1e-3, "{op:?}, sigma_y {sigma_y}: relative error {rel:.3e} after {iters} steps");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+#[test]
+fn exact_map_eps_is_the_dense_formula_and_tends_to_exact_map() {
+    let p = problem();
+    let sigma_y = 0.1;
+    for op in [Op::Inpaint, Op::Blur, Op::Downsample] {
+        let dir = temp_dir(&format!("exact-{op:?}"));
+        write_problem(&dir, &p);
+        let (lr, beta, iters) = momentum_for(&p, sigma_y);
+        let source = format!(
+            r#"use std.solvers.mapga
+{PRELUDE}
+let A = {op}
+let y = A(x_true) + gaussian_noise({sigma_y}, seed: 1)
+let x = mapga(y, A, {sigma_y}, prior, prior, schedule([1.0, 0.002]), iters: {iters},
+    eps: 1e-5, optimizer: momentum(lr: {lr:e}, beta: {beta:e}))
+save exact_map_eps(prior, A, y, {sigma_y}) to "eps.npy"
+save exact_map(prior, A, y, {sigma_y}) to "map.npy"
+save x to "mapga.npy"
+save y to "y.npy"
+save mask to "mask.npy"
+"#,
+            op = op.source()
+        );
+        run_ok(&dir, &source, DType::F64, 0);
+        let out = dir.join("out");
+        let a = op.matrix(&read_npy(&out.join("mask.npy")));
+        let y = DVector::from_vec(read_npy(&out.join("y.npy")));
+        // x = mu + S A^T (A S A^T + sigma_y^2 I)^-1 (y - A mu), computed here.
+        let m = a.nrows();
+        let k = &a * &p.s * a.transpose() + DMatrix::identity(m, m) * (sigma_y * sigma_y);
+        let want = &p.mu + &p.s * a.transpose() * k.lu().solve(&(&y - &a * &p.mu)).unwrap();
+        let map = read_npy(&out.join("map.npy"));
+        assert!(rel_err(&map, want.as_slice()) < 1e-10, "{op:?}: exact_map");
+        // eps = 0.002 moves the answer a little, and much less than the answer itself.
+        let eps = read_npy(&out.join("eps.npy"));
+        let moved = rel_err(&eps, want.as_slice());
+        assert!(moved > 0.0 && moved < 1e-3, "{op:?}: exact_map_eps moved by {moved:.3e}");
+        // MAP-GA with eps -> 0 lands on the exact MAP.
+        let x = read_npy(&out.join("mapga.npy"));
+        let err = rel_err(&x, want.as_slice());
+        assert!(err < 1e-3, "{op:?}: MAP-GA with eps = 1e-5 is {err:.3e} from exact_map");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

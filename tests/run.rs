@@ -1,0 +1,173 @@
+//! `mapga run` end to end: determinism by seed, the shipped example against its exact answer,
+//! outputs and manifest, and run-time failures that name the line and keep earlier outputs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::DType;
+use common::{run_in, run_ok, temp_dir};
+use mapga::diagnostics::Code;
+
+/// A small pipeline that draws random numbers in every way a program can (a random mask,
+/// measurement noise, a random start, re-noising), runs a few MAP-GA steps and saves a PNG
+/// and an `.npy`.
+const RANDOM_PIPELINE: &str = r#"
+use std.solvers.mapga
+
+let mean = zeros(shape(1, 8, 8))
+model prior = gaussian_prior(mean, ones(shape(1, 8, 8)) * 0.3)
+let x_true = gaussian_like(shape(1, 8, 8), seed: 5) * 0.5
+let A = inpaint(random_mask(8, 8, keep: 0.6, seed: 2))
+let y = A(x_true) + gaussian_noise(0.1, seed: 1)
+let x = mapga(y, A, 0.1, prior, prior, karras(steps: 4), iters: 3)
+save x to "x.npy"
+save grid(x_true, A.visualize(y), x) to "grid.png"
+report psnr(x, x_true) as "psnr"
+"#;
+
+fn bytes(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join("out").join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_bytes() {
+    let (a, b, c) = (temp_dir("seed-a"), temp_dir("seed-b"), temp_dir("seed-c"));
+    run_ok(&a, RANDOM_PIPELINE, DType::F32, 0);
+    run_ok(&b, RANDOM_PIPELINE, DType::F32, 0);
+    run_ok(&c, RANDOM_PIPELINE, DType::F32, 1);
+    for name in ["x.npy", "grid.png", "metrics.json"] {
+        assert_eq!(bytes(&a, name), bytes(&b, name), "{name} differs between two runs with seed 0");
+    }
+    assert_ne!(bytes(&a, "x.npy"), bytes(&c, "x.npy"), "seed 1 gave the same result as seed 0");
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn run_writes_metrics_and_a_manifest() {
+    let dir = temp_dir("manifest");
+    let s = run_ok(&dir, RANDOM_PIPELINE, DType::F32, 0);
+    assert!(s.reports[0].1.is_finite());
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&bytes(&dir, "metrics.json")).expect("metrics.json is JSON");
+    assert!(metrics["psnr"].as_f64().is_some(), "{metrics}");
+    let manifest = String::from_utf8(bytes(&dir, "run.ron")).unwrap();
+    for key in ["version", "sources", "params", "seed", "timings", "status: \"ok\"", "x.npy"] {
+        assert!(manifest.contains(key), "run.ron lacks {key}:\n{manifest}");
+    }
+    // The stdlib module the pipeline imports is hashed too.
+    assert!(manifest.contains("mapga"), "{manifest}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_diverging_ascent_stops_with_the_step_and_keeps_earlier_outputs() {
+    let dir = temp_dir("nan");
+    let source = r#"
+let x0 = ones(shape(1, 4, 4))
+save x0 to "before.npy"
+
+/// Ascends x^4 with a huge step: it overflows within a few steps.
+fn explode(start: Tensor) -> Tensor {
+    var x = start
+    ascend x with sgd(lr: 1e6) for 50 steps {
+        maximize sum(x^4)
+    }
+    x
+}
+
+save explode(x0) to "after.npy"
+"#;
+    let failure = run_in(&dir, source, DType::F32, 0).expect_err("the run must fail");
+    assert_eq!(failure.error.code, Code::RunNumeric);
+    let notes = failure.error.notes.join("\n");
+    assert!(notes.contains("iteration") && notes.contains("of 50"), "{notes}");
+    assert!(dir.join("out/before.npy").exists(), "the earlier output was lost");
+    assert!(!dir.join("out/after.npy").exists());
+    let manifest = std::fs::read_to_string(dir.join("out/run.ron")).unwrap();
+    assert!(manifest.contains("failed"), "{manifest}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_file_broken_after_the_check_is_a_run_time_error_naming_it() {
+    let dir = temp_dir("broken");
+    let img = image::GrayImage::from_pixel(4, 4, image::Luma([200u8]));
+    img.save(dir.join("a.png")).unwrap();
+    let source = "let x = image(\"a.png\")\nsave x to \"x.npy\"\n";
+    std::fs::write(dir.join("pipeline.mapga"), source).unwrap();
+    let checked = mapga::check::check_file(&dir.join("pipeline.mapga"), &Default::default());
+    assert!(!checked.diags.has_errors());
+    // The file changes between check and run.
+    std::fs::write(dir.join("a.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let opts = mapga::runtime::RunOptions {
+        out_dir: dir.join("out"),
+        env: mapga::runtime::Env {
+            device: candle_core::Device::Cpu,
+            dtype: DType::F32,
+            seed: 0,
+        },
+        observer: None,
+        check_seconds: 0.0,
+    };
+    let failure = mapga::runtime::run(&checked, &dir.join("pipeline.mapga"), &opts).unwrap_err();
+    assert_eq!(failure.error.code, Code::RunFile);
+    assert!(failure.error.message.contains("a.png"), "{}", failure.error.message);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn example_02_matches_the_exact_map() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = temp_dir("example02");
+    let status = Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .args(["run", "--quiet", "examples/02_gaussian_images.mapga", "--out"])
+        .arg(&out)
+        .current_dir(root)
+        .output()
+        .expect("run mapga");
+    assert!(
+        status.status.success(),
+        "mapga run failed:\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let rel = metrics["rel_err_vs_exact"].as_f64().expect("rel_err_vs_exact");
+    assert!(rel < 1e-3, "rel_err_vs_exact = {rel}");
+    assert!(out.join("x_mapga.npy").exists() && out.join("grid.png").exists());
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("rel_err_vs_exact"), "{stdout}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn run_exit_codes() {
+    let dir = temp_dir("exit");
+    let bin = env!("CARGO_BIN_EXE_mapga");
+    std::fs::write(dir.join("bad.mapga"), "let x = nope\n").unwrap();
+    let bad = Command::new(bin).args(["run", "-q"]).arg(dir.join("bad.mapga")).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1), "a pipeline with errors");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("mapga::name::unknown"));
+    let missing = Command::new(bin).args(["run", "-q", "no/such/file.mapga"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2), "a missing file");
+    std::fs::write(dir.join("ok.mapga"), "param n = 2\nreport n * 2 as \"twice\"\n").unwrap();
+    let ok = Command::new(bin)
+        .args(["run", "-q", "--set", "n=21", "--out"])
+        .arg(dir.join("out"))
+        .arg(dir.join("ok.mapga"))
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("twice  42"));
+    let unknown = Command::new(bin)
+        .args(["run", "-q", "--set", "m=1"])
+        .arg(dir.join("ok.mapga"))
+        .output()
+        .unwrap();
+    assert_ne!(unknown.status.code(), Some(0), "--set of an unknown param");
+    let _ = std::fs::remove_dir_all(dir);
+}
