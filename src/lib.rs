@@ -39,6 +39,7 @@ pub mod diagnostics;
 pub mod graph;
 pub mod io;
 pub mod models;
+pub mod operators;
 pub mod random;
 pub mod source;
 pub mod stack;

@@ -755,10 +755,10 @@ impl Checker {
         }
         let span = args.span(param);
         let saved_region = self.region;
-        let body = self
-            .emit
-            .graph
-            .add_region(format!("fn value for `{name}`", name = param), arg_types.len() as u32);
+        let body = self.emit.graph.add_region(
+            format!("fn value for `{name}`", name = param),
+            arg_types.len() as u32,
+        );
         self.region = body;
         let call_args = arg_types
             .into_iter()
@@ -798,7 +798,9 @@ impl Checker {
                 self.invalid(
                     args,
                     "f",
-                    format!("`vjp` needs a function that returns a tensor, this one returns {other}"),
+                    format!(
+                        "`vjp` needs a function that returns a tensor, this one returns {other}"
+                    ),
                     "",
                 );
             }

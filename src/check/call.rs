@@ -49,7 +49,9 @@ impl Checker {
             match a.name {
                 None => {
                     if pos < n && sig.params[pos].variadic {
-                        if let Slot::Many(v) = slots[pos].get_or_insert_with(|| Slot::Many(Vec::new())) {
+                        if let Slot::Many(v) =
+                            slots[pos].get_or_insert_with(|| Slot::Many(Vec::new()))
+                        {
                             v.push(a.val);
                         }
                         continue;
