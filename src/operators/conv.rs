@@ -1,0 +1,177 @@
+//! Circular 2-D convolution with an explicit kernel (`kernel_blur`, `motion_blur`):
+//! `y[c, i, j] = sum_{p, q} k[p, q] x[c, (i - p + kh / 2) mod H, (j - q + kw / 2) mod W]`,
+//! the same kernel for every channel, its centre at `(kh / 2, kw / 2)` (rounded down).
+//!
+//! `apply` is candle's `conv2d` (a correlation) with the flipped kernel on a circularly
+//! padded input; `adjoint` is the correlation with the kernel itself, padded the other way.
+//! Both are differentiable. There is no closed-form SVD in real arithmetic here, so
+//! `gram_solve` and `pinv` use the conjugate-gradient defaults of [`LinearOperator`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::{DType, Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use super::error::{argument_error, Result};
+use super::linear::LinearOperator;
+use super::motion::motion_kernel;
+use super::names::number;
+use super::operator::Operator;
+use super::tensors::{device_key, image_dims, shape_str, DeviceKey};
+
+/// Circular convolution with a fixed 2-D kernel (see the module doc).
+#[derive(Debug)]
+pub struct CircularConv {
+    name: String,
+    /// `[kh, kw]`, f64 on the CPU.
+    kernel: Tensor,
+    cache: Mutex<HashMap<DeviceKey, Arc<(Tensor, Tensor)>>>,
+}
+
+/// `x` (`[C, H, W]`) padded circularly: `before`/`after` rows and columns on each side.
+fn circular_pad(x: &Tensor, rows: (usize, usize), cols: (usize, usize)) -> Result<Tensor> {
+    let mut out = x.clone();
+    for (axis, (before, after)) in [(1, rows), (2, cols)] {
+        let n = out.dim(axis)?;
+        if before == 0 && after == 0 {
+            continue;
+        }
+        let idx: Vec<u32> = (0..n + before + after)
+            .map(|t| ((t + n * (before / n + 1) - before) % n) as u32)
+            .collect();
+        let len = idx.len();
+        out = out.index_select(&Tensor::from_vec(idx, len, x.device())?, axis)?;
+    }
+    Ok(out)
+}
+
+impl CircularConv {
+    /// Convolution with `kernel` (`[h, w]` or `[1, h, w]`, used as given: not normalised),
+    /// named `name`.
+    pub fn new(name: impl Into<String>, kernel: &Tensor) -> Result<Self> {
+        let name = name.into();
+        let kernel = match kernel.dims() {
+            [_, _] => kernel.clone(),
+            [1, _, _] => kernel.squeeze(0)?,
+            other => {
+                return Err(argument_error(
+                    name,
+                    format!(
+                        "a blur kernel is [h, w] or [1, h, w], got {}",
+                        shape_str(other)
+                    ),
+                ))
+            }
+        };
+        let (kh, kw) = kernel.dims2()?;
+        if kh == 0 || kw == 0 {
+            return Err(argument_error(name, "the kernel is empty"));
+        }
+        let kernel = kernel.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
+        let values = kernel.flatten_all()?.to_vec1::<f64>()?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(argument_error(
+                name,
+                format!("kernel values must be finite, found {bad}"),
+            ));
+        }
+        Ok(Self {
+            name,
+            kernel,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The kernel, `[kh, kw]` in f64 on the CPU.
+    pub fn kernel(&self) -> &Tensor {
+        &self.kernel
+    }
+
+    /// The (flipped, plain) kernels as `[1, 1, kh, kw]` in `like`'s dtype and device.
+    fn kernels(&self, like: &Tensor) -> Result<Arc<(Tensor, Tensor)>> {
+        let key = device_key(like.dtype(), like.device());
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = cache.get(&key) {
+            return Ok(t.clone());
+        }
+        let (kh, kw) = self.kernel.dims2()?;
+        let rows: Vec<u32> = (0..kh as u32).rev().collect();
+        let cols: Vec<u32> = (0..kw as u32).rev().collect();
+        let flipped = self
+            .kernel
+            .index_select(&Tensor::from_vec(rows, kh, &Device::Cpu)?, 0)?
+            .index_select(&Tensor::from_vec(cols, kw, &Device::Cpu)?, 1)?;
+        let convert = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.reshape((1, 1, kh, kw))?
+                .to_dtype(like.dtype())?
+                .to_device(like.device())?)
+        };
+        let t = Arc::new((convert(&flipped)?, convert(&self.kernel)?));
+        cache.insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// Correlation of each channel of `x` with `k` after padding.
+    fn correlate(&self, x: &Tensor, k: &Tensor, adjoint: bool) -> Result<Tensor> {
+        let (c, h, w) = image_dims(&self.name, x.dims())?;
+        let (kh, kw) = self.kernel.dims2()?;
+        let (ch, cw) = (kh / 2, kw / 2);
+        let (rows, cols) = if adjoint {
+            ((ch, kh - 1 - ch), (cw, kw - 1 - cw))
+        } else {
+            ((kh - 1 - ch, ch), (kw - 1 - cw, cw))
+        };
+        let padded = circular_pad(x, rows, cols)?;
+        let (_, ph, pw) = padded.dims3()?;
+        let out = padded.reshape((c, 1, ph, pw))?.conv2d(k, 0, 1, 1, 1)?;
+        Ok(out.reshape((c, h, w))?)
+    }
+}
+
+impl LinearOperator for CircularConv {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn range_shape(&self, domain: &[usize]) -> Result<Vec<usize>> {
+        image_dims(&self.name, domain)?;
+        Ok(domain.to_vec())
+    }
+
+    fn domain_shape(&self, range: &[usize]) -> Result<Vec<usize>> {
+        image_dims(&self.name, range)?;
+        Ok(range.to_vec())
+    }
+
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.kernels(x)?;
+        self.correlate(x, &k.0, false)
+    }
+
+    fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
+        let k = self.kernels(y)?;
+        self.correlate(y, &k.1, true)
+    }
+
+    fn visualize(&self, y: &Tensor) -> Result<Tensor> {
+        image_dims(&self.name, y.dims())?;
+        Ok(y.clone())
+    }
+}
+
+/// Circular blur with an explicit kernel (`[h, w]` or `[1, h, w]`, used as given).
+pub fn kernel_blur(kernel: &Tensor) -> Result<Operator> {
+    let dims = kernel.dims();
+    let name = format!("kernel_blur({} kernel)", shape_str(dims));
+    Ok(Operator::linear(CircularConv::new(name, kernel)?))
+}
+
+/// Circular motion blur along a random trajectory in a `size x size` kernel (see
+/// [`motion_kernel`]), drawn from `rng`.
+pub fn motion_blur(size: usize, intensity: f64, rng: &mut ChaCha8Rng) -> Result<Operator> {
+    let k = motion_kernel(size, intensity, rng)?;
+    let kernel = Tensor::from_vec(k, (size, size), &Device::Cpu)?;
+    let name = format!("motion_blur({size}, {})", number(intensity));
+    Ok(Operator::linear(CircularConv::new(name, &kernel)?))
+}

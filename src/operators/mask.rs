@@ -1,0 +1,194 @@
+//! Inpainting masks as `[1, H, W]` tensors: 1 = observed, 0 = missing. Each constructor
+//! takes the image size, its own parameters, and the dtype and device of the result; the
+//! random ones take a generator from [`crate::random::generator`].
+
+use candle_core::{DType, Device, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::error::{argument_error, Result};
+
+/// The `[1, h, w]` mask whose pixel `(r, c)` is `observed(r, c)`.
+fn build(
+    h: usize,
+    w: usize,
+    dtype: DType,
+    device: &Device,
+    observed: impl Fn(usize, usize) -> bool,
+) -> Result<Tensor> {
+    let data: Vec<f64> = (0..h * w)
+        .map(|i| if observed(i / w, i % w) { 1.0 } else { 0.0 })
+        .collect();
+    Ok(Tensor::from_vec(data, (1, h, w), &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)?)
+}
+
+/// 1 everywhere except the box `[top, top + height) x [left, left + width)`, which must fit
+/// inside the `h x w` image.
+pub fn box_mask(
+    h: usize,
+    w: usize,
+    top: usize,
+    left: usize,
+    height: usize,
+    width: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    if top + height > h || left + width > w {
+        return Err(argument_error(
+            "box_mask",
+            format!(
+                "the box rows {top}..{} and columns {left}..{} do not fit in a {h} x {w} image",
+                top + height,
+                left + width
+            ),
+        ));
+    }
+    build(h, w, dtype, device, |r, c| {
+        !(r >= top && r < top + height && c >= left && c < left + width)
+    })
+}
+
+/// A centred square hole whose side is `fraction` of the width (rounded to the nearest
+/// pixel); its top-left corner is at `((h - side) / 2, (w - side) / 2)`, rounded down.
+pub fn center_box_mask(
+    h: usize,
+    w: usize,
+    fraction: f64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(argument_error(
+            "center_box_mask",
+            format!("fraction must be in [0, 1], got {fraction}"),
+        ));
+    }
+    let side = (fraction * w as f64).round() as usize;
+    if side > h {
+        return Err(argument_error(
+            "center_box_mask",
+            format!("a hole of side {side} does not fit in a {h} x {w} image"),
+        ));
+    }
+    box_mask(
+        h,
+        w,
+        (h - side) / 2,
+        (w - side) / 2,
+        side,
+        side,
+        dtype,
+        device,
+    )
+}
+
+/// Each pixel observed with probability `keep` (independent uniform draws, row by row).
+pub fn random_mask(
+    h: usize,
+    w: usize,
+    keep: f64,
+    rng: &mut ChaCha8Rng,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    if !(0.0..=1.0).contains(&keep) {
+        return Err(argument_error(
+            "random_mask",
+            format!("keep must be in [0, 1], got {keep}"),
+        ));
+    }
+    let draws: Vec<bool> = (0..h * w).map(|_| rng.random::<f64>() < keep).collect();
+    build(h, w, dtype, device, |r, c| draws[r * w + c])
+}
+
+/// `count` square holes of side `size` with top-left corners drawn uniformly among the
+/// positions where they fit (they may overlap).
+pub fn random_boxes_mask(
+    h: usize,
+    w: usize,
+    count: usize,
+    size: usize,
+    rng: &mut ChaCha8Rng,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    if size > h || size > w {
+        return Err(argument_error(
+            "random_boxes_mask",
+            format!("holes of side {size} do not fit in a {h} x {w} image"),
+        ));
+    }
+    let boxes: Vec<(usize, usize)> = (0..count)
+        .map(|_| {
+            (
+                rng.random_range(0..=h - size),
+                rng.random_range(0..=w - size),
+            )
+        })
+        .collect();
+    build(h, w, dtype, device, |r, c| {
+        !boxes
+            .iter()
+            .any(|&(t, l)| r >= t && r < t + size && c >= l && c < l + size)
+    })
+}
+
+/// Half of the image missing: `side` is "right", "left", "top" or "bottom". The missing
+/// half is `floor(w / 2)` columns (or `floor(h / 2)` rows) on that side.
+pub fn half_mask(h: usize, w: usize, side: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+    let observed: Box<dyn Fn(usize, usize) -> bool> = match side {
+        "right" => Box::new(move |_, c| c < w - w / 2),
+        "left" => Box::new(move |_, c| c >= w / 2),
+        "bottom" => Box::new(move |r, _| r < h - h / 2),
+        "top" => Box::new(move |r, _| r >= h / 2),
+        other => {
+            return Err(argument_error(
+                "half_mask",
+                format!("side must be \"right\", \"left\", \"top\" or \"bottom\", got {other:?}"),
+            ))
+        }
+    };
+    build(h, w, dtype, device, observed)
+}
+
+/// Rows `offset, offset + every, ...` missing (`offset < every`).
+pub fn rows_mask(
+    h: usize,
+    w: usize,
+    every: usize,
+    offset: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    if every == 0 || offset >= every {
+        return Err(argument_error(
+            "rows_mask",
+            format!(
+                "needs every >= 1 and 0 <= offset < every, got every = {every}, offset = {offset}"
+            ),
+        ));
+    }
+    build(h, w, dtype, device, |r, _| r % every != offset)
+}
+
+/// One pixel observed in each `factor x factor` block: the block's top-left pixel.
+pub fn subsample_mask(
+    h: usize,
+    w: usize,
+    factor: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    if factor == 0 {
+        return Err(argument_error(
+            "subsample_mask",
+            "factor must be at least 1",
+        ));
+    }
+    build(h, w, dtype, device, |r, c| {
+        r % factor == 0 && c % factor == 0
+    })
+}

@@ -1,0 +1,295 @@
+//! [`Operator`]: any forward operator a program can hold, built from linear operators,
+//! pointwise maps and user functions by composition, sums, differences and scaling.
+//!
+//! Build compositions and scalings with [`Operator::compose`] and [`Operator::scale`]
+//! rather than the variants: they fuse separable operators (so `downsample(2) >>
+//! gaussian_blur(1.0)` stays one separable operator with an exact SVD and Gram solve).
+//!
+//! `visualize(y)` of a composition `A >> B` is `A.visualize(B.visualize(y))`: each stage
+//! that changes the shape maps its measurement back to its domain (pixel repetition for
+//! downsampling, channel repetition for `to_grey`), and stages that keep the shape (blurs,
+//! masks, pointwise maps) show their measurement as it is. Sums, differences and scalings
+//! show it as their first operand does; a user operator resizes to its domain by
+//! nearest-neighbour sampling.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+
+use super::cg::{gram_solve_iterative, in_f64, pinv_iterative};
+use super::error::{shape_error, OperatorError, Result};
+use super::linear::{LinearOperator, Svd};
+use super::linearise::Linearisation;
+use super::names::number;
+use super::pointwise::Pointwise;
+use super::tensors::{nearest_resize, shape_str};
+
+/// A user function Tensor -> Tensor, supplied by the interpreter (a `fn` of the language).
+pub type TensorFn = Arc<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
+
+/// Any forward operator: what the language's `Operator` values hold. Cheap to clone (Arcs).
+#[derive(Clone)]
+pub enum Operator {
+    /// A linear operator with its adjoint.
+    Linear(Arc<dyn LinearOperator>),
+    /// A pointwise non-linear map: clipping, gamma_curve, saturation.
+    Pointwise(Pointwise),
+    /// `A >> B`: A first, then B.
+    Compose(Arc<Operator>, Arc<Operator>),
+    /// `A + B`.
+    Sum(Arc<Operator>, Arc<Operator>),
+    /// `A - B`.
+    Difference(Arc<Operator>, Arc<Operator>),
+    /// `c * A`.
+    Scale(f64, Arc<Operator>),
+    /// `operator(f, domain)`: a user function on images of shape `domain`.
+    User {
+        /// The function.
+        f: TensorFn,
+        /// Its name in the program, shown in messages.
+        name: String,
+        /// The shape of the images it takes (used by `visualize`).
+        domain: Vec<usize>,
+    },
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Operator({})", self.name())
+    }
+}
+
+impl Operator {
+    /// A linear operator as an `Operator`.
+    pub fn linear(op: impl LinearOperator + 'static) -> Operator {
+        Operator::Linear(Arc::new(op))
+    }
+
+    /// `a >> b` (a first, then b); two separable operators fuse into one.
+    pub fn compose(a: &Operator, b: &Operator) -> Operator {
+        if let (Operator::Linear(la), Operator::Linear(lb)) = (a, b) {
+            if let (Some(sa), Some(sb)) = (la.separable(), lb.separable()) {
+                return Operator::linear(sa.then(sb, compose_name(a, b)));
+            }
+        }
+        Operator::Compose(Arc::new(a.clone()), Arc::new(b.clone()))
+    }
+
+    /// `a + b`.
+    pub fn sum(a: &Operator, b: &Operator) -> Operator {
+        Operator::Sum(Arc::new(a.clone()), Arc::new(b.clone()))
+    }
+
+    /// `a - b`.
+    pub fn difference(a: &Operator, b: &Operator) -> Operator {
+        Operator::Difference(Arc::new(a.clone()), Arc::new(b.clone()))
+    }
+
+    /// `c * a`; a scaled separable operator stays separable.
+    pub fn scale(c: f64, a: &Operator) -> Operator {
+        if let Operator::Linear(l) = a {
+            if let Some(s) = l.separable() {
+                return Operator::linear(s.scaled(c, scale_name(c, a)));
+            }
+        }
+        Operator::Scale(c, Arc::new(a.clone()))
+    }
+
+    /// How tightly the name binds, as the language's precedence (`>>` 5, `+ -` 6, `*` 7).
+    fn precedence(&self) -> u8 {
+        match self {
+            Operator::Compose(..) => 5,
+            Operator::Sum(..) | Operator::Difference(..) => 6,
+            Operator::Scale(..) => 7,
+            // A fused separable operator keeps the name of the expression it came from.
+            Operator::Linear(l) => {
+                let name = l.name();
+                if name.contains(" >> ") {
+                    5
+                } else if name.contains(" * ") {
+                    7
+                } else {
+                    10
+                }
+            }
+            _ => 10,
+        }
+    }
+
+    /// The name as the language writes it, e.g. `"gaussian_blur(2.0) >> downsample(4)"`.
+    pub fn name(&self) -> String {
+        match self {
+            Operator::Linear(l) => l.name(),
+            Operator::Pointwise(p) => p.name(),
+            Operator::Compose(a, b) => compose_name(a, b),
+            Operator::Sum(a, b) => format!("{} + {}", paren(a, 6), paren(b, 7)),
+            Operator::Difference(a, b) => format!("{} - {}", paren(a, 6), paren(b, 7)),
+            Operator::Scale(c, a) => scale_name(*c, a),
+            Operator::User { name, .. } => name.clone(),
+        }
+    }
+
+    /// True for linear operators and compositions, sums, differences and scalings of them.
+    pub fn is_linear(&self) -> bool {
+        match self {
+            Operator::Linear(_) => true,
+            Operator::Pointwise(_) | Operator::User { .. } => false,
+            Operator::Compose(a, b) | Operator::Sum(a, b) | Operator::Difference(a, b) => {
+                a.is_linear() && b.is_linear()
+            }
+            Operator::Scale(_, a) => a.is_linear(),
+        }
+    }
+
+    /// `A(x)`, built from candle operations (differentiable).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Operator::Linear(l) => l.apply(x),
+            Operator::Pointwise(p) => p.apply(x),
+            Operator::Compose(a, b) => b.apply(&a.apply(x)?),
+            Operator::Sum(a, b) => self.combine(&a.apply(x)?, &b.apply(x)?, false),
+            Operator::Difference(a, b) => self.combine(&a.apply(x)?, &b.apply(x)?, true),
+            Operator::Scale(c, a) => Ok(a.apply(x)?.affine(*c, 0.0)?),
+            Operator::User { f, .. } => f(x),
+        }
+    }
+
+    /// `p + q` or `p - q`, which must have the same shape.
+    fn combine(&self, p: &Tensor, q: &Tensor, minus: bool) -> Result<Tensor> {
+        if p.dims() != q.dims() {
+            return Err(shape_error(
+                self.name(),
+                format!(
+                    "the two operators give shapes {} and {}, which differ",
+                    shape_str(p.dims()),
+                    shape_str(q.dims())
+                ),
+            ));
+        }
+        Ok(if minus { p.sub(q)? } else { p.add(q)? })
+    }
+
+    fn require_linear(&self, what: &'static str) -> Result<()> {
+        if self.is_linear() {
+            Ok(())
+        } else {
+            Err(OperatorError::NotLinear {
+                operator: self.name(),
+                what,
+            })
+        }
+    }
+
+    /// `A^T y` (differentiable); a `NotLinear` error when `A` is not linear.
+    pub fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
+        self.require_linear("adjoint")?;
+        match self {
+            Operator::Linear(l) => l.adjoint(y),
+            Operator::Compose(a, b) => a.adjoint(&b.adjoint(y)?),
+            Operator::Sum(a, b) => self.combine(&a.adjoint(y)?, &b.adjoint(y)?, false),
+            Operator::Difference(a, b) => self.combine(&a.adjoint(y)?, &b.adjoint(y)?, true),
+            Operator::Scale(c, a) => Ok(a.adjoint(y)?.affine(*c, 0.0)?),
+            Operator::Pointwise(_) | Operator::User { .. } => Err(OperatorError::NotLinear {
+                operator: self.name(),
+                what: "adjoint",
+            }),
+        }
+    }
+
+    /// `(a A A^T + b I)^+ r`: exact for built-ins that know it (masks, separable operators,
+    /// and scalings of them), conjugate gradients in f64 otherwise.
+    pub fn gram_solve(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
+        self.require_linear("Gram solve")?;
+        match self {
+            Operator::Linear(l) => l.gram_solve(r, a, b),
+            Operator::Scale(c, inner) => inner.gram_solve(r, a * c * c, b),
+            _ => {
+                let name = self.name();
+                in_f64(r, |r, settings| {
+                    gram_solve_iterative(
+                        &name,
+                        &|z| self.apply(z),
+                        &|z| self.adjoint(z),
+                        r,
+                        (a, b),
+                        settings,
+                    )
+                })
+            }
+        }
+    }
+
+    /// `A^+ y`, the minimum-norm least-squares solution of `A x = y`: exact for built-ins
+    /// that know it, CGLS in f64 otherwise.
+    pub fn pinv(&self, y: &Tensor) -> Result<Tensor> {
+        self.require_linear("pseudo-inverse")?;
+        match self {
+            Operator::Linear(l) => l.pinv(y),
+            Operator::Scale(c, inner) => {
+                let p = inner.pinv(y)?;
+                Ok(if *c == 0.0 {
+                    p.zeros_like()?
+                } else {
+                    p.affine(1.0 / c, 0.0)?
+                })
+            }
+            _ => {
+                let name = self.name();
+                in_f64(y, |y, settings| {
+                    pinv_iterative(&name, &|z| self.apply(z), &|z| self.adjoint(z), y, settings)
+                })
+            }
+        }
+    }
+
+    /// The SVD: only for a linear operator with a known one (masks, separable operators and
+    /// their fused compositions and scalings).
+    pub fn svd(&self) -> Option<&dyn Svd> {
+        match self {
+            Operator::Linear(l) => l.svd(),
+            _ => None,
+        }
+    }
+
+    /// The SVD, or a `NoSvd` error naming the operator.
+    pub fn require_svd(&self) -> Result<&dyn Svd> {
+        self.svd().ok_or_else(|| OperatorError::NoSvd {
+            operator: self.name(),
+        })
+    }
+
+    /// A measurement shown as a domain-shaped image (see the module doc).
+    pub fn visualize(&self, y: &Tensor) -> Result<Tensor> {
+        match self {
+            Operator::Linear(l) => l.visualize(y),
+            Operator::Pointwise(_) => Ok(y.clone()),
+            Operator::Compose(a, b) => a.visualize(&b.visualize(y)?),
+            Operator::Sum(a, _) | Operator::Difference(a, _) | Operator::Scale(_, a) => {
+                a.visualize(y)
+            }
+            Operator::User { domain, .. } => nearest_resize(y, domain),
+        }
+    }
+
+    /// The Jacobian of the operator at `x` (see [`Linearisation`]).
+    pub fn linearise(&self, x: &Tensor) -> Result<Linearisation> {
+        Linearisation::at(self, x)
+    }
+}
+
+/// `op`'s name, in parentheses when it binds more loosely than `min`.
+fn paren(op: &Operator, min: u8) -> String {
+    if op.precedence() < min {
+        format!("({})", op.name())
+    } else {
+        op.name()
+    }
+}
+
+fn compose_name(a: &Operator, b: &Operator) -> String {
+    format!("{} >> {}", paren(a, 5), paren(b, 6))
+}
+
+fn scale_name(c: f64, a: &Operator) -> String {
+    format!("{} * {}", number(c), paren(a, 8))
+}

@@ -1,0 +1,151 @@
+//! Small tensor helpers shared by the operators: shape checks, dense f64 matrices as tensors,
+//! per-axis matrix products, inner products and nearest-neighbour resizing.
+
+use candle_core::{DType, Device, DeviceLocation, Tensor};
+use nalgebra::DMatrix;
+
+use super::error::{shape_error, Result};
+
+/// A key for tensors cached per (dtype, device).
+pub(crate) type DeviceKey = (DType, DeviceLocation);
+
+/// The cache key of a tensor's dtype and device.
+pub(crate) fn device_key(dtype: DType, device: &Device) -> DeviceKey {
+    (dtype, device.location())
+}
+
+/// A shape as `[1, 30, 30]`.
+pub(crate) fn shape_str(shape: &[usize]) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The `(C, H, W)` of an image, or a shape error of `operator`.
+pub(crate) fn image_dims(operator: &str, shape: &[usize]) -> Result<(usize, usize, usize)> {
+    match shape {
+        [c, h, w] => Ok((*c, *h, *w)),
+        _ => Err(shape_error(
+            operator,
+            format!("needs a [C, H, W] image, got {}", shape_str(shape)),
+        )),
+    }
+}
+
+/// A dense f64 matrix as a row-major `[rows, cols]` tensor of `dtype` on `device`.
+pub(crate) fn matrix_tensor(m: &DMatrix<f64>, dtype: DType, device: &Device) -> Result<Tensor> {
+    let (rows, cols) = m.shape();
+    let data: Vec<f64> = m.transpose().iter().copied().collect();
+    Ok(Tensor::from_vec(data, (rows, cols), &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)?)
+}
+
+/// A matrix and its transpose, both contiguous, applied along one axis of an image.
+#[derive(Clone, Debug)]
+pub(crate) struct AxisMatrix {
+    /// `[out, in]`.
+    pub m: Tensor,
+    /// `[in, out]`.
+    pub mt: Tensor,
+}
+
+impl AxisMatrix {
+    /// The tensors of `m` and of its transpose.
+    pub fn new(m: &DMatrix<f64>, dtype: DType, device: &Device) -> Result<Self> {
+        Ok(Self {
+            m: matrix_tensor(m, dtype, device)?,
+            mt: matrix_tensor(&m.transpose(), dtype, device)?,
+        })
+    }
+
+    /// The transposed matrix.
+    pub fn transposed(&self) -> Self {
+        Self {
+            m: self.mt.clone(),
+            mt: self.m.clone(),
+        }
+    }
+
+    /// The output size.
+    pub fn rows(&self) -> Result<usize> {
+        Ok(self.m.dim(0)?)
+    }
+}
+
+/// `x` (a `[C, H, W]` tensor) with one matrix applied along each axis; `None` is the
+/// identity. Built from candle matmuls, so autograd goes through it.
+pub(crate) fn apply_axes(x: &Tensor, mats: [Option<&AxisMatrix>; 3]) -> Result<Tensor> {
+    let mut x = x.clone();
+    let [mc, mh, mw] = mats;
+    if let Some(m) = mw {
+        let (c, h, w) = x.dims3()?;
+        x = x
+            .reshape((c * h, w))?
+            .matmul(&m.mt)?
+            .reshape((c, h, m.rows()?))?;
+    }
+    if let Some(m) = mh {
+        let (c, h, w) = x.dims3()?;
+        x = x.transpose(0, 1)?.contiguous()?.reshape((h, c * w))?;
+        x =
+            m.m.matmul(&x)?
+                .reshape((m.rows()?, c, w))?
+                .transpose(0, 1)?
+                .contiguous()?;
+    }
+    if let Some(m) = mc {
+        let (c, h, w) = x.dims3()?;
+        x =
+            m.m.matmul(&x.reshape((c, h * w))?)?
+                .reshape((m.rows()?, h, w))?;
+    }
+    Ok(x)
+}
+
+/// The inner product `<a, b>` in f64.
+pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
+    Ok(a.to_dtype(DType::F64)?
+        .mul(&b.to_dtype(DType::F64)?)?
+        .sum_all()?
+        .to_scalar::<f64>()?)
+}
+
+/// The Euclidean norm of `a`, in f64.
+pub(crate) fn norm(a: &Tensor) -> Result<f64> {
+    Ok(dot(a, a)?.sqrt())
+}
+
+/// `y` resized to `shape` (same rank) by nearest-neighbour sampling along every axis: output
+/// index `i` takes input index `floor(i * in / out)`, so an integer upscaling repeats pixels.
+pub(crate) fn nearest_resize(y: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let dims = y.dims().to_vec();
+    if dims.len() != shape.len() {
+        return Err(shape_error(
+            "visualize",
+            format!(
+                "cannot show a {} measurement as a {} image",
+                shape_str(&dims),
+                shape_str(shape)
+            ),
+        ));
+    }
+    let mut out = y.clone();
+    for (axis, (&from, &to)) in dims.iter().zip(shape).enumerate() {
+        if from == to {
+            continue;
+        }
+        if from == 0 {
+            return Err(shape_error(
+                "visualize",
+                format!(
+                    "cannot enlarge the empty axis {axis} of {}",
+                    shape_str(&dims)
+                ),
+            ));
+        }
+        let idx: Vec<u32> = (0..to).map(|i| (i * from / to) as u32).collect();
+        let idx = Tensor::from_vec(idx, to, out.device())?;
+        out = out.index_select(&idx, axis)?;
+    }
+    Ok(out)
+}
