@@ -152,7 +152,9 @@ fn print_summary(reports: &[(String, f64)]) {
 
 /// A number with six significant digits, in scientific notation when very small or large.
 fn format_number(v: f64) -> String {
-    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
+    if v == 0.0 {
+        "0".to_string()
+    } else if (1e-3..1e6).contains(&v.abs()) {
         let digits = (5 - v.abs().log10().floor() as i32).clamp(0, 9) as usize;
         format!("{v:.digits$}")
     } else if v.is_finite() {
@@ -170,7 +172,7 @@ mod tests {
     fn numbers_keep_six_significant_digits() {
         assert_eq!(format_number(31.234567), "31.2346");
         assert_eq!(format_number(0.000012345), "1.23450e-5");
-        assert_eq!(format_number(0.0), "0.00000");
+        assert_eq!(format_number(0.0), "0");
         assert_eq!(format_number(f64::INFINITY), "inf");
     }
 }

@@ -260,6 +260,16 @@ impl GaussianPrior {
     /// mu + Q diag(g(lambda)) Q^T (x - mu) for x of the prior's shape or a batch of them
     /// (`[B, ...shape]`), with `gain` mapping the eigenvalues to the gains.
     fn spectral(&self, x: &Tensor, gain: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+        self.spectral_from(x, gain, true)
+    }
+
+    /// Q diag(g(lambda)) Q^T (x - mu), plus mu when `add_mean`.
+    fn spectral_from(
+        &self,
+        x: &Tensor,
+        gain: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        add_mean: bool,
+    ) -> candle_core::Result<Tensor> {
         let c = self.tensors(x.dtype(), x.device())?;
         let n = self.mean.len();
         let dims = x.dims().to_vec();
@@ -270,7 +280,16 @@ impl GaussianPrior {
             (Some(q), Some(qt)) => d.matmul(q)?.broadcast_mul(&g)?.matmul(qt)?,
             _ => d.broadcast_mul(&g)?,
         };
-        out.broadcast_add(&c.mean)?.reshape(dims)
+        let out = if add_mean { out.broadcast_add(&c.mean)? } else { out };
+        out.reshape(dims)
+    }
+
+    /// The exact score of the prior smoothed to level sigma, grad log N(x; mu, S + sigma^2 I) =
+    /// -Q diag(1 / (lambda + sigma^2)) Q^T (x - mu). It equals (D(x, sigma) - x) / sigma^2 but is
+    /// computed without that difference, which in f32 loses most digits at small sigma.
+    pub fn score(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        let s2 = sigma * sigma;
+        self.spectral_from(x, |l| (l + s2)?.recip()?.neg(), false)
     }
 
     /// log N(x; mu, S + sigma^2 I) for a batch `[B, n]` of flattened images, as `[B, 1]`;
@@ -349,6 +368,26 @@ mod tests {
         let want = &mu + &s * k * (xv - &mu);
         for i in 0..2 {
             assert!((d[i] - want[i]).abs() < 1e-12, "{d:?} vs {want}");
+        }
+    }
+
+    #[test]
+    fn score_is_tweedie_without_cancellation() {
+        let p = prior_2d();
+        let x = Tensor::new(&[[[1.0f64, 0.5]]], &Device::Cpu).unwrap();
+        for sigma in [0.002, 0.3, 5.0] {
+            let tweedie = ((p.denoise(&x, sigma).unwrap() - &x).unwrap() / (sigma * sigma)).unwrap();
+            let (a, b) = (flat_f64(&p.score(&x, sigma).unwrap()).unwrap(), flat_f64(&tweedie).unwrap());
+            for i in 0..2 {
+                assert!((a[i] - b[i]).abs() < 1e-9 * b[i].abs().max(1.0), "{sigma}: {a:?} vs {b:?}");
+            }
+        }
+        // In f32 the closed form keeps its digits where D - x cancels.
+        let x32 = x.to_dtype(DType::F32).unwrap();
+        let s32 = flat_f64(&p.score(&x32, 0.002).unwrap()).unwrap();
+        let s64 = flat_f64(&p.score(&x, 0.002).unwrap()).unwrap();
+        for i in 0..2 {
+            assert!((s32[i] - s64[i]).abs() < 1e-5 * s64[i].abs(), "{s32:?} vs {s64:?}");
         }
     }
 

@@ -122,6 +122,24 @@ impl GmmPrior {
         out.reshape(dims)
     }
 
+    /// The exact score sum_k r_k(x) score_k(x, sigma), computed without the cancellation of
+    /// (D - x) / sigma^2.
+    pub fn score(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        let n = self.components[0].mean().len();
+        let dims = x.dims().to_vec();
+        let batch = x.elem_count() / n.max(1);
+        let flat = x.reshape((batch, n))?;
+        let mut logs = Vec::with_capacity(self.components.len());
+        let mut scores = Vec::with_capacity(self.components.len());
+        for (w, c) in self.weights.iter().zip(&self.components) {
+            logs.push((c.log_density(&flat, sigma)? + w.ln())?);
+            scores.push(c.score(&flat, sigma)?.unsqueeze(1)?);
+        }
+        let r = candle_nn_softmax(&Tensor::cat(&logs, 1)?)?;
+        let out = r.unsqueeze(2)?.broadcast_mul(&Tensor::cat(&scores, 1)?)?.sum(1)?;
+        out.reshape(dims)
+    }
+
     /// The consistency function: RK4 in log sigma from t down to `sigma_min`.
     pub fn consistency(&self, x: &Tensor, t: f64, sigma_min: f64) -> candle_core::Result<Tensor> {
         if t <= sigma_min {

@@ -82,6 +82,15 @@ impl Model {
         }
     }
 
+    /// The score grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2 (Tweedie), differentiable in x.
+    /// Analytic priors compute it in closed form, free of the cancellation in D - x.
+    pub fn score(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Gaussian(p) => p.score(x, sigma),
+            Model::Mixture(p) => p.score(x, sigma),
+        }
+    }
+
     /// The consistency function f(x, t), differentiable in x.
     pub fn consistency(&self, x: &Tensor, t: f64) -> candle_core::Result<Tensor> {
         match self {

@@ -23,11 +23,11 @@ pub enum SurrogateError {
     Degenerate,
 }
 
-/// log p_eps(x) up to a constant: sum(stop_grad((D(x, eps) - x) / eps^2) * x). Its gradient in
-/// x is the score of the prior smoothed to level eps; no gradient flows through D.
+/// log p_eps(x) up to a constant: sum(stop_grad(score(x, eps)) * x), with the score
+/// (D(x, eps) - x) / eps^2. Its gradient in x is the score of the prior smoothed to level eps; no
+/// gradient flows through D.
 pub fn log_prior(model: &Model, x: &Tensor, eps: f64) -> Result<Tensor, SurrogateError> {
-    let x0 = x.detach();
-    let score = ((model.denoise(&x0, eps)? - &x0)? / (eps * eps))?.detach();
+    let score = model.score(&x.detach(), eps)?.detach();
     Ok((score * x)?.sum_all()?)
 }
 

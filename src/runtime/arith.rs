@@ -58,7 +58,7 @@ pub fn unary(op: UnOp, v: &Value) -> Result<Value, String> {
         (UnOp::Neg, Value::Scalar(t) | Value::Tensor(t)) => {
             t.neg().map(wrap).map_err(|e| e.to_string())
         }
-        (UnOp::Neg, Value::Operator(a)) => Ok(Value::Operator(Operator::scale(-1.0, a.clone()))),
+        (UnOp::Neg, Value::Operator(a)) => Ok(Value::Operator(Operator::scale(-1.0, a))),
         (op, v) => Err(format!("cannot apply `{}` to {}", op.as_str().trim(), v.kind())),
     }
 }
@@ -106,24 +106,24 @@ pub fn binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, String> {
         }
         Compose => match (a, b) {
             (Value::Operator(x), Value::Operator(y)) => {
-                Ok(Value::Operator(Operator::compose(x.clone(), y.clone())))
+                Ok(Value::Operator(Operator::compose(x, y)))
             }
             _ => Err(mismatch(op, a, b)),
         },
         Add | Sub | Mul | Div | Rem | Pow => match (a, b) {
             (Value::Operator(x), Value::Operator(y)) if op == Add => {
-                Ok(Value::Operator(Operator::sum(x.clone(), y.clone())))
+                Ok(Value::Operator(Operator::sum(x, y)))
             }
             (Value::Operator(x), Value::Operator(y)) if op == Sub => {
-                Ok(Value::Operator(Operator::difference(x.clone(), y.clone())))
+                Ok(Value::Operator(Operator::difference(x, y)))
             }
             (Value::Operator(x), c) if op == Div => match as_f64(c) {
-                Some(c) => Ok(Value::Operator(Operator::scale(1.0 / c, x.clone()))),
+                Some(c) => Ok(Value::Operator(Operator::scale(1.0 / c, x))),
                 None => Err(mismatch(op, a, b)),
             },
             (Value::Str(x), Value::Str(y)) if op == Add => Ok(Value::Str(format!("{x}{y}").into())),
             (Value::Operator(x), c) | (c, Value::Operator(x)) if op == Mul => match as_f64(c) {
-                Some(c) => Ok(Value::Operator(Operator::scale(c, x.clone()))),
+                Some(c) => Ok(Value::Operator(Operator::scale(c, x))),
                 None => Err(mismatch(op, a, b)),
             },
             (Value::Noise(_), _) | (_, Value::Noise(_)) => Err(

@@ -159,9 +159,6 @@ pub fn call(
         })
     };
     let file_err = |e: crate::io::FileError| RunError::new(Code::RunFile, span, e.to_string());
-    let mask = |t: candle_core::Result<Tensor>| -> Result<Value, RunError> {
-        Ok(Value::Tensor(t.at(span)?))
-    };
     let mask_op = |r: operators::Result<Tensor>| -> Result<Value, RunError> {
         Ok(Value::Tensor(r.map_err(op_err)?))
     };
@@ -169,7 +166,6 @@ pub fn call(
         Ok(Value::Operator(r.map_err(op_err)?))
     };
     let rng = |purpose: &str, seed: i64| crate::random::generator(env.seed, purpose, seed);
-    let _ = &mask;
     Ok(match name {
         // ── tensors ──
         "shape" => Value::Shape(
@@ -261,8 +257,7 @@ pub fn call(
             let (m, x, sigma) = (a.model(0)?, a.tensor(1)?, a.float(2)?);
             m.check_input(&x).map_err(|e| RunError::at(span, e))?;
             positive(span, "sigma", sigma)?;
-            let d = m.denoise(&x, sigma).at(span)?;
-            Value::Tensor(((d - &x).and_then(|t| t / (sigma * sigma))).at(span)?)
+            Value::Tensor(m.score(&x, sigma).at(span)?)
         }
         "renoise" => {
             let (x, from, to, seed) = (a.tensor(0)?, a.float(1)?, a.float(2)?, a.int(3)?);
@@ -381,6 +376,26 @@ pub fn call(
         "box_mask" => mask_op(operators::box_mask(
             a.size(0)?, a.size(1)?, a.size(2)?, a.size(3)?, a.size(4)?, a.size(5)?, dtype, &device,
         ))?,
+        "center_box_mask" => {
+            mask_op(operators::center_box_mask(a.size(0)?, a.size(1)?, a.float(2)?, dtype, &device))?
+        }
+        "random_mask" => {
+            let mut g = rng("random_mask", a.int(3)?);
+            mask_op(operators::random_mask(a.size(0)?, a.size(1)?, a.float(2)?, &mut g, dtype, &device))?
+        }
+        "random_boxes_mask" => {
+            let mut g = rng("random_boxes_mask", a.int(4)?);
+            mask_op(operators::random_boxes_mask(
+                a.size(0)?, a.size(1)?, a.size(2)?, a.size(3)?, &mut g, dtype, &device,
+            ))?
+        }
+        "half_mask" => mask_op(operators::half_mask(a.size(0)?, a.size(1)?, &a.string(2)?, dtype, &device))?,
+        "rows_mask" => {
+            mask_op(operators::rows_mask(a.size(0)?, a.size(1)?, a.size(2)?, a.size(3)?, dtype, &device))?
+        }
+        "subsample_mask" => {
+            mask_op(operators::subsample_mask(a.size(0)?, a.size(1)?, a.size(2)?, dtype, &device))?
+        }
         "gaussian_blur" => operator(operators::gaussian_blur(a.float(0)?, a.size(1)?))?,
         "uniform_blur" => operator(operators::uniform_blur(a.size(0)?))?,
         "motion_blur" => {
@@ -391,9 +406,9 @@ pub fn call(
         "downsample" => operator(operators::downsample(a.size(0)?))?,
         "bicubic_downsample" => operator(operators::bicubic_downsample(a.size(0)?))?,
         "to_grey" => Value::Operator(operators::to_grey()),
-        "clipping" => Value::Operator(operators::clipping(a.float(0)?, a.float(1)?)),
-        "gamma_curve" => Value::Operator(operators::gamma_curve(a.float(0)?)),
-        "saturation" => Value::Operator(operators::saturation(a.float(0)?)),
+        "clipping" => operator(operators::clipping(a.float(0)?, a.float(1)?))?,
+        "gamma_curve" => operator(operators::gamma_curve(a.float(0)?))?,
+        "saturation" => operator(operators::saturation(a.float(0)?))?,
         "operator" => Value::Operator(user_operator(it, &a)?),
 
         // ── files ──
@@ -516,6 +531,5 @@ fn user_operator(it: &Interp, a: &Args) -> Result<Operator, RunError> {
             ))),
         }
     });
-    let _ = domain;
-    Ok(Operator::User { f, name })
+    Ok(operators::user(f, name, &domain))
 }
