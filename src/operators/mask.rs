@@ -26,6 +26,7 @@ fn build(
 
 /// 1 everywhere except the box `[top, top + height) x [left, left + width)`, which must fit
 /// inside the `h x w` image.
+#[allow(clippy::too_many_arguments)] // the language's own parameters
 pub fn box_mask(
     h: usize,
     w: usize,
