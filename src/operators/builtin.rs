@@ -73,7 +73,7 @@ pub fn gaussian_kernel(sigma: f64, size: usize) -> Result<Vec<f64>> {
         })
         .collect();
     let total: f64 = k.iter().sum();
-    if !(total > 0.0) {
+    if total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Err(argument_error(
             "gaussian_blur",
             "an even-sized kernel with sigma 0 has no centre tap",
@@ -167,7 +167,7 @@ pub fn to_grey() -> Operator {
 
 /// Pointwise clipping to `[lo, hi]`.
 pub fn clipping(lo: f64, hi: f64) -> Result<Operator> {
-    if !(lo < hi) {
+    if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
         return Err(argument_error(
             "clipping",
             format!("hi ({hi}) must be greater than lo ({lo})"),

@@ -52,7 +52,7 @@ pub(crate) fn cg(what: &str, g: Map, r: &Tensor, settings: CgSettings) -> Result
     for k in 0..settings.max_iterations {
         let gp = g(&p)?;
         let pgp = dot(&p, &gp)?;
-        if !(pgp > 0.0) {
+        if pgp.is_nan() || pgp <= 0.0 {
             return Err(not_converged(what, k, rr.sqrt() / r0));
         }
         let alpha = rr / pgp;
@@ -89,7 +89,7 @@ pub(crate) fn cgls(
     for k in 0..settings.max_iterations {
         let q = apply(&p)?;
         let qq = dot(&q, &q)?;
-        if !(qq > 0.0) {
+        if qq.is_nan() || qq <= 0.0 {
             return Err(not_converged(what, k, gamma.sqrt() / s0));
         }
         let alpha = gamma / qq;

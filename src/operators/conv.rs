@@ -175,3 +175,109 @@ pub fn motion_blur(size: usize, intensity: f64, rng: &mut ChaCha8Rng) -> Result<
     let name = format!("motion_blur({size}, {})", number(intensity));
     Ok(Operator::linear(CircularConv::new(name, &kernel)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::builtin::{gaussian_blur, gaussian_kernel};
+    use super::super::testing::{assert_close, check_linear, randn, values};
+    use super::*;
+    use crate::random::generator;
+    use candle_core::Var;
+
+    fn ok<T>(r: Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn kernel_blur_matches_the_definition() {
+        // An asymmetric, even-sized kernel: y[i, j] = sum k[p, q] x[i - p + 1, j - q + 2].
+        let k = [0.1, 0.2, -0.3, 0.4, 0.5, 0.6, 0.7, -0.8];
+        let kernel = ok(Tensor::from_vec(k.to_vec(), (2, 4), &Device::Cpu).map_err(Into::into));
+        let op = ok(kernel_blur(&kernel));
+        let (h, w) = (5, 6);
+        let x = randn(&[1, h, w], 1);
+        let xv = values(&x);
+        let y = values(&ok(op.apply(&x)));
+        for i in 0..h {
+            for j in 0..w {
+                let mut s = 0.0;
+                for p in 0..2 {
+                    for q in 0..4 {
+                        let r = (i + h + 1 - p) % h;
+                        let c = (j + w + 2 - q) % w;
+                        s += k[p * 4 + q] * xv[r * w + c];
+                    }
+                }
+                assert!((y[i * w + j] - s).abs() < 1e-14);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_blur_passes_the_linear_checks() {
+        // Identity plus a small random kernel: well conditioned, so CG reaches 1e-9.
+        let mut k = values(&randn(&[3, 4], 2))
+            .iter()
+            .map(|v| 0.1 * v)
+            .collect::<Vec<_>>();
+        k[4 + 2] += 1.0; // the centre (1, 2)
+        let kernel = ok(Tensor::from_vec(k, (1, 3, 4), &Device::Cpu).map_err(Into::into));
+        let op = ok(kernel_blur(&kernel));
+        check_linear(&op, &[1, 6, 8], true);
+        check_linear(&op, &[3, 12, 12], true);
+    }
+
+    #[test]
+    fn a_gaussian_kernel_blur_equals_the_separable_gaussian_blur() {
+        let g = ok(gaussian_kernel(1.0, 0));
+        let n = g.len();
+        let k2: Vec<f64> = (0..n * n).map(|i| g[i / n] * g[i % n]).collect();
+        let kernel = ok(Tensor::from_vec(k2, (n, n), &Device::Cpu).map_err(Into::into));
+        let x = randn(&[2, 9, 10], 3);
+        let a = values(&ok(ok(kernel_blur(&kernel)).apply(&x)));
+        let b = values(&ok(ok(gaussian_blur(1.0, 0)).apply(&x)));
+        assert_close(&a, &b, 1e-14, "kernel vs separable");
+    }
+
+    #[test]
+    fn motion_blur_kernels_and_operator() {
+        let draw = |seed| {
+            ok(motion_kernel(
+                9,
+                0.5,
+                &mut generator(0, "motion_blur", seed),
+            ))
+        };
+        let k = draw(1);
+        assert_eq!(k, draw(1));
+        assert_ne!(k, draw(2));
+        assert!((k.iter().sum::<f64>() - 1.0).abs() < 1e-14);
+        assert!(k.iter().all(|&v| v >= 0.0));
+        // The path spans the kernel: some weight on a border row or column.
+        let border: f64 = (0..81)
+            .filter(|i| i / 9 == 0 || i / 9 == 8 || i % 9 == 0 || i % 9 == 8)
+            .map(|i| k[i])
+            .sum();
+        assert!(border > 0.0);
+        let straight = ok(motion_kernel(5, 0.0, &mut generator(0, "motion_blur", 3)));
+        assert!((straight.iter().sum::<f64>() - 1.0).abs() < 1e-14);
+        let op = ok(motion_blur(5, 0.7, &mut generator(0, "motion_blur", 4)));
+        check_linear(&op, &[1, 6, 8], false);
+    }
+
+    #[test]
+    fn autograd_through_apply_is_the_adjoint() {
+        let op = ok(motion_blur(5, 0.5, &mut generator(0, "motion_blur", 9)));
+        let x = ok(Var::from_tensor(&randn(&[2, 7, 6], 7)).map_err(Into::into));
+        let w = randn(&[2, 7, 6], 8);
+        let loss = ok(ok(op.apply(x.as_tensor()))
+            .mul(&w)
+            .and_then(|t| t.sum_all())
+            .map_err(Into::into));
+        let grads = ok(loss.backward().map_err(Into::into));
+        let g = grads
+            .get(x.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient"));
+        assert_close(&values(g), &values(&ok(op.adjoint(&w))), 1e-13, "autograd");
+    }
+}

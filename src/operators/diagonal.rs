@@ -198,3 +198,46 @@ impl Svd for Inpaint {
         Ok(c.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::builtin::inpaint;
+    use super::super::mask::{random_mask, rows_mask};
+    use super::super::testing::{check_linear, randn, values};
+    use super::*;
+    use crate::random::generator;
+
+    #[test]
+    fn masks_pass_the_linear_checks() {
+        let cpu = &Device::Cpu;
+        let m = random_mask(6, 8, 0.6, &mut generator(0, "t", 1), DType::F64, cpu);
+        let op = inpaint(&m.unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+        check_linear(&op, &[1, 6, 8], true);
+        check_linear(&op, &[3, 6, 8], true);
+        let m3 = randn(&[3, 12, 12], 3)
+            .abs()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let soft = inpaint(&m3).unwrap_or_else(|e| panic!("{e}"));
+        check_linear(&soft, &[3, 12, 12], true);
+    }
+
+    #[test]
+    fn gram_solve_with_b_zero_is_zero_on_missing_pixels() {
+        let cpu = &Device::Cpu;
+        let m = rows_mask(4, 3, 2, 1, DType::F64, cpu).unwrap_or_else(|e| panic!("{e}"));
+        let op = inpaint(&m).unwrap_or_else(|e| panic!("{e}"));
+        let r = randn(&[2, 4, 3], 4);
+        let z = values(
+            &op.gram_solve(&r, 4.0, 0.0)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let rv = values(&r);
+        for (i, (zi, ri)) in z.iter().zip(&rv).enumerate() {
+            let row = (i / 3) % 4;
+            let expect = if row % 2 == 1 { 0.0 } else { ri / 4.0 };
+            assert!((zi - expect).abs() < 1e-15);
+        }
+        assert!(op.apply(&randn(&[1, 4, 4], 0)).is_err());
+        assert!(inpaint(&randn(&[4, 4], 0)).is_err());
+    }
+}

@@ -185,3 +185,111 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::builtin::{gamma_curve, gaussian_blur, saturation, user};
+    use super::super::testing::{assert_close, dense, psd_solve, randn, values};
+    use super::*;
+    use nalgebra::{DMatrix, DVector};
+    use std::sync::Arc;
+
+    fn ok<T>(r: Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The Jacobian of `op` at `x` by central differences, column by column.
+    fn fd_jacobian(op: &Operator, x: &Tensor, h: f64) -> DMatrix<f64> {
+        dense(
+            |e| {
+                let plus = op.apply(&x.add(&e.affine(h, 0.0)?)?)?;
+                let minus = op.apply(&x.sub(&e.affine(h, 0.0)?)?)?;
+                Ok(plus.sub(&minus)?.affine(0.5 / h, 0.0)?)
+            },
+            x.dims(),
+        )
+    }
+
+    fn check(op: &Operator, domain: &[usize], tol: f64) {
+        let x = randn(domain, 1);
+        let lin = ok(op.linearise(&x));
+        let j_fd = fd_jacobian(op, &x, 1e-5);
+        let j = dense(|v| lin.apply_j(v), domain);
+        assert_close(
+            j.as_slice(),
+            j_fd.as_slice(),
+            tol,
+            &format!("{}: J", op.name()),
+        );
+        let range = j.nrows();
+        let y_shape = ok(op.apply(&x)).dims().to_vec();
+        let jt = dense(|w| lin.apply_jt(w), &y_shape);
+        assert_close(
+            jt.as_slice(),
+            j_fd.transpose().as_slice(),
+            tol,
+            &format!("{}: J^T", op.name()),
+        );
+        let r = randn(&y_shape, 2);
+        let g = &j * j.transpose() * 0.7 + DMatrix::identity(range, range) * 0.05;
+        let expect = psd_solve(&g, &DVector::from_vec(values(&r)));
+        let got = ok(lin.solve(&r, 0.7, 0.05));
+        assert_close(
+            &values(&got),
+            expect.as_slice(),
+            1e-8,
+            &format!("{}: solve", op.name()),
+        );
+    }
+
+    #[test]
+    fn pointwise_and_composed_jacobians_match_finite_differences() {
+        let blur = ok(gaussian_blur(1.0, 0));
+        check(&ok(saturation(1.5)), &[1, 3, 4], 1e-8);
+        check(&ok(gamma_curve(2.2)), &[1, 3, 4], 1e-8);
+        check(
+            &Operator::compose(&blur, &ok(saturation(1.5))),
+            &[1, 6, 8],
+            1e-8,
+        );
+        check(
+            &Operator::sum(&blur, &Operator::compose(&blur, &ok(saturation(0.8)))),
+            &[2, 4, 4],
+            1e-8,
+        );
+        check(
+            &Operator::scale(3.0, &ok(saturation(1.5))),
+            &[1, 3, 4],
+            1e-8,
+        );
+    }
+
+    #[test]
+    fn user_operator_jacobians_from_autograd_and_finite_differences() {
+        let f: TensorFn = Arc::new(|x: &Tensor| Ok(x.tanh()?.mul(x)?.affine(2.0, 0.0)?));
+        let op = user(f, "f", &[1, 3, 4]);
+        check(&op, &[1, 3, 4], 1e-8);
+        let blurred = Operator::compose(&ok(gaussian_blur(0.8, 0)), &op);
+        check(&blurred, &[1, 4, 4], 1e-8);
+    }
+
+    #[test]
+    fn linear_operators_are_their_own_jacobian() {
+        let blur = ok(gaussian_blur(1.0, 0));
+        let x = randn(&[1, 4, 4], 3);
+        let lin = ok(blur.linearise(&x));
+        let v = randn(&[1, 4, 4], 4);
+        assert_close(
+            &values(&ok(lin.apply_j(&v))),
+            &values(&ok(blur.apply(&v))),
+            1e-15,
+            "J",
+        );
+        assert_close(
+            &values(&ok(lin.solve(&v, 1.0, 0.1))),
+            &values(&ok(blur.gram_solve(&v, 1.0, 0.1))),
+            1e-15,
+            "solve",
+        );
+    }
+}

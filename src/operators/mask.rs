@@ -26,6 +26,7 @@ fn build(
 
 /// 1 everywhere except the box `[top, top + height) x [left, left + width)`, which must fit
 /// inside the `h x w` image.
+#[allow(clippy::too_many_arguments)] // the language's own parameters
 pub fn box_mask(
     h: usize,
     w: usize,
@@ -191,4 +192,104 @@ pub fn subsample_mask(
     build(h, w, dtype, device, |r, c| {
         r % factor == 0 && c % factor == 0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::generator;
+
+    fn pixels(t: Result<Tensor>) -> Vec<Vec<u8>> {
+        let t = t.unwrap_or_else(|e| panic!("{e}"));
+        let v = t
+            .squeeze(0)
+            .and_then(|t| t.to_vec2::<f64>())
+            .unwrap_or_else(|e| panic!("{e}"));
+        v.iter()
+            .map(|r| r.iter().map(|&x| x as u8).collect())
+            .collect()
+    }
+
+    fn rows(text: &[&str]) -> Vec<Vec<u8>> {
+        text.iter()
+            .map(|r| r.bytes().map(|b| b - b'0').collect())
+            .collect()
+    }
+
+    const F: DType = DType::F64;
+
+    #[test]
+    fn deterministic_masks_have_the_expected_pixels() {
+        let cpu = &Device::Cpu;
+        assert_eq!(
+            pixels(box_mask(4, 5, 1, 2, 2, 3, F, cpu)),
+            rows(&["11111", "11000", "11000", "11111"])
+        );
+        assert_eq!(
+            pixels(center_box_mask(4, 4, 0.5, F, cpu)),
+            rows(&["1111", "1001", "1001", "1111"])
+        );
+        assert_eq!(
+            pixels(half_mask(2, 5, "right", F, cpu)),
+            rows(&["11100", "11100"])
+        );
+        assert_eq!(
+            pixels(half_mask(2, 4, "left", F, cpu)),
+            rows(&["0011", "0011"])
+        );
+        assert_eq!(
+            pixels(half_mask(3, 2, "top", F, cpu)),
+            rows(&["00", "11", "11"])
+        );
+        assert_eq!(
+            pixels(half_mask(3, 2, "bottom", F, cpu)),
+            rows(&["11", "11", "00"])
+        );
+        assert_eq!(
+            pixels(rows_mask(5, 2, 2, 1, F, cpu)),
+            rows(&["11", "00", "11", "00", "11"])
+        );
+        assert_eq!(
+            pixels(subsample_mask(4, 4, 2, F, cpu)),
+            rows(&["1010", "0000", "1010", "0000"])
+        );
+        assert!(box_mask(4, 4, 3, 0, 2, 1, F, cpu).is_err());
+        assert!(rows_mask(4, 4, 2, 2, F, cpu).is_err());
+        assert!(half_mask(4, 4, "middle", F, cpu).is_err());
+    }
+
+    #[test]
+    fn random_masks_are_fixed_by_the_seed() {
+        let cpu = &Device::Cpu;
+        let draw = |seed| {
+            pixels(random_mask(
+                16,
+                16,
+                0.3,
+                &mut generator(0, "random_mask", seed),
+                F,
+                cpu,
+            ))
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+        let kept: usize = draw(3).iter().flatten().map(|&p| p as usize).sum();
+        // 256 draws with p = 0.3: mean 76.8, standard deviation 7.3.
+        assert!((40..115).contains(&kept), "{kept}");
+        let boxes = |seed| {
+            pixels(random_boxes_mask(
+                12,
+                12,
+                3,
+                4,
+                &mut generator(0, "random_boxes_mask", seed),
+                F,
+                cpu,
+            ))
+        };
+        assert_eq!(boxes(5), boxes(5));
+        assert_ne!(boxes(5), boxes(6));
+        let missing = boxes(5).iter().flatten().filter(|&&p| p == 0).count();
+        assert!((16..=48).contains(&missing), "{missing}");
+    }
 }

@@ -94,7 +94,7 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut ChaCha8Rng) -> Resul
         }
     }
     let total: f64 = kernel.iter().sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Err(argument_error(
             "motion_blur",
             "the trajectory left no trace",

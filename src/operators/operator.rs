@@ -293,3 +293,112 @@ fn compose_name(a: &Operator, b: &Operator) -> String {
 fn scale_name(c: f64, a: &Operator) -> String {
     format!("{} * {}", number(c), paren(a, 8))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::builtin::{downsample, gaussian_blur, identity, inpaint, saturation, user};
+    use super::super::mask::rows_mask;
+    use super::super::testing::{assert_close, check_linear, randn, values};
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn ok<T>(r: Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn mask_op(h: usize, w: usize) -> Operator {
+        ok(inpaint(&ok(rows_mask(
+            h,
+            w,
+            3,
+            1,
+            DType::F64,
+            &Device::Cpu,
+        ))))
+    }
+
+    #[test]
+    fn generic_compositions_pass_the_linear_checks() {
+        let blur = ok(gaussian_blur(0.7, 0));
+        let blur_mask = Operator::compose(&blur, &mask_op(6, 8));
+        assert!(matches!(blur_mask, Operator::Compose(..)));
+        assert!(blur_mask.svd().is_none());
+        check_linear(&blur_mask, &[1, 6, 8], true);
+        let sum = Operator::sum(&identity(), &blur);
+        check_linear(&sum, &[2, 6, 8], true);
+        let diff = Operator::difference(&Operator::scale(2.0, &identity()), &blur);
+        check_linear(&diff, &[1, 6, 8], true);
+        let scaled = Operator::scale(-0.5, &blur_mask);
+        assert!(matches!(scaled, Operator::Scale(..)));
+        check_linear(&scaled, &[1, 6, 8], true);
+        let down_mask = Operator::compose(&ok(downsample(2)), &mask_op(3, 4));
+        check_linear(&down_mask, &[1, 6, 8], true);
+        // visualize: the mask keeps the shape, downsampling repeats pixels.
+        let pic = ok(down_mask.visualize(&randn(&[1, 3, 4], 1)));
+        assert_eq!(pic.dims(), &[1, 6, 8]);
+    }
+
+    #[test]
+    fn names_follow_the_language() {
+        let blur = ok(gaussian_blur(2.0, 0));
+        let sat = ok(saturation(3.0));
+        let m = mask_op(4, 4);
+        assert_eq!(
+            Operator::compose(&blur, &sat).name(),
+            "gaussian_blur(2.0) >> saturation(3.0)"
+        );
+        assert_eq!(
+            Operator::sum(&Operator::compose(&blur, &m), &sat).name(),
+            "(gaussian_blur(2.0) >> inpaint) + saturation(3.0)"
+        );
+        assert_eq!(
+            Operator::scale(2.0, &Operator::sum(&m, &sat)).name(),
+            "2.0 * (inpaint + saturation(3.0))"
+        );
+        assert_eq!(
+            Operator::compose(&m, &Operator::compose(&m, &sat)).name(),
+            "inpaint >> (inpaint >> saturation(3.0))"
+        );
+    }
+
+    #[test]
+    fn non_linear_operators_refuse_linear_methods() {
+        let op = Operator::compose(&ok(gaussian_blur(1.0, 0)), &ok(saturation(2.0)));
+        assert!(!op.is_linear());
+        let y = randn(&[1, 4, 4], 0);
+        let err = op.adjoint(&y).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(
+            err,
+            Err("gaussian_blur(1.0) >> saturation(2.0) is not linear, so it has no adjoint".into())
+        );
+        assert!(op.gram_solve(&y, 1.0, 1.0).is_err());
+        assert!(op.pinv(&y).is_err());
+        assert!(matches!(op.require_svd(), Err(OperatorError::NoSvd { .. })));
+        // apply still works and is tanh(2 blur(x)) / 2.
+        let x = randn(&[1, 4, 4], 1);
+        let expect: Vec<f64> = values(&ok(ok(gaussian_blur(1.0, 0)).apply(&x)))
+            .iter()
+            .map(|v| (2.0 * v).tanh() / 2.0)
+            .collect();
+        assert_close(&values(&ok(op.apply(&x))), &expect, 1e-15, "apply");
+    }
+
+    #[test]
+    fn user_operators_apply_their_function_and_resize_to_show() {
+        let f: TensorFn = Arc::new(|x: &Tensor| Ok(x.sqr()?.sum_keepdim(0)?));
+        let op = user(f, "square_sum", &[3, 4, 4]);
+        assert!(!op.is_linear());
+        let x = randn(&[3, 4, 4], 2);
+        let y = ok(op.apply(&x));
+        assert_eq!(y.dims(), &[1, 4, 4]);
+        assert_eq!(ok(op.visualize(&y)).dims(), &[3, 4, 4]);
+        let failing: TensorFn = Arc::new(|_: &Tensor| Err(OperatorError::Callback("boom".into())));
+        assert_eq!(
+            user(failing, "bad", &[1])
+                .apply(&x)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err("boom".into())
+        );
+    }
+}

@@ -100,6 +100,9 @@ impl AxisFactors {
     }
 }
 
+/// `(U, s, V)` of a thin SVD.
+type ThinSvd = (DMatrix<f64>, Vec<f64>, DMatrix<f64>);
+
 /// A thin SVD `m = U diag(s) V^T` with `s` descending, accurate to rounding.
 ///
 /// nalgebra's bidiagonal SVD is occasionally inaccurate on matrices with many tiny singular
@@ -108,9 +111,7 @@ impl AxisFactors {
 /// symmetric eigendecomposition instead (`U = Q sign(Λ)`, `V = Q`, `s = |Λ|`), and any
 /// other is accepted from the SVD of `m` or of `m^T` only after checking the reconstruction
 /// and the orthogonality of the factors.
-fn thin_svd(
-    m: &DMatrix<f64>,
-) -> std::result::Result<(DMatrix<f64>, Vec<f64>, DMatrix<f64>), String> {
+fn thin_svd(m: &DMatrix<f64>) -> std::result::Result<ThinSvd, String> {
     let (rows, cols) = m.shape();
     let scale = m.amax();
     if scale == 0.0 {
