@@ -54,7 +54,10 @@ fn tensor(v: &DVector<f64>, shape: &[usize]) -> Tensor {
 fn write_problem(dir: &std::path::Path, p: &Problem) {
     write_npy(&dir.join("mean.npy"), &tensor(&p.mu, &[1, H, H]));
     // Row-major [n, n]: S is symmetric, so nalgebra's column-major storage is the same.
-    write_npy(&dir.join("cov.npy"), &Tensor::from_slice(p.s.as_slice(), (N, N), &Device::Cpu).unwrap());
+    write_npy(
+        &dir.join("cov.npy"),
+        &Tensor::from_slice(p.s.as_slice(), (N, N), &Device::Cpu).unwrap(),
+    );
     write_npy(&dir.join("x.npy"), &tensor(&p.x_true, &[1, H, H]));
     write_npy(&dir.join("z.npy"), &tensor(&p.z, &[1, H, H]));
 }
@@ -126,10 +129,18 @@ let z0 = load_npy("z.npy")
 "#;
 
 /// The z-gradient of MAP-GA's objective by the formula in the module doc.
-fn analytic_grad(p: &Problem, a: &DMatrix<f64>, y: &DVector<f64>, sigma_y: f64, t: f64) -> DVector<f64> {
+fn analytic_grad(
+    p: &Problem,
+    a: &DMatrix<f64>,
+    y: &DVector<f64>,
+    sigma_y: f64,
+    t: f64,
+) -> DVector<f64> {
     let eig = SymmetricEigen::new(p.s.clone());
     let q = &eig.eigenvectors;
-    let gains = eig.eigenvalues.map(|l| ((l + EPS * EPS) / (l + t * t)).sqrt());
+    let gains = eig
+        .eigenvalues
+        .map(|l| ((l + EPS * EPS) / (l + t * t)).sqrt());
     let j = q * DMatrix::from_diagonal(&gains) * q.transpose();
     let x = &p.mu + &j * (&p.z - &p.mu);
     let m = a.nrows();
@@ -171,7 +182,10 @@ save mask to "mask.npy"
             let want = analytic_grad(&p, &a, &y, sigma_y, 0.7);
             let got = read_npy(&out.join("g.npy"));
             let err = rel_err(&got, want.as_slice());
-            assert!(err < 1e-5, "{op:?}, sigma_y {sigma_y}: relative error {err:.3e}");
+            assert!(
+                err < 1e-5,
+                "{op:?}, sigma_y {sigma_y}: relative error {err:.3e}"
+            );
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
@@ -220,7 +234,10 @@ report norm(x - x_exact) / norm(x_exact) as "rel"
             );
             let s = run_ok(&dir, &source, DType::F64, 0);
             let rel = common::report(&s, "rel");
-            assert!(rel < 1e-3, "{op:?}, sigma_y {sigma_y}: relative error {rel:.3e} after {iters} steps");
+            assert!(
+                rel < 1e-3,
+                "{op:?}, sigma_y {sigma_y}: relative error {rel:.3e} after {iters} steps"
+            );
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
@@ -262,11 +279,17 @@ save mask to "mask.npy"
         // eps = 0.002 moves the answer a little, and much less than the answer itself.
         let eps = read_npy(&out.join("eps.npy"));
         let moved = rel_err(&eps, want.as_slice());
-        assert!(moved > 0.0 && moved < 1e-3, "{op:?}: exact_map_eps moved by {moved:.3e}");
+        assert!(
+            moved > 0.0 && moved < 1e-3,
+            "{op:?}: exact_map_eps moved by {moved:.3e}"
+        );
         // MAP-GA with eps -> 0 lands on the exact MAP.
         let x = read_npy(&out.join("mapga.npy"));
         let err = rel_err(&x, want.as_slice());
-        assert!(err < 1e-3, "{op:?}: MAP-GA with eps = 1e-5 is {err:.3e} from exact_map");
+        assert!(
+            err < 1e-3,
+            "{op:?}: MAP-GA with eps = 1e-5 is {err:.3e} from exact_map"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

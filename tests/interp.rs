@@ -95,7 +95,12 @@ report norm(g - x) as "grad of half norm squared",
     sum(x) as "sum"
 "#,
     );
-    for label in ["grad of half norm squared", "vjp", "stop_grad", "through a loop"] {
+    for label in [
+        "grad of half norm squared",
+        "vjp",
+        "stop_grad",
+        "through a loop",
+    ] {
         assert!(report(&s, label) < 1e-12, "{label}: {}", report(&s, label));
     }
     assert_eq!(report(&s, "sum"), 3.5);
@@ -158,7 +163,11 @@ report dot(B(x), u) - dot(x, B.adjoint(u)) as "adjoint",
 "#,
     );
     for label in ["adjoint", "algebra", "user operator", "pinv"] {
-        assert!(report(&s, label).abs() < 1e-10, "{label}: {}", report(&s, label));
+        assert!(
+            report(&s, label).abs() < 1e-10,
+            "{label}: {}",
+            report(&s, label)
+        );
     }
 }
 
@@ -210,7 +219,10 @@ report mean(a) as "edm mean", mean((a - 0.1)^2) as "edm var",
 "#,
     );
     for which in ["edm", "cm"] {
-        let (m, v) = (report(&s, &format!("{which} mean")), report(&s, &format!("{which} var")));
+        let (m, v) = (
+            report(&s, &format!("{which} mean")),
+            report(&s, &format!("{which} var")),
+        );
         assert!((m - 0.1).abs() < 0.012, "{which}: mean {m}");
         assert!((v - 0.04).abs() < 0.004, "{which}: variance {v}");
     }

@@ -231,10 +231,13 @@ impl Checker {
                             format!("`{}` has no tensor named `{name}`", path.display()),
                             "this name",
                         );
-                        if let Some(s) = super::suggest::closest(&name, tensors.keys().map(String::as_str)) {
+                        if let Some(s) =
+                            super::suggest::closest(&name, tensors.keys().map(String::as_str))
+                        {
                             d = d.with_help(format!("did you mean `{s}`?"));
                         } else {
-                            let names: Vec<&str> = tensors.keys().map(String::as_str).take(8).collect();
+                            let names: Vec<&str> =
+                                tensors.keys().map(String::as_str).take(8).collect();
                             d = d.with_help(format!("its tensors are: {}", names.join(", ")));
                         }
                         self.report(d);
@@ -613,24 +616,51 @@ impl Checker {
                     return declared;
                 };
                 let m = self.dims.resolve_shape(&mean);
-                if let Some(v) = shape_of(&args.ty("variances")).map(|s| self.dims.resolve_shape(&s)) {
+                if let Some(v) =
+                    shape_of(&args.ty("variances")).map(|s| self.dims.resolve_shape(&s))
+                {
                     if v != m && !matches!(v, Shape::Unknown) && !matches!(m, Shape::Unknown) {
                         self.report(
-                            Diag::error(Code::ShapeMismatch, args.span("variances"), format!("the variances must have the mean's shape {m}, not {v}"), format!("this is {v}"))
-                                .with_label(args.span("mean"), format!("the mean is {m}")),
+                            Diag::error(
+                                Code::ShapeMismatch,
+                                args.span("variances"),
+                                format!("the variances must have the mean's shape {m}, not {v}"),
+                                format!("this is {v}"),
+                            )
+                            .with_label(args.span("mean"), format!("the mean is {m}")),
                         );
                         return Type::Error;
                     }
                 }
-                if let (Shape::Dims(md), Some(Shape::Dims(f))) = (&m, shape_of(&args.ty("factors")).map(|s| self.dims.resolve_shape(&s))) {
-                    let n: Option<u64> = md.iter().map(|d| if let Dim::Known(n) = d { Some(*n) } else { None }).product();
-                    let ok = f.len() == 2 && n.is_none_or(|n| matches!(f[0], Dim::Known(k) if k == n) || matches!(f[0], Dim::Var(_)));
+                if let (Shape::Dims(md), Some(Shape::Dims(f))) = (
+                    &m,
+                    shape_of(&args.ty("factors")).map(|s| self.dims.resolve_shape(&s)),
+                ) {
+                    let n: Option<u64> = md
+                        .iter()
+                        .map(|d| {
+                            if let Dim::Known(n) = d {
+                                Some(*n)
+                            } else {
+                                None
+                            }
+                        })
+                        .product();
+                    let ok = f.len() == 2
+                        && n.is_none_or(|n| {
+                            matches!(f[0], Dim::Known(k) if k == n) || matches!(f[0], Dim::Var(_))
+                        });
                     if !ok {
                         let elems = n.map_or("n".to_string(), |n| n.to_string());
                         let fs = Shape::Dims(f.clone());
                         self.report(
-                            Diag::error(Code::ShapeMismatch, args.span("factors"), format!("the factors of a {m} mean are [{elems}, r], not {fs}"), format!("this is {fs}"))
-                                .with_label(args.span("mean"), format!("the mean is {m}")),
+                            Diag::error(
+                                Code::ShapeMismatch,
+                                args.span("factors"),
+                                format!("the factors of a {m} mean are [{elems}, r], not {fs}"),
+                                format!("this is {fs}"),
+                            )
+                            .with_label(args.span("mean"), format!("the mean is {m}")),
                         );
                         return Type::Error;
                     }

@@ -26,8 +26,10 @@ impl Observer for Progress {
     }
 
     fn optimize_step(&self, index: usize, total: usize, objective: f64) {
-        self.bar
-            .set_message(format!("iteration {}/{total}, objective {objective:.6e}", index + 1));
+        self.bar.set_message(format!(
+            "iteration {}/{total}, objective {objective:.6e}",
+            index + 1
+        ));
     }
 }
 
@@ -76,7 +78,11 @@ pub fn run(args: &RunArgs) -> u8 {
         eprintln!(
             "{} error{}: not running",
             checked.diags.error_count(),
-            if checked.diags.error_count() == 1 { "" } else { "s" }
+            if checked.diags.error_count() == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
         return 1;
     }
@@ -127,14 +133,22 @@ pub fn run(args: &RunArgs) -> u8 {
             0
         }
         Err(failure) => {
-            print_diags(&[failure.error.to_diag()], &checked.sources, MessageFormat::Human);
+            print_diags(
+                &[failure.error.to_diag()],
+                &checked.sources,
+                MessageFormat::Human,
+            );
             if !failure.partial.reports.is_empty() {
                 print_summary(&failure.partial.reports);
             }
             eprintln!(
                 "the run stopped; {} file{} written before it stopped are in {}",
                 failure.partial.written.len(),
-                if failure.partial.written.len() == 1 { "" } else { "s" },
+                if failure.partial.written.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
                 out_dir.display()
             );
             1
@@ -144,7 +158,11 @@ pub fn run(args: &RunArgs) -> u8 {
 
 /// Prints the reported numbers as a two-column table on standard output.
 fn print_summary(reports: &[(String, f64)]) {
-    let width = reports.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    let width = reports
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
     for (label, value) in reports {
         println!("{label:<width$}  {}", format_number(*value));
     }

@@ -107,9 +107,11 @@ pub fn exact_map_eps(
         + (&a * a.transpose()) * (eps * eps);
     let r = DVector::from_vec(yv) - &a * &mu;
     let x = mu + sa_t * solve_psd(k, &r);
-    Ok(Tensor::from_slice(x.as_slice(), prior.shape(), &Device::Cpu)?
-        .to_dtype(y.dtype())?
-        .to_device(y.device())?)
+    Ok(
+        Tensor::from_slice(x.as_slice(), prior.shape(), &Device::Cpu)?
+            .to_dtype(y.dtype())?
+            .to_device(y.device())?,
+    )
 }
 
 /// The exact MAP of a Gaussian prior: [`exact_map_eps`] with eps = 0.

@@ -137,7 +137,9 @@ impl GaussianPrior {
         }
         let d = flat_f64(diag)?;
         if let Some(v) = d.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
-            return Err(PriorError::Invalid(format!("a variance is {v}; variances must be zero or positive")));
+            return Err(PriorError::Invalid(format!(
+                "a variance is {v}; variances must be zero or positive"
+            )));
         }
         let f = DMatrix::from_row_slice(n, fd[1], &flat_f64(factors)?);
         let m = &f * f.transpose() + DMatrix::from_diagonal(&nalgebra::DVector::from_vec(d));
@@ -153,9 +155,13 @@ impl GaussianPrior {
     fn full(m: DMatrix<f64>) -> Result<Covariance, PriorError> {
         let scale = m.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         if !scale.is_finite() {
-            return Err(PriorError::Invalid("it contains NaN or infinite entries".into()));
+            return Err(PriorError::Invalid(
+                "it contains NaN or infinite entries".into(),
+            ));
         }
-        let asym = (&m - m.transpose()).iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let asym = (&m - m.transpose())
+            .iter()
+            .fold(0.0f64, |a, v| a.max(v.abs()));
         if asym > 1e-6 * scale.max(f64::MIN_POSITIVE) {
             return Err(PriorError::Invalid(format!(
                 "it is not symmetric (entries differ from their transposes by up to {asym:.3e})"
@@ -202,7 +208,9 @@ impl GaussianPrior {
     /// The covariance as a dense f64 matrix (for exact references).
     pub fn dense_covariance(&self) -> DMatrix<f64> {
         match &self.cov {
-            Covariance::Diagonal(v) => DMatrix::from_diagonal(&nalgebra::DVector::from_vec(v.clone())),
+            Covariance::Diagonal(v) => {
+                DMatrix::from_diagonal(&nalgebra::DVector::from_vec(v.clone()))
+            }
             Covariance::Full { vectors, values } => {
                 let l = DMatrix::from_diagonal(&nalgebra::DVector::from_vec(values.clone()));
                 vectors * l * vectors.transpose()
@@ -221,7 +229,11 @@ impl GaussianPrior {
     }
 
     /// The prior's tensors in `dtype` on `device`, made once and cached.
-    fn tensors(&self, dtype: DType, device: &Device) -> candle_core::Result<std::sync::Arc<Cached>> {
+    fn tensors(
+        &self,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<std::sync::Arc<Cached>> {
         let key = format!("{dtype:?}/{:?}", device.location());
         let mut cache = self
             .cache
@@ -259,7 +271,11 @@ impl GaussianPrior {
 
     /// mu + Q diag(g(lambda)) Q^T (x - mu) for x of the prior's shape or a batch of them
     /// (`[B, ...shape]`), with `gain` mapping the eigenvalues to the gains.
-    fn spectral(&self, x: &Tensor, gain: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+    fn spectral(
+        &self,
+        x: &Tensor,
+        gain: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
         self.spectral_from(x, gain, true)
     }
 
@@ -280,7 +296,11 @@ impl GaussianPrior {
             (Some(q), Some(qt)) => d.matmul(q)?.broadcast_mul(&g)?.matmul(qt)?,
             _ => d.broadcast_mul(&g)?,
         };
-        let out = if add_mean { out.broadcast_add(&c.mean)? } else { out };
+        let out = if add_mean {
+            out.broadcast_add(&c.mean)?
+        } else {
+            out
+        };
         out.reshape(dims)
     }
 
@@ -309,7 +329,10 @@ impl GaussianPrior {
             Some(q) => d.matmul(q)?,
             None => d,
         };
-        let quad = coeffs.sqr()?.broadcast_div(&(&c.lambda + s2)?)?.sum_keepdim(1)?;
+        let quad = coeffs
+            .sqr()?
+            .broadcast_div(&(&c.lambda + s2)?)?
+            .sum_keepdim(1)?;
         (quad * -0.5)? + constant
     }
 
@@ -364,7 +387,9 @@ mod tests {
         let s = p.dense_covariance();
         let mu = DVector::from_vec(vec![0.2, -0.1]);
         let xv = DVector::from_vec(vec![1.0, 0.5]);
-        let k = (&s + DMatrix::identity(2, 2) * sigma * sigma).try_inverse().unwrap();
+        let k = (&s + DMatrix::identity(2, 2) * sigma * sigma)
+            .try_inverse()
+            .unwrap();
         let want = &mu + &s * k * (xv - &mu);
         for i in 0..2 {
             assert!((d[i] - want[i]).abs() < 1e-12, "{d:?} vs {want}");
@@ -376,10 +401,17 @@ mod tests {
         let p = prior_2d();
         let x = Tensor::new(&[[[1.0f64, 0.5]]], &Device::Cpu).unwrap();
         for sigma in [0.002, 0.3, 5.0] {
-            let tweedie = ((p.denoise(&x, sigma).unwrap() - &x).unwrap() / (sigma * sigma)).unwrap();
-            let (a, b) = (flat_f64(&p.score(&x, sigma).unwrap()).unwrap(), flat_f64(&tweedie).unwrap());
+            let tweedie =
+                ((p.denoise(&x, sigma).unwrap() - &x).unwrap() / (sigma * sigma)).unwrap();
+            let (a, b) = (
+                flat_f64(&p.score(&x, sigma).unwrap()).unwrap(),
+                flat_f64(&tweedie).unwrap(),
+            );
             for i in 0..2 {
-                assert!((a[i] - b[i]).abs() < 1e-9 * b[i].abs().max(1.0), "{sigma}: {a:?} vs {b:?}");
+                assert!(
+                    (a[i] - b[i]).abs() < 1e-9 * b[i].abs().max(1.0),
+                    "{sigma}: {a:?} vs {b:?}"
+                );
             }
         }
         // In f32 the closed form keeps its digits where D - x cancels.
@@ -387,7 +419,10 @@ mod tests {
         let s32 = flat_f64(&p.score(&x32, 0.002).unwrap()).unwrap();
         let s64 = flat_f64(&p.score(&x, 0.002).unwrap()).unwrap();
         for i in 0..2 {
-            assert!((s32[i] - s64[i]).abs() < 1e-5 * s64[i].abs(), "{s32:?} vs {s64:?}");
+            assert!(
+                (s32[i] - s64[i]).abs() < 1e-5 * s64[i].abs(),
+                "{s32:?} vs {s64:?}"
+            );
         }
     }
 
@@ -428,7 +463,11 @@ mod tests {
         let dev = Device::Cpu;
         let mean = Tensor::new(&[[[0.1f64, 0.2, 0.3]]], &dev).unwrap();
         let var = Tensor::new(&[[[0.5f64, 0.04, 1.0]]], &dev).unwrap();
-        let full = Tensor::new(&[[0.5f64, 0.0, 0.0], [0.0, 0.04, 0.0], [0.0, 0.0, 1.0]], &dev).unwrap();
+        let full = Tensor::new(
+            &[[0.5f64, 0.0, 0.0], [0.0, 0.04, 0.0], [0.0, 0.0, 1.0]],
+            &dev,
+        )
+        .unwrap();
         let (a, b) = (
             GaussianPrior::new(&mean, &var).unwrap(),
             GaussianPrior::new(&mean, &full).unwrap(),
@@ -436,7 +475,10 @@ mod tests {
         let x = Tensor::new(&[[[1.0f64, -1.0, 0.0]]], &dev).unwrap();
         for (u, v) in [
             (a.denoise(&x, 0.3).unwrap(), b.denoise(&x, 0.3).unwrap()),
-            (a.consistency(&x, 5.0, SIGMA_MIN).unwrap(), b.consistency(&x, 5.0, SIGMA_MIN).unwrap()),
+            (
+                a.consistency(&x, 5.0, SIGMA_MIN).unwrap(),
+                b.consistency(&x, 5.0, SIGMA_MIN).unwrap(),
+            ),
         ] {
             let (u, v) = (flat_f64(&u).unwrap(), flat_f64(&v).unwrap());
             for i in 0..3 {
@@ -451,7 +493,11 @@ mod tests {
         let mean = Tensor::new(&[[[0.1f64, 0.2, 0.3]]], &dev).unwrap();
         let f = Tensor::new(&[[1.0f64], [0.5], [-0.5]], &dev).unwrap();
         let d = Tensor::new(&[[[0.1f64, 0.2, 0.3]]], &dev).unwrap();
-        let full = Tensor::new(&[[1.1f64, 0.5, -0.5], [0.5, 0.45, -0.25], [-0.5, -0.25, 0.55]], &dev).unwrap();
+        let full = Tensor::new(
+            &[[1.1f64, 0.5, -0.5], [0.5, 0.45, -0.25], [-0.5, -0.25, 0.55]],
+            &dev,
+        )
+        .unwrap();
         let (a, b) = (
             GaussianPrior::low_rank(&mean, &f, &d).unwrap(),
             GaussianPrior::new(&mean, &full).unwrap(),
@@ -474,8 +520,14 @@ mod tests {
         let asym = Tensor::new(&[[1.0f64, 0.5], [0.0, 1.0]], &dev).unwrap();
         let neg = Tensor::new(&[[1.0f64, 2.0], [2.0, 1.0]], &dev).unwrap();
         let shape = Tensor::new(&[1.0f64, 2.0, 3.0], &dev).unwrap();
-        assert!(GaussianPrior::new(&mean, &asym).unwrap_err().to_string().contains("symmetric"));
-        assert!(GaussianPrior::new(&mean, &neg).unwrap_err().to_string().contains("negative"));
+        assert!(GaussianPrior::new(&mean, &asym)
+            .unwrap_err()
+            .to_string()
+            .contains("symmetric"));
+        assert!(GaussianPrior::new(&mean, &neg)
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
         assert!(matches!(
             GaussianPrior::new(&mean, &shape),
             Err(PriorError::CovarianceShape { .. })

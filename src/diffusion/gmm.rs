@@ -44,11 +44,15 @@ impl GmmPrior {
             )));
         }
         if let Some(bad) = w.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(PriorError::Invalid(format!("a mixture weight is {bad}; weights must be positive")));
+            return Err(PriorError::Invalid(format!(
+                "a mixture weight is {bad}; weights must be positive"
+            )));
         }
         let total: f64 = w.iter().sum();
         if (total - 1.0).abs() > 1e-6 {
-            return Err(PriorError::Invalid(format!("the mixture weights sum to {total}, not 1")));
+            return Err(PriorError::Invalid(format!(
+                "the mixture weights sum to {total}, not 1"
+            )));
         }
         if means.dims().first() != Some(&k) || covs.dims().first() != Some(&k) {
             return Err(PriorError::Invalid(format!(
@@ -91,7 +95,12 @@ impl GmmPrior {
         }
         let mut var = 0.0;
         for (w, c) in self.weights.iter().zip(&self.components) {
-            let spread: f64 = c.mean().iter().zip(&overall).map(|(m, o)| (m - o).powi(2)).sum();
+            let spread: f64 = c
+                .mean()
+                .iter()
+                .zip(&overall)
+                .map(|(m, o)| (m - o).powi(2))
+                .sum();
             var += w * (c.sigma_data().powi(2) * n + spread);
         }
         (var / n).sqrt()
@@ -136,7 +145,10 @@ impl GmmPrior {
             scores.push(c.score(&flat, sigma)?.unsqueeze(1)?);
         }
         let r = candle_nn_softmax(&Tensor::cat(&logs, 1)?)?;
-        let out = r.unsqueeze(2)?.broadcast_mul(&Tensor::cat(&scores, 1)?)?.sum(1)?;
+        let out = r
+            .unsqueeze(2)?
+            .broadcast_mul(&Tensor::cat(&scores, 1)?)?
+            .sum(1)?;
         out.reshape(dims)
     }
 
@@ -148,7 +160,8 @@ impl GmmPrior {
         let (a, b) = (t.ln(), sigma_min.ln());
         let h = (b - a) / ODE_STEPS as f64;
         // In s = log sigma: dx/ds = x - D(x, e^s).
-        let rhs = |x: &Tensor, s: f64| -> candle_core::Result<Tensor> { x - self.denoise(x, s.exp())? };
+        let rhs =
+            |x: &Tensor, s: f64| -> candle_core::Result<Tensor> { x - self.denoise(x, s.exp())? };
         let mut x = x.clone();
         for i in 0..ODE_STEPS {
             let s = a + h * i as f64;
@@ -187,7 +200,11 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::new(&[0.3f64, 0.7], &dev).unwrap();
         let means = Tensor::new(&[[[[-1.0f64, 0.5]]], [[[1.0, -0.5]]]], &dev).unwrap();
-        let covs = Tensor::new(&[[[0.2f64, 0.05], [0.05, 0.1]], [[0.1, 0.0], [0.0, 0.3]]], &dev).unwrap();
+        let covs = Tensor::new(
+            &[[[0.2f64, 0.05], [0.05, 0.1]], [[0.1, 0.0], [0.0, 0.3]]],
+            &dev,
+        )
+        .unwrap();
         GmmPrior::new(&w, &means, &covs).unwrap()
     }
 
@@ -221,7 +238,8 @@ mod tests {
         for i in 0..steps {
             for j in 0..steps {
                 let (u, v) = (lo + (i as f64 + 0.5) * h, lo + (j as f64 + 0.5) * h);
-                let lik = (-((x[0] - u).powi(2) + (x[1] - v).powi(2)) / (2.0 * sigma * sigma)).exp();
+                let lik =
+                    (-((x[0] - u).powi(2) + (x[1] - v).powi(2)) / (2.0 * sigma * sigma)).exp();
                 let wgt = dens(u, v) * lik;
                 z += wgt;
                 mu += wgt * u;
@@ -239,7 +257,10 @@ mod tests {
             let d = flat_f64(&p.denoise(&xt, sigma).unwrap()).unwrap();
             let want = quadrature_denoiser(&p, x, sigma);
             for i in 0..2 {
-                assert!((d[i] - want[i]).abs() < 1e-5, "{x:?} {sigma}: {d:?} vs {want:?}");
+                assert!(
+                    (d[i] - want[i]).abs() < 1e-5,
+                    "{x:?} {sigma}: {d:?} vs {want:?}"
+                );
             }
         }
     }
@@ -268,17 +289,32 @@ mod tests {
         }
         // The gradient of sum(f) through the integration equals a central difference.
         let var = candle_core::Var::from_tensor(&x).unwrap();
-        let out = p.consistency(var.as_tensor(), t, 0.002).unwrap().sum_all().unwrap();
+        let out = p
+            .consistency(var.as_tensor(), t, 0.002)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let g = out.backward().unwrap();
         let g = flat_f64(g.get(var.as_tensor()).unwrap()).unwrap();
         for i in 0..2 {
             let mut e = [0.0f64; 2];
             e[i] = 1e-5;
             let dx = Tensor::new(&[[e]], &Device::Cpu).unwrap();
-            let plus = p.consistency(&(&x + &dx).unwrap(), t, 0.002).unwrap().sum_all().unwrap();
-            let minus = p.consistency(&(&x - &dx).unwrap(), t, 0.002).unwrap().sum_all().unwrap();
+            let plus = p
+                .consistency(&(&x + &dx).unwrap(), t, 0.002)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let minus = p
+                .consistency(&(&x - &dx).unwrap(), t, 0.002)
+                .unwrap()
+                .sum_all()
+                .unwrap();
             let fd = (plus.to_scalar::<f64>().unwrap() - minus.to_scalar::<f64>().unwrap()) / 2e-5;
-            assert!((g[i] - fd).abs() < 1e-6 * fd.abs().max(1.0), "{g:?} vs {fd}");
+            assert!(
+                (g[i] - fd).abs() < 1e-6 * fd.abs().max(1.0),
+                "{g:?} vs {fd}"
+            );
         }
     }
 
@@ -288,7 +324,10 @@ mod tests {
         let means = Tensor::zeros((2, 1, 1, 2), DType::F64, &dev).unwrap();
         let covs = Tensor::ones((2, 1, 1, 2), DType::F64, &dev).unwrap();
         let w = Tensor::new(&[0.5f64, 0.6], &dev).unwrap();
-        assert!(GmmPrior::new(&w, &means, &covs).unwrap_err().to_string().contains("sum"));
+        assert!(GmmPrior::new(&w, &means, &covs)
+            .unwrap_err()
+            .to_string()
+            .contains("sum"));
         let w = Tensor::new(&[1.0f64], &dev).unwrap();
         assert!(GmmPrior::new(&w, &means, &covs).is_err());
         assert!((log_sum_exp(&[0.0, 0.0]) - 2f64.ln()).abs() < 1e-15);

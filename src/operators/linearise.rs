@@ -15,7 +15,7 @@
 
 use candle_core::{DType, Tensor, Var};
 
-use super::cg::{gram_solve_iterative, CgSettings};
+use super::cg::{gram_solve_iterative, in_f64};
 use super::error::{shape_error, Result};
 use super::operator::{Operator, TensorFn};
 use super::tensors::shape_str;
@@ -174,14 +174,45 @@ impl Node {
                 Ok(r.mul(&inv)?)
             }
             Node::Scale(c, inner) => inner.solve(r, a * c * c, b),
-            _ => gram_solve_iterative(
-                "a linearised operator",
-                &|v| self.apply_j(v),
-                &|w| self.apply_jt(w),
-                r,
-                (a, b),
-                CgSettings::for_dtype(r.dtype(), r.elem_count()),
-            ),
+            // A linear map followed by a pointwise one, noiseless: (a D L L^T D)^+ =
+            // D^-1 (a L L^T)^+ D^-1 when the derivative D has no zero (exact when L L^T is
+            // invertible or diagonal, as for blurs, downsampling and masks), which avoids
+            // conjugate gradients on the ill-conditioned L L^T.
+            Node::Compose(first, second) if b == 0.0 => {
+                if let (Node::Linear(op), Node::Diagonal(d)) = (first.as_ref(), second.as_ref()) {
+                    let d = d.to_dtype(r.dtype())?;
+                    let zero = d.zeros_like()?;
+                    if d.eq(&zero)?
+                        .sum_all()?
+                        .to_dtype(DType::F64)?
+                        .to_scalar::<f64>()?
+                        == 0.0
+                    {
+                        let scaled = r.div(&d)?;
+                        return Ok(op.gram_solve(&scaled, a, 0.0)?.div(&d)?);
+                    }
+                }
+                self.solve_iterative(r, a, b)
+            }
+            _ => self.solve_iterative(r, a, b),
+        }
+    }
+
+    /// `(a J J^T + b I)^+ r` by conjugate gradients.
+    fn solve_iterative(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
+        match self {
+            // Conjugate gradients in f64 (with the tolerance of r's dtype): in f32 the
+            // recurrences lose orthogonality before reaching 1e-6 on stiff problems.
+            _ => in_f64(r, |r64, settings| {
+                gram_solve_iterative(
+                    "a linearised operator",
+                    &|v| Ok(self.apply_j(v)?.to_dtype(DType::F64)?),
+                    &|w| Ok(self.apply_jt(w)?.to_dtype(DType::F64)?),
+                    r64,
+                    (a, b),
+                    settings,
+                )
+            }),
         }
     }
 }

@@ -423,8 +423,17 @@ impl LinearOperator for Separable {
         let t = self.tensors_for(&domain, r)?;
         let coeffs = run(r, refs(&t.u, true))?;
         let d = t.gram_spectrum.affine(a, b)?;
+        // A pseudo-inverse in the tensor's precision: spectral values below 10 eps(dtype) of
+        // the largest are noise there (a blur's highest frequencies, in f32), and inverting
+        // them would amplify rounding errors past the range of the dtype.
+        let top = d
+            .flatten_all()?
+            .max(0)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        let floor = top * 10.0 * dtype_epsilon(r.dtype());
         let zero = d.zeros_like()?;
-        let inv = d.ne(&zero)?.where_cond(&d.recip()?, &zero)?;
+        let inv = d.gt(floor)?.where_cond(&d.recip()?, &zero)?;
         run(&coeffs.mul(&inv)?, refs(&t.u, false))
     }
 
@@ -445,6 +454,16 @@ impl LinearOperator for Separable {
     fn visualize(&self, y: &Tensor) -> Result<Tensor> {
         let domain = self.domain_shape(y.dims())?;
         nearest_resize(y, &domain)
+    }
+}
+
+/// The machine epsilon of a float dtype.
+fn dtype_epsilon(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => f64::EPSILON,
+        DType::F16 => 9.765625e-4,
+        DType::BF16 => 7.8125e-3,
+        _ => f32::EPSILON as f64,
     }
 }
 

@@ -59,7 +59,11 @@ pub fn unary(op: UnOp, v: &Value) -> Result<Value, String> {
             t.neg().map(wrap).map_err(|e| e.to_string())
         }
         (UnOp::Neg, Value::Operator(a)) => Ok(Value::Operator(Operator::scale(-1.0, a))),
-        (op, v) => Err(format!("cannot apply `{}` to {}", op.as_str().trim(), v.kind())),
+        (op, v) => Err(format!(
+            "cannot apply `{}` to {}",
+            op.as_str().trim(),
+            v.kind()
+        )),
     }
 }
 
@@ -68,11 +72,9 @@ pub fn binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, String> {
     use BinOp::*;
     match op {
         And | Or => match (a, b) {
-            (Value::Bool(x), Value::Bool(y)) => Ok(Value::Bool(if op == And {
-                *x && *y
-            } else {
-                *x || *y
-            })),
+            (Value::Bool(x), Value::Bool(y)) => {
+                Ok(Value::Bool(if op == And { *x && *y } else { *x || *y }))
+            }
             _ => Err(mismatch(op, a, b)),
         },
         Eq | Ne => {
@@ -250,11 +252,7 @@ fn tensor_tensor(op: BinOp, a: &Tensor, b: &Tensor) -> candle_core::Result<Tenso
 }
 
 /// Adds measurement noise to `x` (`x + noise` and `noise(x)`).
-pub fn apply_noise(
-    noise: &NoiseSpec,
-    x: &Tensor,
-    root_seed: u64,
-) -> Result<Tensor, String> {
+pub fn apply_noise(noise: &NoiseSpec, x: &Tensor, root_seed: u64) -> Result<Tensor, String> {
     let e = |e: candle_core::Error| e.to_string();
     match *noise {
         NoiseSpec::Gaussian { sigma, seed } => {
@@ -275,7 +273,9 @@ pub fn apply_noise(
                 // Intensity in [0, 1] from [-1, 1]; counts ~ Poisson(rate * intensity).
                 let lambda = rate * ((v + 1.0) / 2.0).max(0.0);
                 let count = if lambda > 0.0 {
-                    Poisson::new(lambda).map_err(|e| e.to_string())?.sample(&mut rng)
+                    Poisson::new(lambda)
+                        .map_err(|e| e.to_string())?
+                        .sample(&mut rng)
                 } else {
                     0.0
                 };
@@ -307,22 +307,43 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert!(matches!(binary(BinOp::Add, &Value::Int(2), &Value::Int(3)), Ok(Value::Int(5))));
-        assert!(matches!(binary(BinOp::Pow, &Value::Int(2), &Value::Int(10)), Ok(Value::Float(f)) if f == 1024.0));
-        assert!(matches!(binary(BinOp::Div, &Value::Int(7), &Value::Int(2)), Ok(Value::Float(f)) if f == 3.5));
+        assert!(matches!(
+            binary(BinOp::Add, &Value::Int(2), &Value::Int(3)),
+            Ok(Value::Int(5))
+        ));
+        assert!(
+            matches!(binary(BinOp::Pow, &Value::Int(2), &Value::Int(10)), Ok(Value::Float(f)) if f == 1024.0)
+        );
+        assert!(
+            matches!(binary(BinOp::Div, &Value::Int(7), &Value::Int(2)), Ok(Value::Float(f)) if f == 3.5)
+        );
         assert!(binary(BinOp::Rem, &Value::Int(1), &Value::Int(0)).is_err());
-        assert!(matches!(binary(BinOp::Div, &Value::Float(1.0), &Value::Int(4)), Ok(Value::Float(f)) if f == 0.25));
+        assert!(
+            matches!(binary(BinOp::Div, &Value::Float(1.0), &Value::Int(4)), Ok(Value::Float(f)) if f == 0.25)
+        );
         assert!(binary(BinOp::Mul, &Value::Int(i64::MAX), &Value::Int(2)).is_err());
-        assert!(matches!(binary(BinOp::Lt, &Value::Int(1), &Value::Float(1.5)), Ok(Value::Bool(true))));
+        assert!(matches!(
+            binary(BinOp::Lt, &Value::Int(1), &Value::Float(1.5)),
+            Ok(Value::Bool(true))
+        ));
     }
 
     #[test]
     fn tensors_broadcast_with_numbers() {
         let x = t(&[-1.0, 2.0]);
-        assert_eq!(vals(&binary(BinOp::Sub, &Value::Float(1.0), &x).unwrap()), vec![2.0, -1.0]);
-        assert_eq!(vals(&binary(BinOp::Div, &Value::Float(4.0), &x).unwrap()), vec![-4.0, 2.0]);
+        assert_eq!(
+            vals(&binary(BinOp::Sub, &Value::Float(1.0), &x).unwrap()),
+            vec![2.0, -1.0]
+        );
+        assert_eq!(
+            vals(&binary(BinOp::Div, &Value::Float(4.0), &x).unwrap()),
+            vec![-4.0, 2.0]
+        );
         // Integer powers are exact for negative bases.
-        assert_eq!(vals(&binary(BinOp::Pow, &x, &Value::Int(3)).unwrap()), vec![-1.0, 8.0]);
+        assert_eq!(
+            vals(&binary(BinOp::Pow, &x, &Value::Int(3)).unwrap()),
+            vec![-1.0, 8.0]
+        );
         assert_eq!(vals(&binary(BinOp::Mul, &x, &x).unwrap()), vec![1.0, 4.0]);
         let s = binary(BinOp::Pow, &Value::Float(2.0), &t(&[3.0])).unwrap();
         assert!((vals(&s)[0] - 8.0).abs() < 1e-12);

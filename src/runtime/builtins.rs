@@ -28,7 +28,10 @@ struct Args<'a> {
 impl Args<'_> {
     fn get(&self, i: usize) -> Result<&Value, RunError> {
         self.values.get(i).ok_or_else(|| {
-            RunError::at(self.span, format!("internal error: `{}` is missing argument {i}", self.name))
+            RunError::at(
+                self.span,
+                format!("internal error: `{}` is missing argument {i}", self.name),
+            )
         })
     }
 
@@ -36,7 +39,11 @@ impl Args<'_> {
         let found = self.values.get(i).map_or("nothing", Value::kind);
         RunError::at(
             self.span,
-            format!("argument {} of `{}` must be {want}, not {found}", i + 1, self.name),
+            format!(
+                "argument {} of `{}` must be {want}, not {found}",
+                i + 1,
+                self.name
+            ),
         )
     }
 
@@ -64,7 +71,11 @@ impl Args<'_> {
         usize::try_from(v).map_err(|_| {
             RunError::at(
                 self.span,
-                format!("argument {} of `{}` must be at least 0, not {v}", i + 1, self.name),
+                format!(
+                    "argument {} of `{}` must be at least 0, not {v}",
+                    i + 1,
+                    self.name
+                ),
             )
         })
     }
@@ -143,11 +154,7 @@ pub fn call(
     let span = node.span;
     let env = prog.env.clone();
     let (dtype, device) = (env.dtype, env.device.clone());
-    let a = Args {
-        name,
-        span,
-        values,
-    };
+    let a = Args { name, span, values };
     let op_err = |e: operators::OperatorError| RunError::at(span, e.to_string());
     let file = |i: usize| -> Result<std::path::PathBuf, RunError> {
         let written = a.string(i)?;
@@ -188,7 +195,10 @@ pub fn call(
             if values.len() != count {
                 return Err(RunError::at(
                     span,
-                    format!("{} values cannot fill a tensor of shape {shape:?} ({count} elements)", values.len()),
+                    format!(
+                        "{} values cannot fill a tensor of shape {shape:?} ({count} elements)",
+                        values.len()
+                    ),
                 ));
             }
             Value::Tensor(
@@ -200,13 +210,17 @@ pub fn call(
         }
         "sum" => scalar(a.tensor(0)?.sum_all(), span)?,
         "mean" => scalar(a.tensor(0)?.mean_all(), span)?,
-        "norm" => scalar(a.tensor(0)?.sqr().and_then(|t| t.sum_all()).and_then(|t| t.sqrt()), span)?,
+        "norm" => scalar(norm(&a.tensor(0)?), span)?,
         "dot" => {
             let (x, y) = (a.tensor(0)?, a.tensor(1)?);
             if x.dims() != y.dims() {
                 return Err(RunError::at(
                     span,
-                    format!("`dot` needs two tensors of the same shape, not {:?} and {:?}", x.dims(), y.dims()),
+                    format!(
+                        "`dot` needs two tensors of the same shape, not {:?} and {:?}",
+                        x.dims(),
+                        y.dims()
+                    ),
                 ));
             }
             scalar((x * y).and_then(|t| t.sum_all()), span)?
@@ -219,7 +233,12 @@ pub fn call(
             let is_min = name == "min";
             match (a.get(0)?, a.get(1)?) {
                 (Value::Tensor(x), Value::Tensor(y)) => Value::Tensor(
-                    if is_min { x.broadcast_minimum(y) } else { x.broadcast_maximum(y) }.at(span)?,
+                    if is_min {
+                        x.broadcast_minimum(y)
+                    } else {
+                        x.broadcast_maximum(y)
+                    }
+                    .at(span)?,
                 ),
                 (Value::Tensor(x), c) | (c, Value::Tensor(x)) => {
                     let c = as_f64(c).ok_or_else(|| a.wrong(1, "a Float or a Tensor"))?;
@@ -244,14 +263,15 @@ pub fn call(
             let (m, x, eps) = (a.model(0)?, a.tensor(1)?, a.float(2)?);
             m.check_input(&x).map_err(|e| RunError::at(span, e))?;
             positive(span, "eps", eps)?;
-            scalar(Ok(diffusion::surrogate::log_prior(&m, &x, eps).at(span)?), span)?
+            scalar(
+                Ok(diffusion::surrogate::log_prior(&m, &x, eps).at(span)?),
+                span,
+            )?
         }
         "log_likelihood" => {
             let (y, op, x) = (a.tensor(0)?, a.operator(1)?, a.tensor(2)?);
             let (sigma_y, eps) = (a.float(3)?, a.float(4)?);
-            Value::Scalar(
-                diffusion::surrogate::log_likelihood(&y, &op, &x, sigma_y, eps).at(span)?,
-            )
+            Value::Scalar(diffusion::surrogate::log_likelihood(&y, &op, &x, sigma_y, eps).at(span)?)
         }
         "score" => {
             let (m, x, sigma) = (a.model(0)?, a.tensor(1)?, a.float(2)?);
@@ -302,11 +322,18 @@ pub fn call(
         "exact_map" | "exact_map_eps" => {
             let m = a.model(0)?;
             let prior = m.as_gaussian().ok_or_else(|| {
-                RunError::at(span, format!("`{name}` needs a Gaussian prior, not {}", m.name()))
-                    .with_help("a Gaussian mixture's MAP has no closed form")
+                RunError::at(
+                    span,
+                    format!("`{name}` needs a Gaussian prior, not {}", m.name()),
+                )
+                .with_help("a Gaussian mixture's MAP has no closed form")
             })?;
             let (op, y, sigma_y) = (a.operator(1)?, a.tensor(2)?, a.float(3)?);
-            let eps = if name == "exact_map" { 0.0 } else { a.float(4)? };
+            let eps = if name == "exact_map" {
+                0.0
+            } else {
+                a.float(4)?
+            };
             Value::Tensor(diffusion::exact::exact_map_eps(prior, &op, &y, sigma_y, eps).at(span)?)
         }
         "gaussian_prior_low_rank" => {
@@ -315,7 +342,8 @@ pub fn call(
             Value::Model(Model::Gaussian(Arc::new(p)))
         }
         "gmm_prior" => {
-            let p = diffusion::GmmPrior::new(&a.tensor(0)?, &a.tensor(1)?, &a.tensor(2)?).at(span)?;
+            let p =
+                diffusion::GmmPrior::new(&a.tensor(0)?, &a.tensor(1)?, &a.tensor(2)?).at(span)?;
             Value::Model(Model::Mixture(Arc::new(p)))
         }
         "denoiser" | "consistency" | "ode_consistency" => {
@@ -374,28 +402,67 @@ pub fn call(
         "identity" => Value::Operator(operators::identity()),
         "inpaint" => operator(operators::inpaint(&a.tensor(0)?))?,
         "box_mask" => mask_op(operators::box_mask(
-            a.size(0)?, a.size(1)?, a.size(2)?, a.size(3)?, a.size(4)?, a.size(5)?, dtype, &device,
+            a.size(0)?,
+            a.size(1)?,
+            a.size(2)?,
+            a.size(3)?,
+            a.size(4)?,
+            a.size(5)?,
+            dtype,
+            &device,
         ))?,
-        "center_box_mask" => {
-            mask_op(operators::center_box_mask(a.size(0)?, a.size(1)?, a.float(2)?, dtype, &device))?
-        }
+        "center_box_mask" => mask_op(operators::center_box_mask(
+            a.size(0)?,
+            a.size(1)?,
+            a.float(2)?,
+            dtype,
+            &device,
+        ))?,
         "random_mask" => {
             let mut g = rng("random_mask", a.int(3)?);
-            mask_op(operators::random_mask(a.size(0)?, a.size(1)?, a.float(2)?, &mut g, dtype, &device))?
+            mask_op(operators::random_mask(
+                a.size(0)?,
+                a.size(1)?,
+                a.float(2)?,
+                &mut g,
+                dtype,
+                &device,
+            ))?
         }
         "random_boxes_mask" => {
             let mut g = rng("random_boxes_mask", a.int(4)?);
             mask_op(operators::random_boxes_mask(
-                a.size(0)?, a.size(1)?, a.size(2)?, a.size(3)?, &mut g, dtype, &device,
+                a.size(0)?,
+                a.size(1)?,
+                a.size(2)?,
+                a.size(3)?,
+                &mut g,
+                dtype,
+                &device,
             ))?
         }
-        "half_mask" => mask_op(operators::half_mask(a.size(0)?, a.size(1)?, &a.string(2)?, dtype, &device))?,
-        "rows_mask" => {
-            mask_op(operators::rows_mask(a.size(0)?, a.size(1)?, a.size(2)?, a.size(3)?, dtype, &device))?
-        }
-        "subsample_mask" => {
-            mask_op(operators::subsample_mask(a.size(0)?, a.size(1)?, a.size(2)?, dtype, &device))?
-        }
+        "half_mask" => mask_op(operators::half_mask(
+            a.size(0)?,
+            a.size(1)?,
+            &a.string(2)?,
+            dtype,
+            &device,
+        ))?,
+        "rows_mask" => mask_op(operators::rows_mask(
+            a.size(0)?,
+            a.size(1)?,
+            a.size(2)?,
+            a.size(3)?,
+            dtype,
+            &device,
+        ))?,
+        "subsample_mask" => mask_op(operators::subsample_mask(
+            a.size(0)?,
+            a.size(1)?,
+            a.size(2)?,
+            dtype,
+            &device,
+        ))?,
         "gaussian_blur" => operator(operators::gaussian_blur(a.float(0)?, a.size(1)?))?,
         "uniform_blur" => operator(operators::uniform_blur(a.size(0)?))?,
         "motion_blur" => {
@@ -412,23 +479,41 @@ pub fn call(
         "operator" => Value::Operator(user_operator(it, &a)?),
 
         // ── files ──
-        "image" => Value::Tensor(crate::io::read_image(&file(0)?, dtype, &device).map_err(file_err)?),
-        "mask_image" => Value::Tensor(crate::io::read_mask(&file(0)?, dtype, &device).map_err(file_err)?),
-        "load_npy" => Value::Tensor(crate::io::read_npy(&file(0)?, dtype, &device).map_err(file_err)?),
+        "image" => {
+            Value::Tensor(crate::io::read_image(&file(0)?, dtype, &device).map_err(file_err)?)
+        }
+        "mask_image" => {
+            Value::Tensor(crate::io::read_mask(&file(0)?, dtype, &device).map_err(file_err)?)
+        }
+        "load_npy" => {
+            Value::Tensor(crate::io::read_npy(&file(0)?, dtype, &device).map_err(file_err)?)
+        }
         "load_tensor" => {
             let path = file(0)?;
             let name = a.string(1)?;
-            let all = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).map_err(|e| {
-                RunError::new(Code::RunFile, span, format!("cannot read `{}`: {e}", path.display()))
-            })?;
+            let all =
+                candle_core::safetensors::load(&path, &candle_core::Device::Cpu).map_err(|e| {
+                    RunError::new(
+                        Code::RunFile,
+                        span,
+                        format!("cannot read `{}`: {e}", path.display()),
+                    )
+                })?;
             let t = all.get(&*name).ok_or_else(|| {
                 RunError::new(
                     Code::RunFile,
                     span,
-                    format!("`{}` has no tensor named `{name}` (the file changed since the check?)", path.display()),
+                    format!(
+                        "`{}` has no tensor named `{name}` (the file changed since the check?)",
+                        path.display()
+                    ),
                 )
             })?;
-            Value::Tensor(t.to_dtype(dtype).and_then(|t| t.to_device(&device)).at(span)?)
+            Value::Tensor(
+                t.to_dtype(dtype)
+                    .and_then(|t| t.to_device(&device))
+                    .at(span)?,
+            )
         }
         "grid" => {
             let images = (0..a.values.len())
@@ -464,12 +549,27 @@ pub fn call(
     })
 }
 
+/// sqrt(sum(x^2)) with the gradient x / |x| and 0 at x = 0 (PyTorch's convention), computed
+/// as s / sqrt(max(s, tiny)) with s = sum(x^2), so a minimiser of |x - c|^2 does not turn NaN
+/// when it reaches c exactly.
+fn norm(x: &Tensor) -> candle_core::Result<Tensor> {
+    let s = x.sqr()?.sum_all()?;
+    let tiny = match x.dtype() {
+        candle_core::DType::F64 => f64::MIN_POSITIVE,
+        _ => f32::MIN_POSITIVE as f64,
+    };
+    s.broadcast_div(&s.maximum(tiny)?.sqrt()?)
+}
+
 /// Checks that a noise level is positive.
 fn positive(span: Span, what: &str, v: f64) -> Result<(), RunError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(RunError::at(span, format!("`{what}` must be positive, but it is {v}")))
+        Err(RunError::at(
+            span,
+            format!("`{what}` must be positive, but it is {v}"),
+        ))
     }
 }
 
@@ -482,12 +582,18 @@ fn vjp(it: &mut Interp, a: &Args) -> Result<Tensor, RunError> {
         Value::Operator(op) => op
             .apply(var.as_tensor())
             .map_err(|e| RunError::at(span, e.to_string()))?,
-        Value::Fn(body) => match it.eval_region(*body, vec![Value::Tensor(var.as_tensor().clone())])?.pop() {
+        Value::Fn(body) => match it
+            .eval_region(*body, vec![Value::Tensor(var.as_tensor().clone())])?
+            .pop()
+        {
             Some(Value::Tensor(t)) => t,
             other => {
                 return Err(RunError::at(
                     span,
-                    format!("`vjp` needs a function that returns a Tensor, this one returned {}", other.as_ref().map_or("nothing", Value::kind)),
+                    format!(
+                        "`vjp` needs a function that returns a Tensor, this one returned {}",
+                        other.as_ref().map_or("nothing", Value::kind)
+                    ),
                 ))
             }
         },
@@ -496,10 +602,17 @@ fn vjp(it: &mut Interp, a: &Args) -> Result<Tensor, RunError> {
     if out.dims() != v.dims() {
         return Err(RunError::at(
             span,
-            format!("`v` has shape {:?} but f(x) has shape {:?}", v.dims(), out.dims()),
+            format!(
+                "`v` has shape {:?} but f(x) has shape {:?}",
+                v.dims(),
+                out.dims()
+            ),
         ));
     }
-    let grads = (out * v.detach()).and_then(|t| t.sum_all()).and_then(|t| t.backward()).at(span)?;
+    let grads = (out * v.detach())
+        .and_then(|t| t.sum_all())
+        .and_then(|t| t.backward())
+        .at(span)?;
     match grads.get(var.as_tensor()) {
         Some(g) => Ok(g.detach()),
         None => x.zeros_like().at(span),

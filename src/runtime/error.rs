@@ -49,7 +49,12 @@ impl RunError {
 
     /// The error as a diagnostic, for rendering with the sources.
     pub fn to_diag(&self) -> Diag {
-        let mut d = Diag::error(self.code, self.span, self.message.clone(), "while running this");
+        let mut d = Diag::error(
+            self.code,
+            self.span,
+            self.message.clone(),
+            "while running this",
+        );
         for n in &self.notes {
             d = d.with_note(n.clone());
         }

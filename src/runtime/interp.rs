@@ -15,7 +15,7 @@ use super::arith;
 use super::error::{AtSpan, RunError};
 use super::optim::OptimizerState;
 use super::value::Value;
-use crate::check::types::{ModelKind, Shape, Type, Dim};
+use crate::check::types::{Dim, ModelKind, Shape, Type};
 use crate::diagnostics::Code;
 use crate::graph::{Const, Graph, NodeId, Op, RegionId};
 use crate::source::{SourceMap, Span};
@@ -57,7 +57,12 @@ pub struct Program {
 
 impl Program {
     /// Prepares `graph` for running.
-    pub fn new(graph: Graph, sources: SourceMap, env: Env, observer: Option<Arc<dyn Observer>>) -> Self {
+    pub fn new(
+        graph: Graph,
+        sources: SourceMap,
+        env: Env,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Self {
         let mut region_of = vec![RegionId(0); graph.nodes.len()];
         for (r, region) in graph.regions.iter().enumerate() {
             for n in &region.nodes {
@@ -98,7 +103,10 @@ impl Program {
 fn owned_regions(op: &Op) -> Vec<RegionId> {
     match op {
         Op::If { then, otherwise } => vec![*then, *otherwise],
-        Op::For { body } | Op::Repeat { body } | Op::Optimize { body, .. } | Op::Lambda { body } => {
+        Op::For { body }
+        | Op::Repeat { body }
+        | Op::Optimize { body, .. }
+        | Op::Lambda { body } => {
             vec![*body]
         }
         _ => vec![],
@@ -154,7 +162,15 @@ fn free_nodes(graph: &Graph, region_of: &[RegionId]) -> Vec<Vec<NodeId>> {
     let mut memo = vec![None; graph.regions.len()];
     let mut visiting = vec![false; graph.regions.len()];
     (0..graph.regions.len())
-        .map(|r| visit(RegionId(r as u32), graph, region_of, &mut memo, &mut visiting))
+        .map(|r| {
+            visit(
+                RegionId(r as u32),
+                graph,
+                region_of,
+                &mut memo,
+                &mut visiting,
+            )
+        })
         .collect()
 }
 
@@ -225,7 +241,10 @@ impl Interp {
     /// The value of input `n` of the node being run (it has always run before).
     pub(crate) fn get(&self, n: NodeId, span: Span) -> Result<Value, RunError> {
         self.value(n).cloned().ok_or_else(|| {
-            RunError::at(span, format!("internal error: node {} used before it ran", n.0))
+            RunError::at(
+                span,
+                format!("internal error: node {} used before it ran", n.0),
+            )
         })
     }
 
@@ -276,7 +295,11 @@ impl Interp {
             .map(|l| {
                 format!(
                     "at {} {} of {} of the {} at {}",
-                    if l.what == "ascend" || l.what == "descend" { "iteration" } else { "step" },
+                    if l.what == "ascend" || l.what == "descend" {
+                        "iteration"
+                    } else {
+                        "step"
+                    },
                     l.index + 1,
                     l.total,
                     l.what,
@@ -332,9 +355,11 @@ impl Interp {
             }
             Op::Call(f) => {
                 let a = args(self)?;
-                let func = prog.graph.functions.get(f.0 as usize).ok_or_else(|| {
-                    RunError::at(span, "internal error: unknown function")
-                })?;
+                let func = prog
+                    .graph
+                    .functions
+                    .get(f.0 as usize)
+                    .ok_or_else(|| RunError::at(span, "internal error: unknown function"))?;
                 let mut out = self.eval_region(func.body, a)?;
                 out.pop().unwrap_or(Value::Unit)
             }
@@ -361,7 +386,10 @@ impl Interp {
                         RunError::at(span, format!("a tuple of {} has no element {i}", xs.len()))
                     })?,
                     other => {
-                        return Err(RunError::at(span, format!("{} is not a tuple", other.kind())))
+                        return Err(RunError::at(
+                            span,
+                            format!("{} is not a tuple", other.kind()),
+                        ))
                     }
                 }
             }
@@ -401,7 +429,13 @@ impl Interp {
             Op::For { body } => {
                 let a = args(self)?;
                 let items = sequence(&a[0]).map_err(|e| RunError::at(span, e))?;
-                self.run_loop(*body, span, "for loop", items.into_iter().map(Some), a[1..].to_vec())?
+                self.run_loop(
+                    *body,
+                    span,
+                    "for loop",
+                    items.into_iter().map(Some),
+                    a[1..].to_vec(),
+                )?
             }
             Op::Repeat { body } => {
                 let a = args(self)?;
@@ -414,7 +448,13 @@ impl Interp {
                         ))
                     }
                 };
-                self.run_loop(*body, span, "repeat", (0..count).map(|_| None), a[1..].to_vec())?
+                self.run_loop(
+                    *body,
+                    span,
+                    "repeat",
+                    (0..count).map(|_| None),
+                    a[1..].to_vec(),
+                )?
             }
             Op::Optimize { direction, body } => {
                 let a = args(self)?;
@@ -481,12 +521,20 @@ impl Interp {
         };
         let spec = match &a[1] {
             Value::Optimizer(o) => *o,
-            other => return Err(RunError::at(span, format!("{} is not an optimizer", other.kind()))),
+            other => {
+                return Err(RunError::at(
+                    span,
+                    format!("{} is not an optimizer", other.kind()),
+                ))
+            }
         };
         let steps = match a[2] {
             Value::Int(s) if s >= 0 => s as usize,
             ref other => {
-                return Err(RunError::at(span, format!("the number of steps must be an Int of at least 0, not {other:?}")))
+                return Err(RunError::at(
+                    span,
+                    format!("the number of steps must be an Int of at least 0, not {other:?}"),
+                ))
             }
         };
         let what = match direction {
@@ -569,12 +617,18 @@ impl Interp {
         let span = node.span;
         let tensor = |v: &Value| match v {
             Value::Tensor(t) => Ok(t.clone()),
-            other => Err(RunError::at(span, format!("expected a Tensor, found {}", other.kind()))),
+            other => Err(RunError::at(
+                span,
+                format!("expected a Tensor, found {}", other.kind()),
+            )),
         };
         match &a[0] {
             Value::Operator(op) => {
                 let x = tensor(&a[1])?;
-                Ok(Value::Tensor(op.apply(&x).map_err(|e| RunError::at(span, e.to_string()))?))
+                Ok(Value::Tensor(
+                    op.apply(&x)
+                        .map_err(|e| RunError::at(span, e.to_string()))?,
+                ))
             }
             Value::Model(m) => {
                 let x = tensor(&a[1])?;
@@ -588,7 +642,8 @@ impl Interp {
                     ));
                 }
                 let callee = prog.graph.node(node.inputs[0]);
-                let consistency = matches!(&callee.ty, Type::Model(t) if t.kind == ModelKind::Consistency);
+                let consistency =
+                    matches!(&callee.ty, Type::Model(t) if t.kind == ModelKind::Consistency);
                 let out = if consistency {
                     m.consistency(&x, sigma)
                 } else {
@@ -599,14 +654,18 @@ impl Interp {
             Value::Noise(noise) => {
                 let x = tensor(&a[1])?;
                 Ok(Value::Tensor(
-                    arith::apply_noise(noise, &x, prog.env.seed).map_err(|e| RunError::at(span, e))?,
+                    arith::apply_noise(noise, &x, prog.env.seed)
+                        .map_err(|e| RunError::at(span, e))?,
                 ))
             }
             Value::Fn(body) => {
                 let mut out = self.eval_region(*body, a[1..].to_vec())?;
                 Ok(out.pop().unwrap_or(Value::Unit))
             }
-            other => Err(RunError::at(span, format!("{} cannot be called", other.kind()))),
+            other => Err(RunError::at(
+                span,
+                format!("{} cannot be called", other.kind()),
+            )),
         }
     }
 
@@ -614,7 +673,12 @@ impl Interp {
     /// on a path from `wrt` to `value` are run again with `wrt` as a variable, differentiated,
     /// and restored. Values carried into a loop iteration from an earlier one count as
     /// constants.
-    pub(crate) fn grad(&mut self, span: Span, value: NodeId, wrt: NodeId) -> Result<Tensor, RunError> {
+    pub(crate) fn grad(
+        &mut self,
+        span: Span,
+        value: NodeId,
+        wrt: NodeId,
+    ) -> Result<Tensor, RunError> {
         let prog = self.prog.clone();
         let x = match self.get(wrt, span)? {
             Value::Tensor(t) => t,
@@ -724,6 +788,10 @@ fn sequence(v: &Value) -> Result<Vec<Value>, String> {
 
 /// True when every element of `t` is finite.
 pub fn all_finite(t: &Tensor) -> candle_core::Result<bool> {
-    let s = t.to_dtype(DType::F64)?.abs()?.sum_all()?.to_scalar::<f64>()?;
+    let s = t
+        .to_dtype(DType::F64)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f64>()?;
     Ok(s.is_finite())
 }

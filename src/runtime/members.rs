@@ -36,7 +36,10 @@ pub fn field(it: &Interp, n: NodeId, name: &str, recv: &Value) -> Result<Value, 
     let image_dim = |t: &Tensor, from_end: usize| -> Result<Value, RunError> {
         let d = t.dims();
         if d.len() < 3 {
-            return Err(RunError::at(span, format!("`{name}` needs an image [C, H, W], not {d:?}")));
+            return Err(RunError::at(
+                span,
+                format!("`{name}` needs an image [C, H, W], not {d:?}"),
+            ));
         }
         Ok(Value::Int(d[d.len() - from_end] as i64))
     };
@@ -64,7 +67,10 @@ pub fn field(it: &Interp, n: NodeId, name: &str, recv: &Value) -> Result<Value, 
         (Value::List(xs), "len") => Value::Int(xs.len() as i64),
         (Value::Shape(s), "rank") => Value::Int(s.len() as i64),
         (other, _) => {
-            return Err(RunError::at(span, format!("{} has no field `{name}`", other.kind())))
+            return Err(RunError::at(
+                span,
+                format!("{} has no field `{name}`", other.kind()),
+            ))
         }
     })
 }
@@ -73,13 +79,22 @@ pub fn field(it: &Interp, n: NodeId, name: &str, recv: &Value) -> Result<Value, 
 pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<Value, RunError> {
     let span = it.prog.graph.node(n).span;
     let Some(Value::Operator(op)) = a.first() else {
-        return Err(RunError::at(span, format!("only operators have methods, not `{name}`")));
+        return Err(RunError::at(
+            span,
+            format!("only operators have methods, not `{name}`"),
+        ));
     };
     let tensor = |i: usize| -> Result<Tensor, RunError> {
         match a.get(i) {
             Some(Value::Tensor(t)) => Ok(t.clone()),
-            Some(other) => Err(RunError::at(span, format!("expected a Tensor, found {}", other.kind()))),
-            None => Err(RunError::at(span, format!("`{name}` is missing an argument"))),
+            Some(other) => Err(RunError::at(
+                span,
+                format!("expected a Tensor, found {}", other.kind()),
+            )),
+            None => Err(RunError::at(
+                span,
+                format!("`{name}` is missing an argument"),
+            )),
         }
     };
     let number = |i: usize| -> Result<f64, RunError> {
@@ -88,9 +103,8 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
             .ok_or_else(|| RunError::at(span, format!("`{name}` needs a Float argument")))
     };
     let svd = || {
-        op.svd().ok_or_else(|| {
-            RunError::at(span, format!("{} has no known SVD", op.name()))
-        })
+        op.svd()
+            .ok_or_else(|| RunError::at(span, format!("{} has no known SVD", op.name())))
     };
     let e = op_err(span);
     let out = match name {
@@ -118,7 +132,12 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
                 .singular_values(&domain, env.dtype, &env.device)
                 .map_err(e)?
         }
-        other => return Err(RunError::at(span, format!("operators have no method `{other}`"))),
+        other => {
+            return Err(RunError::at(
+                span,
+                format!("operators have no method `{other}`"),
+            ))
+        }
     };
     Ok(Value::Tensor(out))
 }
@@ -126,7 +145,10 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
 /// `base[index]`.
 pub fn index(span: Span, base: &Value, idx: &Value) -> Result<Value, RunError> {
     let Value::Int(i) = *idx else {
-        return Err(RunError::at(span, format!("an index must be an Int, not {}", idx.kind())));
+        return Err(RunError::at(
+            span,
+            format!("an index must be an Int, not {}", idx.kind()),
+        ));
     };
     let pick = |len: usize| -> Result<usize, RunError> {
         let j = if i < 0 { i + len as i64 } else { i };
@@ -154,6 +176,11 @@ pub fn index(span: Span, base: &Value, idx: &Value) -> Result<Value, RunError> {
                 Value::Tensor(item)
             }
         }
-        other => return Err(RunError::at(span, format!("{} cannot be indexed", other.kind()))),
+        other => {
+            return Err(RunError::at(
+                span,
+                format!("{} cannot be indexed", other.kind()),
+            ))
+        }
     })
 }

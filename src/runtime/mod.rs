@@ -61,11 +61,19 @@ pub struct RunFailure {
 }
 
 /// Runs a checked pipeline (`checked` must have no errors) and writes its outputs.
-pub fn run(checked: &Checked, pipeline: &Path, opts: &RunOptions) -> Result<RunSummary, RunFailure> {
+pub fn run(
+    checked: &Checked,
+    pipeline: &Path,
+    opts: &RunOptions,
+) -> Result<RunSummary, Box<RunFailure>> {
     crate::stack::with_big_stack(|| run_here(checked, pipeline, opts))
 }
 
-fn run_here(checked: &Checked, pipeline: &Path, opts: &RunOptions) -> Result<RunSummary, RunFailure> {
+fn run_here(
+    checked: &Checked,
+    pipeline: &Path,
+    opts: &RunOptions,
+) -> Result<RunSummary, Box<RunFailure>> {
     let start = Instant::now();
     let prog = Arc::new(Program::new(
         checked.graph.clone(),
@@ -85,14 +93,10 @@ fn run_here(checked: &Checked, pipeline: &Path, opts: &RunOptions) -> Result<Run
     };
     let finish = write_records(checked, pipeline, opts, &mut summary, &status);
     match (result, finish) {
-        (Err(error), _) => Err(RunFailure {
+        (Err(error), _) | (Ok(()), Err(error)) => Err(Box::new(RunFailure {
             error,
             partial: summary,
-        }),
-        (Ok(()), Err(error)) => Err(RunFailure {
-            error,
-            partial: summary,
-        }),
+        })),
         (Ok(()), Ok(())) => Ok(summary),
     }
 }
@@ -101,12 +105,14 @@ fn run_here(checked: &Checked, pipeline: &Path, opts: &RunOptions) -> Result<Run
 fn provenance(checked: &Checked, pipeline: &Path, opts: &RunOptions) -> Vec<(String, String)> {
     let source = checked
         .sources
-        .files()
-        .next()
-        .map(|(_, f)| f.text.to_string())
+        .find(&crate::source::Origin::Path(pipeline.to_path_buf()))
+        .map(|id| checked.sources.get(id).text.to_string())
         .unwrap_or_default();
     vec![
-        ("Software".into(), format!("mapga {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "Software".into(),
+            format!("mapga {}", env!("CARGO_PKG_VERSION")),
+        ),
         ("mapga:pipeline".into(), pipeline.display().to_string()),
         ("mapga:seed".into(), opts.env.seed.to_string()),
         ("mapga:source".into(), source),
@@ -124,7 +130,9 @@ fn flush(
     let mut i = 0;
     while i < pending.len() {
         let ready = match &pending[i] {
-            Output::Save { value, path, .. } => it.value(*value).is_some() && it.value(*path).is_some(),
+            Output::Save { value, path, .. } => {
+                it.value(*value).is_some() && it.value(*path).is_some()
+            }
             Output::Report { value, .. } => it.value(*value).is_some(),
         };
         // Outputs keep their source order: stop at the first that is not ready.
@@ -133,8 +141,13 @@ fn flush(
         }
         match pending.remove(i) {
             Output::Save { value, path, span } => {
-                let (Some(Value::Tensor(x)), Some(Value::Str(p))) = (it.value(value), it.value(path)) else {
-                    return Err(RunError::at(span, "only tensors can be saved, to a String path"));
+                let (Some(Value::Tensor(x)), Some(Value::Str(p))) =
+                    (it.value(value), it.value(path))
+                else {
+                    return Err(RunError::at(
+                        span,
+                        "only tensors can be saved, to a String path",
+                    ));
                 };
                 let target = outputs::output_path(&opts.out_dir, p);
                 outputs::save_tensor(&target, x, text)
@@ -165,7 +178,8 @@ fn write_records(
     let span = crate::source::Span::new(crate::source::FileId(0), 0, 0);
     let fail = |e: crate::io::FileError| RunError::new(Code::RunFile, span, e.to_string());
     let metrics = opts.out_dir.join("metrics.json");
-    outputs::write_atomic(&metrics, outputs::metrics_json(&summary.reports).as_bytes()).map_err(fail)?;
+    outputs::write_atomic(&metrics, outputs::metrics_json(&summary.reports).as_bytes())
+        .map_err(fail)?;
     summary.written.push(metrics);
     let rel = |p: &Path| {
         p.strip_prefix(&opts.out_dir)
@@ -194,7 +208,10 @@ fn write_records(
             .params
             .iter()
             .map(|p| {
-                let v = p.value.as_ref().map(|c| format!("{:?}", interp::const_value(c)));
+                let v = p
+                    .value
+                    .as_ref()
+                    .map(|c| format!("{:?}", interp::const_value(c)));
                 (p.name.clone(), v.unwrap_or_default())
             })
             .collect(),
@@ -202,7 +219,12 @@ fn write_records(
         device: format!("{:?}", opts.env.device.location()).to_lowercase(),
         dtype: format!("{:?}", opts.env.dtype).to_lowercase(),
         timings,
-        outputs: summary.written.iter().map(|p| rel(p)).chain(["run.ron".to_string()]).collect(),
+        outputs: summary
+            .written
+            .iter()
+            .map(|p| rel(p))
+            .chain(["run.ron".to_string()])
+            .collect(),
         status: status.to_string(),
     };
     let ron = ron::ser::to_string_pretty(&manifest, ron::ser::PrettyConfig::new())

@@ -38,7 +38,12 @@ impl OptimizerState {
     ///   z -/+ lr b;
     /// * adam: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
     ///   z -/+ lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
-    pub fn step(&mut self, z: &Tensor, g: &Tensor, direction: Direction) -> candle_core::Result<Tensor> {
+    pub fn step(
+        &mut self,
+        z: &Tensor,
+        g: &Tensor,
+        direction: Direction,
+    ) -> candle_core::Result<Tensor> {
         let sign = match direction {
             Direction::Ascend => 1.0,
             Direction::Descend => -1.0,
@@ -100,10 +105,14 @@ mod tests {
     #[test]
     fn sgd_and_momentum_follow_pytorch() {
         let mut s = OptimizerState::new(OptimizerSpec::Sgd { lr: 0.1 });
-        let z = s.step(&scalar(1.0), &scalar(2.0), Direction::Descend).unwrap();
+        let z = s
+            .step(&scalar(1.0), &scalar(2.0), Direction::Descend)
+            .unwrap();
         assert!((get(&z) - 0.8).abs() < 1e-15);
         let mut m = OptimizerState::new(OptimizerSpec::Momentum { lr: 0.1, beta: 0.9 });
-        let z1 = m.step(&scalar(0.0), &scalar(1.0), Direction::Ascend).unwrap();
+        let z1 = m
+            .step(&scalar(0.0), &scalar(1.0), Direction::Ascend)
+            .unwrap();
         let z2 = m.step(&z1, &scalar(1.0), Direction::Ascend).unwrap();
         // b1 = 1, b2 = 0.9 + 1 = 1.9: z = 0.1 + 0.19.
         assert!((get(&z2) - 0.29).abs() < 1e-15);
@@ -118,7 +127,9 @@ mod tests {
             beta2: 0.999,
             eps: 1e-8,
         });
-        let z = a.step(&scalar(1.0), &scalar(-3.0), Direction::Descend).unwrap();
+        let z = a
+            .step(&scalar(1.0), &scalar(-3.0), Direction::Descend)
+            .unwrap();
         assert!((get(&z) - 1.01).abs() < 1e-9);
         // Second step with the same gradient: again m_hat / sqrt(v_hat) = sign(g).
         let z = a.step(&z, &scalar(-3.0), Direction::Descend).unwrap();

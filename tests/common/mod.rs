@@ -19,14 +19,26 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// Checks `source` as `dir/pipeline.mapga` (failing the test on diagnostics errors) and runs
 /// it with outputs in `dir/out`.
-pub fn run_in(dir: &Path, source: &str, dtype: DType, seed: u64) -> Result<RunSummary, RunFailure> {
+pub fn run_in(
+    dir: &Path,
+    source: &str,
+    dtype: DType,
+    seed: u64,
+) -> Result<RunSummary, Box<RunFailure>> {
     let path = dir.join("pipeline.mapga");
     std::fs::write(&path, source).expect("write pipeline");
     let checked = check_source("pipeline.mapga", source, dir, &CheckOptions::default());
     if checked.diags.has_errors() {
         panic!(
             "the pipeline does not check:\n{}",
-            render(&checked.diags.0, &checked.sources, RenderOptions { color: false, width: 100 })
+            render(
+                &checked.diags.0,
+                &checked.sources,
+                RenderOptions {
+                    color: false,
+                    width: 100
+                }
+            )
         );
     }
     let opts = RunOptions {
