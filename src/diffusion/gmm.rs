@@ -131,6 +131,22 @@ impl GmmPrior {
         out.reshape(dims)
     }
 
+    /// log sum_k w_k N(x; mu_k, S_k + sigma^2 I) for a batch `[B, n]`, as `[B, 1]`;
+    /// differentiable in x (its gradient is the score).
+    pub fn log_density(&self, flat: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        let mut logs = Vec::with_capacity(self.components.len());
+        for (w, c) in self.weights.iter().zip(&self.components) {
+            logs.push((c.log_density(flat, sigma)? + w.ln())?);
+        }
+        let logs = Tensor::cat(&logs, 1)?;
+        let max = logs.max_keepdim(D::Minus1)?.detach();
+        logs.broadcast_sub(&max)?
+            .exp()?
+            .sum_keepdim(D::Minus1)?
+            .log()?
+            + max
+    }
+
     /// The exact score sum_k r_k(x) score_k(x, sigma), computed without the cancellation of
     /// (D - x) / sigma^2.
     pub fn score(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {

@@ -91,6 +91,18 @@ impl Model {
         }
     }
 
+    /// log p_sigma(x), the log-density of the model's images noised to level sigma, summed
+    /// over a batch; differentiable in x. Known in closed form for analytic priors only
+    /// (`None` for trained networks).
+    pub fn log_density(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Option<Tensor>> {
+        let n: usize = self.shape().iter().product();
+        let flat = x.reshape((x.elem_count() / n.max(1), n))?;
+        Ok(Some(match self {
+            Model::Gaussian(p) => p.log_density(&flat, sigma)?.sum_all()?,
+            Model::Mixture(p) => p.log_density(&flat, sigma)?.sum_all()?,
+        }))
+    }
+
     /// The consistency function f(x, t), differentiable in x.
     pub fn consistency(&self, x: &Tensor, t: f64) -> candle_core::Result<Tensor> {
         match self {

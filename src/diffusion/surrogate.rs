@@ -23,12 +23,18 @@ pub enum SurrogateError {
     Degenerate,
 }
 
-/// log p_eps(x) up to a constant: sum(stop_grad(score(x, eps)) * x), with the score
-/// (D(x, eps) - x) / eps^2. Its gradient in x is the score of the prior smoothed to level eps; no
-/// gradient flows through D.
+/// log p_eps(x), the prior's log-density at noise level eps, whose gradient in x is the score
+/// (D(x, eps) - x) / eps^2. For an analytic prior it is the exact log-density. For a trained
+/// denoiser no density is known: the value is 0 and only the gradient is meaningful, through
+/// the stop-gradient trick sum(stop_grad(score) * (x - stop_grad(x))), so no gradient flows
+/// through D, as in MAP-GA's Algorithm 2.
 pub fn log_prior(model: &Model, x: &Tensor, eps: f64) -> Result<Tensor, SurrogateError> {
-    let score = model.score(&x.detach(), eps)?.detach();
-    Ok((score * x)?.sum_all()?)
+    if let Some(exact) = model.log_density(x, eps)? {
+        return Ok(exact);
+    }
+    let x0 = x.detach();
+    let score = model.score(&x0, eps)?.detach();
+    Ok((score * (x - &x0)?)?.sum_all()?)
 }
 
 /// log N(y; A x, sigma_y^2 I + eps^2 J J^T) up to a constant, with J = A for a linear A and the
