@@ -1075,7 +1075,7 @@ fn infix(r: Rule) -> Option<BinOp> {
 }
 
 /// The length of `text` without trailing whitespace and a trailing `//` comment.
-fn code_len(text: &str) -> usize {
+pub(crate) fn code_len(text: &str) -> usize {
     let mut end = text.trim_end().len();
     loop {
         let line_start = text[..end].rfind('\n').map_or(0, |p| p + 1);
