@@ -57,6 +57,23 @@ pub(crate) fn parse_here(file: FileId, text: &str) -> Parsed {
             diags,
         };
     }
+    // Doc comments that document nothing are reported, then read as plain comments.
+    let (misplaced, blank) = scan::misplaced_docs(file, text);
+    diags.0.extend(misplaced);
+    let cleaned;
+    let text = if blank.is_empty() {
+        text
+    } else {
+        let mut bytes = text.as_bytes().to_vec();
+        for (s, _) in blank {
+            // `///` and `//!` become `// ` and `// `: ASCII for ASCII, so offsets stay.
+            if let Some(b) = bytes.get_mut(s + 2) {
+                *b = b' ';
+            }
+        }
+        cleaned = String::from_utf8(bytes).unwrap_or_else(|_| text.to_string());
+        cleaned.as_str()
+    };
     pest::set_call_limit(std::num::NonZeroUsize::new(CALL_LIMIT));
     let mut lowerer = lower::Lowerer::new(file);
     let mut program = Program {

@@ -222,6 +222,18 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
     let wants = |r: Rule| positives.contains(&r);
     let word = found.trim_matches('`');
 
+    // A doc comment where nothing can be documented: inside an expression, before `else`.
+    let at = &text[pos.min(text.len())..];
+    if at.starts_with("///") && !at.starts_with("////") {
+        return Diag::error(
+            Code::MisplacedDoc,
+            Span::new(file, pos, pos + 3),
+            "a `///` doc comment cannot go here",
+            "nothing here can be documented",
+        )
+        .with_help(scan::DOC_HELP);
+    }
+
     // A string whose closing quote is missing: pest stops at its opening `"`.
     if text[pos.min(text.len())..].starts_with('"') && !string_closes(text, pos) {
         return Diag::error(

@@ -166,6 +166,135 @@ pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
     }
 }
 
+/// The help line of every misplaced `///` comment.
+pub const DOC_HELP: &str = "a `///` doc comment documents the declaration or parameter right below it; use `//` for a plain comment";
+
+/// Doc comments that document nothing: a `///` after code on its line, or with nothing below
+/// it but a closing bracket or the end of the file; a `//!` after the top of the file. Returns
+/// one diagnostic per group of consecutive doc lines, and the byte ranges of every such comment
+/// (so the caller can read them as plain comments and parse the rest normally).
+pub fn misplaced_docs(file: FileId, text: &str) -> (Vec<Diag>, Vec<(usize, usize)>) {
+    let mut all: Vec<(usize, usize)> = Vec::new();
+    walk(text, |_| true, |s, e| all.push((s, e)));
+    // The first byte of code (not blank, not in a comment), to tell the file header from a
+    // later `//!`.
+    let b = text.as_bytes();
+    let mut first_code = None;
+    let (mut i, mut ci) = (0, 0);
+    while i < b.len() {
+        if let Some(&(s, e)) = all.get(ci) {
+            if i == s {
+                i = e;
+                ci += 1;
+                continue;
+            }
+        }
+        if !b[i].is_ascii_whitespace() {
+            first_code = Some(i);
+            break;
+        }
+        i += 1;
+    }
+    let is_doc = |s: usize, e: usize| {
+        let t = &text[s..e];
+        t.starts_with("///") && !t.starts_with("////")
+    };
+    let mut diags = Vec::new();
+    let mut blank = Vec::new();
+    let mut k = 0;
+    while k < all.len() {
+        let (s, e) = all[k];
+        if text[s..e].starts_with("//!") {
+            if first_code.is_some_and(|f| f < s) {
+                diags.push(
+                    Diag::error(
+                        Code::MisplacedDoc,
+                        Span::new(file, s, s + 3),
+                        "a `//!` comment documents the whole file and must come before everything else",
+                        "not at the top of the file",
+                    )
+                    .with_help("move it to the top of the file, or use `//` for a plain comment"),
+                );
+                blank.push((s, e));
+            }
+            k += 1;
+            continue;
+        }
+        if !is_doc(s, e) {
+            k += 1;
+            continue;
+        }
+        let line_start = text[..s].rfind('\n').map_or(0, |p| p + 1);
+        if !text[line_start..s].trim().is_empty() {
+            diags.push(
+                Diag::error(
+                    Code::MisplacedDoc,
+                    Span::new(file, s, s + 3),
+                    "a `///` doc comment cannot follow code on the same line",
+                    "this documents nothing",
+                )
+                .with_help(DOC_HELP),
+            );
+            blank.push((s, e));
+            k += 1;
+            continue;
+        }
+        // A group of doc lines one below the other (plain comments may sit between them).
+        let mut group = vec![(s, e)];
+        let mut j = k + 1;
+        let mut prev_end = e;
+        while let Some(&(s2, e2)) = all.get(j) {
+            if !text[prev_end..s2].trim().is_empty() {
+                break;
+            }
+            if is_doc(s2, e2) {
+                group.push((s2, e2));
+            }
+            prev_end = e2;
+            j += 1;
+        }
+        // What follows the group, skipping blanks and comments.
+        let mut after = group[group.len() - 1].1;
+        let mut cj = k + 1;
+        loop {
+            while all.get(cj).is_some_and(|&(s2, _)| s2 < after) {
+                cj += 1;
+            }
+            let rest = &text[after..];
+            let skip = rest.len() - rest.trim_start().len();
+            after += skip;
+            match all.get(cj) {
+                Some(&(s2, e2)) if s2 == after => {
+                    after = e2;
+                    cj += 1;
+                }
+                _ => break,
+            }
+        }
+        let next = text[after..].chars().next();
+        if matches!(next, None | Some(')' | ']' | '}')) {
+            let what = match next {
+                None => "at the end of the file",
+                Some(')') => "before `)`",
+                Some(']') => "before `]`",
+                _ => "before `}`",
+            };
+            diags.push(
+                Diag::error(
+                    Code::MisplacedDoc,
+                    Span::new(file, s, s + 3),
+                    format!("a `///` doc comment {what} has nothing to document"),
+                    "nothing below this to document",
+                )
+                .with_help(DOC_HELP),
+            );
+            blank.extend(group.iter().copied());
+        }
+        k = j;
+    }
+    (diags, blank)
+}
+
 /// The brackets still open at byte `pos`, innermost last, as `(bracket, offset)`.
 /// Mismatched closers pop nothing, so the result is the best guess at what is unclosed.
 pub fn open_delimiters(text: &str, pos: usize) -> Vec<(u8, usize)> {
@@ -264,6 +393,29 @@ mod tests {
         let short =
             "fn f(x: Int) -> Int { if x == 0 { 0 } else if x == 1 { 1 } else { 2 } }\n".repeat(400);
         assert!(check_limits(F, &short).is_ok());
+    }
+
+    #[test]
+    fn finds_doc_comments_that_document_nothing() {
+        let starts = |text: &str| -> Vec<usize> {
+            let (d, blank) = misplaced_docs(F, text);
+            assert!(d.iter().all(|d| d.code == Code::MisplacedDoc));
+            assert_eq!(d.len(), d.iter().map(|d| d.span().start).count());
+            blank.into_iter().map(|(s, _)| s).collect()
+        };
+        // Well placed: before an item, a parameter, a statement; the file header.
+        let ok = "//! file\n/// item\nfn f(\n    /// p\n    a: Int,\n) -> Int {\n    /// s\n    let b = a\n    b\n}\n";
+        assert!(starts(ok).is_empty());
+        // After code on its line; before `}` (a group of two lines); at the end of the file.
+        assert_eq!(starts("let x = 1 /// w\n"), vec![10]);
+        assert_eq!(
+            starts("fn f() -> Int {\n    1\n    /// a\n    // plain\n    /// b\n}\n"),
+            vec![26, 49]
+        );
+        assert_eq!(starts("let x = 1\n/// end\n// plain\n"), vec![10]);
+        // A `//!` after code; `////` is a plain comment; `///` in a string is text.
+        assert_eq!(starts("let x = 1\n//! late\n"), vec![10]);
+        assert!(starts("let x = 1\n//// plain\nlet s = \"///\"\n").is_empty());
     }
 
     #[test]
