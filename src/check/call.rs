@@ -469,6 +469,7 @@ impl Checker {
         let saved_region = std::mem::replace(&mut self.region, crate::graph::Graph::MAIN);
         let saved_scopes = std::mem::take(&mut self.scopes);
         self.push_scope();
+        self.check_duplicate_params(&f.params);
         let mut names = DimNames::new();
         for p in &f.params {
             let ty = match &p.ty {
@@ -528,6 +529,24 @@ impl Checker {
         self.region = saved_region;
         self.generic = saved_generic;
         self.emit = saved_emit;
+    }
+
+    /// Reports parameters declared twice in one parameter list.
+    fn check_duplicate_params(&mut self, params: &[FnParam]) {
+        for (i, p) in params.iter().enumerate() {
+            if let Some(first) = params[..i].iter().find(|q| q.name.node == p.name.node) {
+                self.report(
+                    Diag::error(
+                        Code::Duplicate,
+                        p.name.span,
+                        format!("parameter `{}` is declared twice", p.name.node),
+                        "declared again here",
+                    )
+                    .with_label(first.name.span, "first declared here")
+                    .with_help("rename one of them"),
+                );
+            }
+        }
     }
 
     /// Calls a function value (a `Fn`-typed binding).

@@ -370,6 +370,8 @@ impl Checker {
                 let canon = path.canonicalize().unwrap_or(path);
                 (ModuleKey::File(canon), s.span, None)
             }
+            // An unreadable path (a string with a bad escape), already reported.
+            UseSource::Module(parts) if parts.is_empty() => return,
             UseSource::Module(parts) => {
                 let names: Vec<&str> = parts.iter().map(|p| p.node.as_str()).collect();
                 let full = names.join(".");

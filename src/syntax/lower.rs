@@ -183,7 +183,11 @@ impl Lowerer {
         let mut kids = Kids::of(pair);
         kids.take(Rule::kw_use);
         let source = match kids.next() {
-            Some(p) if p.as_rule() == Rule::string => UseSource::File(self.lower_string(p)),
+            // A path with a bad escape (reported) imports nothing: an empty module path.
+            Some(p) if p.as_rule() == Rule::string => match self.lower_string(p) {
+                Some(s) => UseSource::File(s),
+                None => UseSource::Module(Vec::new()),
+            },
             Some(p) if p.as_rule() == Rule::module_path => {
                 let mut k = Kids::of(p);
                 let mut parts = Vec::new();
@@ -359,7 +363,7 @@ impl Lowerer {
             let mut k = Kids::of(e);
             let value = self.expect_expr(&mut k, span);
             k.take(Rule::kw_as);
-            let label = k.take(Rule::string).map(|s| self.lower_string(s));
+            let label = k.take(Rule::string).and_then(|s| self.lower_string(s));
             entries.push(ReportEntry { value, label });
         }
         ItemKind::Report(entries)
@@ -653,7 +657,10 @@ impl Lowerer {
                     }
                 }
             }
-            Rule::string => ExprKind::Str(self.lower_string(p).node),
+            Rule::string => match self.lower_string(p) {
+                Some(s) => ExprKind::Str(s.node),
+                None => ExprKind::Error,
+            },
             Rule::bool => ExprKind::Bool(p.as_str() == "true"),
             Rule::ident | Rule::keyword_as_name => ExprKind::Name(self.ident(p).node),
             Rule::list => {
@@ -730,12 +737,14 @@ impl Lowerer {
         Spanned::new(ExprKind::If(Box::new(cond), then, otherwise), span)
     }
 
-    /// A string literal with its escapes resolved.
-    fn lower_string(&mut self, p: Pair<'_, Rule>) -> Spanned<String> {
+    /// A string literal with its escapes resolved; `None` (after one report naming every bad
+    /// escape) when it has unknown escapes, so its value is not used as a path or a label.
+    fn lower_string(&mut self, p: Pair<'_, Rule>) -> Option<Spanned<String>> {
         let span = self.span(&p);
         let raw = p.as_str();
         let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
         let mut out = String::with_capacity(inner.len());
+        let mut bad: Vec<(Span, char)> = Vec::new();
         let mut chars = inner.char_indices();
         while let Some((i, c)) = chars.next() {
             if c != '\\' {
@@ -747,24 +756,30 @@ impl Lowerer {
                 Some((_, 't')) => out.push('\t'),
                 Some((_, '\\')) => out.push('\\'),
                 Some((_, '"')) => out.push('"'),
-                Some((j, other)) => {
+                Some((_, other)) => {
                     let at = span.start as usize + 1 + i;
-                    self.diags.push(
-                        Diag::error(
-                            Code::BadLiteral,
-                            Span::new(self.file, at, at + 1 + j - i + other.len_utf8() - 1),
-                            format!("unknown escape `\\{other}` in a string"),
-                            "unknown escape",
-                        )
-                        .with_help(
-                            "the escapes are `\\n`, `\\t`, `\\\\` and `\\\"`; write `/` in paths",
-                        ),
-                    );
+                    bad.push((Span::new(self.file, at, at + 1 + other.len_utf8()), other));
                 }
                 None => {}
             }
         }
-        Spanned::new(out, span)
+        let Some(&(first, c)) = bad.first() else {
+            return Some(Spanned::new(out, span));
+        };
+        let message = if bad.len() == 1 {
+            format!("unknown escape `\\{c}` in a string")
+        } else {
+            let list: Vec<String> = bad.iter().map(|(_, c)| format!("`\\{c}`")).collect();
+            format!("unknown escapes {} in a string", list.join(", "))
+        };
+        let mut d = Diag::error(Code::BadLiteral, first, message, "unknown escape");
+        for &(s, _) in &bad[1..] {
+            d = d.with_label(s, "unknown escape");
+        }
+        self.diags.push(
+            d.with_help("the escapes are `\\n`, `\\t`, `\\\\` and `\\\"`; write `/` in paths"),
+        );
+        None
     }
 
     // ── statements ──
