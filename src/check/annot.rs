@@ -36,6 +36,13 @@ pub const TYPE_NAMES: [&str; 20] = [
 /// Dimension variables named in one signature (`C`, `H`, `W`), shared by its parameters.
 pub type DimNames = HashMap<String, Dim>;
 
+/// The help line when an operator without a known SVD is given where one is needed.
+pub(super) const SVD_HELP: &str = "operators with a known SVD are masks (`inpaint`), `downsample`, `gaussian_blur` and `uniform_blur`; compositions of them have none";
+
+/// The help line when a non-linear operator is given where a linear one is needed.
+pub(super) const LINEAR_HELP: &str =
+    "pointwise operators (`clipping`, `gamma_curve`, `saturation`) are not linear";
+
 impl Checker {
     /// The type an annotation denotes; dimension names are looked up (or created) in `names`.
     pub(super) fn type_of_annotation(&mut self, t: &TypeExpr, names: &mut DimNames) -> Type {
@@ -246,18 +253,24 @@ impl Checker {
                     d = d.with_note(r);
                 }
                 d = match (&v.ty, want) {
-                    (Type::Operator(o), Type::Operator(w)) if w.svd && !o.svd => d
-                        .with_help("this needs an operator with a known SVD: masks (`inpaint`), `downsample`, `gaussian_blur`, `uniform_blur`, or compositions of a blur and a mask are not enough"),
+                    (Type::Operator(o), Type::Operator(w)) if w.svd && !o.svd => {
+                        d.with_help(SVD_HELP)
+                    }
                     (Type::Operator(o), Type::Operator(w)) if w.linear && !o.linear => {
-                        d.with_help("this needs a linear operator; pointwise non-linear maps have no adjoint")
+                        d.with_help(LINEAR_HELP)
                     }
                     (Type::Str, Type::Int | Type::Float) => d.with_help("remove the quotes"),
-                    (Type::Int | Type::Float, Type::Str) => d.with_help("put the value in double quotes"),
+                    (Type::Int | Type::Float, Type::Str) => {
+                        d.with_help("put the value in double quotes")
+                    }
                     _ => d,
                 };
                 if let (Type::Operator(o), Type::Operator(w)) = (&v.ty, want) {
                     let lacking = if w.svd && !o.svd {
-                        Some(("a known SVD", "this operator has no known SVD"))
+                        Some((
+                            "an operator with a known SVD",
+                            "this operator has no known SVD",
+                        ))
                     } else if w.linear && !o.linear {
                         Some(("a linear operator", "this operator is not linear"))
                     } else {
