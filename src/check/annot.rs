@@ -232,8 +232,26 @@ impl Checker {
 
     /// Checks that `v` fits `want`, reporting a mismatch that points at both `v` and `decl`.
     pub(super) fn coerce(&mut self, v: Val, want: &Type, decl: Span, what: &str) -> Val {
+        match self.coerce_or_diag(v, want, decl, what) {
+            Ok(v) => v,
+            Err((d, v)) => {
+                self.report(d);
+                v
+            }
+        }
+    }
+
+    /// [`Self::coerce`] that returns the diagnostic (and the value as an error) instead of
+    /// reporting it, so a caller can reword it.
+    pub(super) fn coerce_or_diag(
+        &mut self,
+        v: Val,
+        want: &Type,
+        decl: Span,
+        what: &str,
+    ) -> Result<Val, (Diag, Val)> {
         match self.fits(&v.ty, want) {
-            Ok(ty) => Val { ty, ..v },
+            Ok(ty) => Ok(Val { ty, ..v }),
             Err(reason) => {
                 let have = self.dims.resolve_type(&v.ty);
                 let want_r = self.dims.resolve_type(want);
@@ -282,11 +300,13 @@ impl Checker {
                         d.labels[0].text = label.to_string();
                     }
                 }
-                self.report(d);
-                Val {
-                    ty: Type::Error,
-                    ..v
-                }
+                Err((
+                    d,
+                    Val {
+                        ty: Type::Error,
+                        ..v
+                    },
+                ))
             }
         }
     }
@@ -397,6 +417,31 @@ impl Checker {
         match c {
             Conflict::Rank(x, y) => format!("{a} has {x} dimensions but {b} has {y}"),
             Conflict::Size { axis, left, right } => {
+                // Images are [C, H, W]: name their dimensions, all those that differ.
+                const NAMES: [&str; 3] = ["the number of channels", "height", "width"];
+                if let (Shape::Dims(x), Shape::Dims(y)) = (&a, &b) {
+                    if x.len() == 3 && y.len() == 3 {
+                        if let [_, Dim::Known(h1), Dim::Known(w1)] = x.as_slice() {
+                            if let [_, Dim::Known(h2), Dim::Known(w2)] = y.as_slice() {
+                                let channels_differ = matches!((&x[0], &y[0]), (Dim::Known(c1), Dim::Known(c2)) if c1 != c2);
+                                if h1 != h2 && w1 != w2 && !channels_differ {
+                                    return format!("{a} and {b} differ in height and width ({h1} x {w1} vs {h2} x {w2})");
+                                }
+                            }
+                        }
+                        let differ: Vec<String> = (0..3)
+                            .filter_map(|i| match (&x[i], &y[i]) {
+                                (Dim::Known(l), Dim::Known(r)) if l != r => {
+                                    Some(format!("{} ({l} vs {r})", NAMES[i]))
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        if !differ.is_empty() {
+                            return format!("{a} and {b} differ in {}", differ.join(" and "));
+                        }
+                    }
+                }
                 format!("{a} and {b} differ in dimension {axis} ({left} vs {right})")
             }
             Conflict::Scale {

@@ -90,16 +90,21 @@ impl Checker {
                 .names
                 .values()
                 .filter(|b| !b.used.get() && !b.name.starts_with('_'))
-                .filter(|b| matches!(b.kind, BindKind::Let | BindKind::Var))
+                .filter(|b| matches!(b.kind, BindKind::Let | BindKind::Var | BindKind::FnParam))
                 .collect();
             unused.sort_by_key(|b| b.span.start);
             let diags: Vec<Diag> = unused
                 .into_iter()
                 .map(|b| {
+                    let what = if b.kind == BindKind::FnParam {
+                        "parameter "
+                    } else {
+                        ""
+                    };
                     Diag::error(
                         Code::Unused,
                         b.span,
-                        format!("`{}` is never used", b.name),
+                        format!("{what}`{}` is never used", b.name),
                         "unused",
                     )
                     .with_help(format!("remove it, or name it `_{}`", b.name))
