@@ -122,8 +122,12 @@ impl Checker {
             && matches!(kind, BindKind::Let | BindKind::Var)
             && !name.starts_with('_')
         {
+            let local = self.scopes.iter().any(|s| s.names.contains_key(name));
             if let Some(prev) = self.lookup_quiet(name) {
-                if !matches!(prev.kind, BindKind::Import) && prev.span != span {
+                // A function body sees only the module bindings above it: one defined later in
+                // the file is not hidden.
+                let later = !local && prev.span.file == span.file && prev.span.start > span.start;
+                if !matches!(prev.kind, BindKind::Import) && prev.span != span && !later {
                     let d = Diag::error(
                         Code::Shadowing,
                         span,
