@@ -221,10 +221,18 @@ pub fn render(diags: &[Diag], sources: &SourceMap, opts: RenderOptions) -> Strin
         .with_links(false);
     let mut out = String::new();
     for d in diags {
-        let bound = bind(d, sources);
-        if handler.render_report(&mut out, &bound).is_err() {
-            // Rendering into a String cannot fail for I/O reasons; fall back to the plain form.
+        if on_long_line(d, sources) {
+            // miette cannot draw a label that far right; the plain form names the place.
             out.push_str(&render_plain(std::slice::from_ref(d), sources));
+            if let Some(h) = &d.help {
+                out.push_str(&format!("  help: {h}\n"));
+            }
+        } else {
+            let bound = bind(d, sources);
+            if handler.render_report(&mut out, &bound).is_err() {
+                // Rendering into a String cannot fail for I/O reasons; fall back to the plain form.
+                out.push_str(&render_plain(std::slice::from_ref(d), sources));
+            }
         }
         for note in &d.notes {
             let wrap = textwrap::Options::new(opts.width.saturating_sub(2))
@@ -236,6 +244,19 @@ pub fn render(diags: &[Diag], sources: &SourceMap, opts: RenderOptions) -> Strin
         out.push('\n');
     }
     out
+}
+
+/// Columns beyond which a label is not drawn under its line.
+const MAX_DRAWN_COLUMN: usize = 2_000;
+
+/// True when a label of `d` ends far right on its line (a generated one-line file).
+fn on_long_line(d: &Diag, sources: &SourceMap) -> bool {
+    d.labels.iter().any(|l| {
+        let text = &sources.get(l.span.file).text;
+        let end = (l.span.end as usize).min(text.len());
+        let line_start = text[..end].rfind('\n').map_or(0, |p| p + 1);
+        end - line_start > MAX_DRAWN_COLUMN
+    })
 }
 
 /// Renders diagnostics as `file:line:col: severity[code]: message` lines (for editors and CI logs).

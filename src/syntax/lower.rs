@@ -15,12 +15,14 @@ use super::parser::Rule;
 use crate::diagnostics::{Code, Diag, Diags};
 use crate::source::{FileId, Ident, Span, Spanned};
 
-/// Most infix operators accepted in one expression.
-pub const MAX_OPERATORS: usize = 1000;
+/// Most infix operators accepted in one expression (the pre-scan refuses more first).
+pub use super::scan::MAX_OPERATORS;
 /// Most prefix operators or postfix accessors on one operand.
 pub const MAX_AFFIXES: usize = 64;
-/// Deepest nesting of expressions and blocks accepted by the lowering.
-pub const MAX_DEPTH: usize = 200;
+/// Deepest nesting of expressions and blocks accepted by the lowering: a backstop that text
+/// within the pre-scan's limits never reaches (a bracket adds at most 3 levels, an `else if`
+/// one), so each too-deep construct gets exactly one error, the pre-scan's.
+pub const MAX_DEPTH: usize = 3 * super::scan::MAX_NESTING + super::scan::MAX_ELSE_IF + 16;
 
 /// Lowering state: the file, collected diagnostics and the current nesting depth.
 pub struct Lowerer {
@@ -28,6 +30,8 @@ pub struct Lowerer {
     /// Problems found while lowering.
     pub diags: Diags,
     depth: usize,
+    /// A nesting limit was reported already.
+    deep_reported: bool,
 }
 
 /// A cursor over the children of a pair.
@@ -87,6 +91,7 @@ impl Lowerer {
             file,
             diags: Diags::new(),
             depth: 0,
+            deep_reported: false,
         }
     }
 
@@ -455,16 +460,16 @@ impl Lowerer {
         );
     }
 
-    fn too_deep(&mut self, span: Span, what: &str) -> Expr {
-        self.diags.push(
-            Diag::error(
-                Code::TooDeep,
-                span,
-                format!("this expression has too many {what}"),
-                "too long",
-            )
-            .with_help("split it into several `let` bindings"),
-        );
+    /// Reports a nesting or length limit (once per parse: the parts around the first one that
+    /// is too deep are too deep as well) and stands in an error value.
+    fn too_deep(&mut self, span: Span, message: &str) -> Expr {
+        if !self.deep_reported {
+            self.deep_reported = true;
+            self.diags.push(
+                Diag::error(Code::TooDeep, span, message, "too long")
+                    .with_help("split it into several `let` bindings"),
+            );
+        }
         Spanned::new(ExprKind::Error, span)
     }
 
@@ -472,7 +477,7 @@ impl Lowerer {
     fn lower_expr(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
         if self.depth >= MAX_DEPTH {
-            return self.too_deep(span, "nested parts");
+            return self.too_deep(span, "this expression is nested too deeply");
         }
         self.depth += 1;
         let e = self.lower_expr_inner(pair, span);
@@ -508,13 +513,19 @@ impl Lowerer {
             }
         }
         if ops.len() > MAX_OPERATORS {
-            return self.too_deep(span, "operators");
+            return self.too_deep(
+                span,
+                &format!("this expression has more than {MAX_OPERATORS} operators"),
+            );
         }
         if units
             .iter()
             .any(|u| u.prefix.len() > MAX_AFFIXES || u.postfix.len() > MAX_AFFIXES)
         {
-            return self.too_deep(span, "prefix operators or accessors");
+            return self.too_deep(
+                span,
+                &format!("an operand has more than {MAX_AFFIXES} prefix operators or accessors"),
+            );
         }
         let operands: Vec<Operand> = units
             .into_iter()
@@ -704,7 +715,7 @@ impl Lowerer {
     fn lower_if(&mut self, p: Pair<'_, Rule>) -> Expr {
         let span = self.span(&p);
         if self.depth >= MAX_DEPTH {
-            return self.too_deep(span, "nested parts");
+            return self.too_deep(span, "this expression is nested too deeply");
         }
         self.depth += 1;
         let mut k = Kids::of(p);
@@ -788,7 +799,7 @@ impl Lowerer {
     fn lower_block(&mut self, pair: Pair<'_, Rule>) -> Block {
         let span = self.span(&pair);
         if self.depth >= MAX_DEPTH {
-            self.too_deep(span, "nested blocks");
+            self.too_deep(span, "these blocks are nested too deeply");
             return Block {
                 stmts: Vec::new(),
                 value: None,
@@ -948,7 +959,7 @@ impl Lowerer {
         };
         let body_span = self.span(&body);
         if self.depth >= MAX_DEPTH {
-            self.too_deep(body_span, "nested blocks");
+            self.too_deep(body_span, "these blocks are nested too deeply");
         }
         self.depth += 1;
         let mut bk = Kids::of(body);
