@@ -234,7 +234,8 @@ impl Checker {
     pub(super) fn coerce(&mut self, v: Val, want: &Type, decl: Span, what: &str) -> Val {
         match self.coerce_or_diag(v, want, decl, what) {
             Ok(v) => v,
-            Err((d, v)) => {
+            Err(e) => {
+                let (d, v) = *e;
                 self.report(d);
                 v
             }
@@ -249,7 +250,7 @@ impl Checker {
         want: &Type,
         decl: Span,
         what: &str,
-    ) -> Result<Val, (Diag, Val)> {
+    ) -> Result<Val, Box<(Diag, Val)>> {
         match self.fits(&v.ty, want) {
             Ok(ty) => Ok(Val { ty, ..v }),
             Err(reason) => {
@@ -300,13 +301,13 @@ impl Checker {
                         d.labels[0].text = label.to_string();
                     }
                 }
-                Err((
+                Err(Box::new((
                     d,
                     Val {
                         ty: Type::Error,
                         ..v
                     },
-                ))
+                )))
             }
         }
     }

@@ -191,7 +191,8 @@ impl Checker {
                 Slot::Given(v) => {
                     let c = match self.coerce_or_diag(v.clone(), &want, ann.span, &what) {
                         Ok(c) => c,
-                        Err((mut d, c)) => {
+                        Err(e) => {
+                            let (mut d, c) = *e;
                             // Two arguments that must have the same shape (`psnr(x, reference)`):
                             // show both, not the library's signature.
                             let twin = earlier.iter().find(|(_, t, _)| *t == ann_text);

@@ -122,7 +122,10 @@ impl<'a> Lexer<'a> {
 mod tests {
     use super::*;
 
-    fn names(text: &str) -> Option<(bool, Vec<(String, usize, usize)>)> {
+    /// A declared name with its span.
+    type Named = (String, usize, usize);
+
+    fn names(text: &str) -> Option<(bool, Vec<Named>)> {
         let item = placeholder(FileId(0), text, 10)?;
         let ItemKind::Let {
             public, pattern, ..
