@@ -36,6 +36,13 @@ pub const TYPE_NAMES: [&str; 20] = [
 /// Dimension variables named in one signature (`C`, `H`, `W`), shared by its parameters.
 pub type DimNames = HashMap<String, Dim>;
 
+/// The help line when an operator without a known SVD is given where one is needed.
+pub(super) const SVD_HELP: &str = "operators with a known SVD are masks (`inpaint`), `downsample`, `gaussian_blur` and `uniform_blur`; compositions of them have none";
+
+/// The help line when a non-linear operator is given where a linear one is needed.
+pub(super) const LINEAR_HELP: &str =
+    "pointwise operators (`clipping`, `gamma_curve`, `saturation`) are not linear";
+
 impl Checker {
     /// The type an annotation denotes; dimension names are looked up (or created) in `names`.
     pub(super) fn type_of_annotation(&mut self, t: &TypeExpr, names: &mut DimNames) -> Type {
@@ -225,8 +232,27 @@ impl Checker {
 
     /// Checks that `v` fits `want`, reporting a mismatch that points at both `v` and `decl`.
     pub(super) fn coerce(&mut self, v: Val, want: &Type, decl: Span, what: &str) -> Val {
+        match self.coerce_or_diag(v, want, decl, what) {
+            Ok(v) => v,
+            Err(e) => {
+                let (d, v) = *e;
+                self.report(d);
+                v
+            }
+        }
+    }
+
+    /// [`Self::coerce`] that returns the diagnostic (and the value as an error) instead of
+    /// reporting it, so a caller can reword it.
+    pub(super) fn coerce_or_diag(
+        &mut self,
+        v: Val,
+        want: &Type,
+        decl: Span,
+        what: &str,
+    ) -> Result<Val, Box<(Diag, Val)>> {
         match self.fits(&v.ty, want) {
-            Ok(ty) => Val { ty, ..v },
+            Ok(ty) => Ok(Val { ty, ..v }),
             Err(reason) => {
                 let have = self.dims.resolve_type(&v.ty);
                 let want_r = self.dims.resolve_type(want);
@@ -246,18 +272,24 @@ impl Checker {
                     d = d.with_note(r);
                 }
                 d = match (&v.ty, want) {
-                    (Type::Operator(o), Type::Operator(w)) if w.svd && !o.svd => d
-                        .with_help("this needs an operator with a known SVD: masks (`inpaint`), `downsample`, `gaussian_blur`, `uniform_blur`, or compositions of a blur and a mask are not enough"),
+                    (Type::Operator(o), Type::Operator(w)) if w.svd && !o.svd => {
+                        d.with_help(SVD_HELP)
+                    }
                     (Type::Operator(o), Type::Operator(w)) if w.linear && !o.linear => {
-                        d.with_help("this needs a linear operator; pointwise non-linear maps have no adjoint")
+                        d.with_help(LINEAR_HELP)
                     }
                     (Type::Str, Type::Int | Type::Float) => d.with_help("remove the quotes"),
-                    (Type::Int | Type::Float, Type::Str) => d.with_help("put the value in double quotes"),
+                    (Type::Int | Type::Float, Type::Str) => {
+                        d.with_help("put the value in double quotes")
+                    }
                     _ => d,
                 };
                 if let (Type::Operator(o), Type::Operator(w)) = (&v.ty, want) {
                     let lacking = if w.svd && !o.svd {
-                        Some(("a known SVD", "this operator has no known SVD"))
+                        Some((
+                            "an operator with a known SVD",
+                            "this operator has no known SVD",
+                        ))
                     } else if w.linear && !o.linear {
                         Some(("a linear operator", "this operator is not linear"))
                     } else {
@@ -269,11 +301,13 @@ impl Checker {
                         d.labels[0].text = label.to_string();
                     }
                 }
-                self.report(d);
-                Val {
-                    ty: Type::Error,
-                    ..v
-                }
+                Err(Box::new((
+                    d,
+                    Val {
+                        ty: Type::Error,
+                        ..v
+                    },
+                )))
             }
         }
     }
@@ -384,6 +418,31 @@ impl Checker {
         match c {
             Conflict::Rank(x, y) => format!("{a} has {x} dimensions but {b} has {y}"),
             Conflict::Size { axis, left, right } => {
+                // Images are [C, H, W]: name their dimensions, all those that differ.
+                const NAMES: [&str; 3] = ["the number of channels", "height", "width"];
+                if let (Shape::Dims(x), Shape::Dims(y)) = (&a, &b) {
+                    if x.len() == 3 && y.len() == 3 {
+                        if let [_, Dim::Known(h1), Dim::Known(w1)] = x.as_slice() {
+                            if let [_, Dim::Known(h2), Dim::Known(w2)] = y.as_slice() {
+                                let channels_differ = matches!((&x[0], &y[0]), (Dim::Known(c1), Dim::Known(c2)) if c1 != c2);
+                                if h1 != h2 && w1 != w2 && !channels_differ {
+                                    return format!("{a} and {b} differ in height and width ({h1} x {w1} vs {h2} x {w2})");
+                                }
+                            }
+                        }
+                        let differ: Vec<String> = (0..3)
+                            .filter_map(|i| match (&x[i], &y[i]) {
+                                (Dim::Known(l), Dim::Known(r)) if l != r => {
+                                    Some(format!("{} ({l} vs {r})", NAMES[i]))
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        if !differ.is_empty() {
+                            return format!("{a} and {b} differ in {}", differ.join(" and "));
+                        }
+                    }
+                }
                 format!("{a} and {b} differ in dimension {axis} ({left} vs {right})")
             }
             Conflict::Scale {

@@ -180,13 +180,38 @@ impl Checker {
     /// across the signature), returning the annotated result type.
     fn check_annotations(&mut self, sig: &Sig<'_>, slots: &mut [Slot]) -> Type {
         let mut names = DimNames::new();
+        // Arguments checked so far, with their parameter's name and annotation text.
+        let mut earlier: Vec<(&str, String, Val)> = Vec::new();
         for (p, slot) in sig.params.iter().zip(slots.iter_mut()) {
             let Some(ann) = &p.ty else { continue };
             let want = self.type_of_annotation(ann, &mut names);
             let what = format!("parameter `{}`", p.name.node);
+            let ann_text = self.sources.snippet(ann.span).to_string();
             match slot {
                 Slot::Given(v) => {
-                    let c = self.coerce(v.clone(), &want, ann.span, &what);
+                    let c = match self.coerce_or_diag(v.clone(), &want, ann.span, &what) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let (mut d, c) = *e;
+                            // Two arguments that must have the same shape (`psnr(x, reference)`):
+                            // show both, not the library's signature.
+                            let twin = earlier.iter().find(|(_, t, _)| *t == ann_text);
+                            if let (Code::ShapeMismatch, Some((q, _, w))) = (d.code, twin) {
+                                let other = self.dims.resolve_type(&w.ty);
+                                let this = self.dims.resolve_type(&v.ty);
+                                d.message = format!(
+                                    "`{}` needs `{q}` and `{}` of the same shape",
+                                    sig.name, p.name.node
+                                );
+                                d.labels.truncate(1);
+                                d.labels[0].text = format!("`{}` is {this}", p.name.node);
+                                d = d.with_label(w.span, format!("`{q}` is {other}"));
+                            }
+                            self.report(d);
+                            c
+                        }
+                    };
+                    earlier.push((p.name.node.as_str(), ann_text, c.clone()));
                     *v = c;
                 }
                 Slot::Many(vs) => {
@@ -469,6 +494,7 @@ impl Checker {
         let saved_region = std::mem::replace(&mut self.region, crate::graph::Graph::MAIN);
         let saved_scopes = std::mem::take(&mut self.scopes);
         self.push_scope();
+        self.check_duplicate_params(&f.params);
         let mut names = DimNames::new();
         for p in &f.params {
             let ty = match &p.ty {
@@ -528,6 +554,24 @@ impl Checker {
         self.region = saved_region;
         self.generic = saved_generic;
         self.emit = saved_emit;
+    }
+
+    /// Reports parameters declared twice in one parameter list.
+    fn check_duplicate_params(&mut self, params: &[FnParam]) {
+        for (i, p) in params.iter().enumerate() {
+            if let Some(first) = params[..i].iter().find(|q| q.name.node == p.name.node) {
+                self.report(
+                    Diag::error(
+                        Code::Duplicate,
+                        p.name.span,
+                        format!("parameter `{}` is declared twice", p.name.node),
+                        "declared again here",
+                    )
+                    .with_label(first.name.span, "first declared here")
+                    .with_help("rename one of them"),
+                );
+            }
+        }
     }
 
     /// Calls a function value (a `Fn`-typed binding).

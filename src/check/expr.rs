@@ -676,6 +676,40 @@ impl Checker {
     fn index(&mut self, b: Val, i: Val, span: Span) -> Val {
         self.expect_type(&i, &Type::Int, "an index");
         let ci = i.konst.as_ref().and_then(Const::as_i64);
+        // A constant index past the end of a list or shape known before running.
+        let len = match (&b.konst, &b.ty) {
+            (Some(Const::List(xs)), Type::List(_)) => Some(xs.len()),
+            (_, Type::ShapeVal(Shape::Dims(d))) => Some(d.len()),
+            _ => None,
+        };
+        if let (Some(n), Some(k)) = (len, ci) {
+            if k < 0 || k as usize >= n {
+                let what = if matches!(b.ty, Type::ShapeVal(_)) {
+                    "a shape"
+                } else {
+                    "a list"
+                };
+                let valid = match n {
+                    0 => "it is empty".to_string(),
+                    1 => "the only valid index is 0".to_string(),
+                    _ => format!("valid indices are 0 to {}", n - 1),
+                };
+                self.report(
+                    Diag::error(
+                        Code::InvalidValue,
+                        i.span,
+                        format!("index {k} is out of range for {what} of length {n}"),
+                        "out of range",
+                    )
+                    .with_label(
+                        b.span,
+                        format!("this has {n} element{}", if n == 1 { "" } else { "s" }),
+                    )
+                    .with_help(valid),
+                );
+                return self.error_val(span);
+            }
+        }
         let ty = match &b.ty {
             Type::List(e) => (**e).clone(),
             Type::Tuple(ts) => match ci {

@@ -232,19 +232,28 @@ impl Checker {
             _ => false,
         };
         if lacking {
-            let what = if needs == "svd" {
-                "a known SVD"
+            let (what, label, help) = if needs == "svd" {
+                (
+                    "an operator with a known SVD",
+                    "this operator has no known SVD",
+                    super::annot::SVD_HELP,
+                )
             } else {
-                "linearity"
+                (
+                    "a linear operator",
+                    "this operator is not linear",
+                    super::annot::LINEAR_HELP,
+                )
             };
             self.report(
-                Diag::error(Code::Capability, name.span, format!("`{m}` needs an operator with {what}"), format!("needs {what}"))
-                    .with_label(recv.span, "this operator does not have it")
-                    .with_help(if needs == "svd" {
-                        "masks (`inpaint`), `downsample`, `gaussian_blur` and `uniform_blur` have a known SVD; compositions do not"
-                    } else {
-                        "pointwise non-linear operators (`clipping`, `gamma_curve`, `saturation`) have no adjoint"
-                    }),
+                Diag::error(
+                    Code::Capability,
+                    recv.span,
+                    format!("`{m}` needs {what}"),
+                    label,
+                )
+                .with_label(name.span, format!("`{m}` needs {what}"))
+                .with_help(help),
             );
             return Type::Error;
         }

@@ -51,6 +51,9 @@ use scope::Scope;
 use types::Type;
 use unify::DimTable;
 
+/// How the note on an error found only for one call starts.
+const CALL_NOTE: &str = "while checking the call of ";
+
 /// Options of one check.
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
@@ -296,14 +299,20 @@ impl Checker {
                 Some((_, name, call)) if !self.generic => {
                     let f = self.sources.get(call.file);
                     let (line, col) = f.line_col(call.start as usize);
-                    d.with_note(format!(
-                        "while checking the call of `{name}` at {}:{line}:{col}",
-                        f.name
-                    ))
+                    d.with_note(format!("{CALL_NOTE}`{name}` at {}:{line}:{col}", f.name))
                 }
                 _ => d,
             };
             self.diags.push(d);
+        } else if self.generic {
+            // Found again in a function checked on its own: the problem does not depend on the
+            // call that found it first, so that call is not worth a note.
+            let (code, span) = (d.code, d.span());
+            for old in self.diags.0.iter_mut() {
+                if old.code == code && old.span() == span {
+                    old.notes.retain(|n| !n.starts_with(CALL_NOTE));
+                }
+            }
         }
     }
 

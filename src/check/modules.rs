@@ -370,6 +370,8 @@ impl Checker {
                 let canon = path.canonicalize().unwrap_or(path);
                 (ModuleKey::File(canon), s.span, None)
             }
+            // An unreadable path (a string with a bad escape), already reported.
+            UseSource::Module(parts) if parts.is_empty() => return,
             UseSource::Module(parts) => {
                 let names: Vec<&str> = parts.iter().map(|p| p.node.as_str()).collect();
                 let full = names.join(".");
@@ -421,6 +423,21 @@ impl Checker {
             }
         };
         let Some(midx) = self.load_module(key, key_span) else {
+            // The import failed (reported): its names are errors, not undefined.
+            let names: Vec<crate::source::Ident> = u
+                .names
+                .iter()
+                .flatten()
+                .chain(item_from_path.iter())
+                .cloned()
+                .collect();
+            for n in names {
+                let v = self.error_val(n.span);
+                self.bind_global(&n.node, BindKind::Import, v, n.span);
+                if let Some(b) = self.modules[self.module].globals.get(&n.node) {
+                    b.used.set(true);
+                }
+            }
             return;
         };
         let picked: Vec<crate::source::Ident> = match (&u.names, item_from_path) {
@@ -460,6 +477,12 @@ impl Checker {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
                 self.report(d);
+                // Bound as an error, so its uses are not reported as undefined.
+                let v = self.error_val(name.span);
+                self.bind_global(&name.node, BindKind::Import, v, name.span);
+                if let Some(b) = self.modules[self.module].globals.get(&name.node) {
+                    b.used.set(true);
+                }
             }
         }
     }
@@ -513,6 +536,8 @@ impl Checker {
             ItemKind::Param { name, ty, default } => {
                 if !root {
                     self.report(not_here("param"));
+                    let v = self.error_val(name.span);
+                    self.bind_global(&name.node, BindKind::Param, v, name.span);
                     return;
                 }
                 self.check_param(name, ty.as_ref(), default);
@@ -520,6 +545,8 @@ impl Checker {
             ItemKind::Model { name, value } => {
                 if !root {
                     self.report(not_here("model"));
+                    let v = self.error_val(name.span);
+                    self.bind_global(&name.node, BindKind::Model, v, name.span);
                     return;
                 }
                 let v = self.expr(value);

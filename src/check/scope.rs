@@ -90,16 +90,21 @@ impl Checker {
                 .names
                 .values()
                 .filter(|b| !b.used.get() && !b.name.starts_with('_'))
-                .filter(|b| matches!(b.kind, BindKind::Let | BindKind::Var))
+                .filter(|b| matches!(b.kind, BindKind::Let | BindKind::Var | BindKind::FnParam))
                 .collect();
             unused.sort_by_key(|b| b.span.start);
             let diags: Vec<Diag> = unused
                 .into_iter()
                 .map(|b| {
+                    let what = if b.kind == BindKind::FnParam {
+                        "parameter "
+                    } else {
+                        ""
+                    };
                     Diag::error(
                         Code::Unused,
                         b.span,
-                        format!("`{}` is never used", b.name),
+                        format!("{what}`{}` is never used", b.name),
                         "unused",
                     )
                     .with_help(format!("remove it, or name it `_{}`", b.name))
@@ -117,8 +122,12 @@ impl Checker {
             && matches!(kind, BindKind::Let | BindKind::Var)
             && !name.starts_with('_')
         {
+            let local = self.scopes.iter().any(|s| s.names.contains_key(name));
             if let Some(prev) = self.lookup_quiet(name) {
-                if !matches!(prev.kind, BindKind::Import) && prev.span != span {
+                // A function body sees only the module bindings above it: one defined later in
+                // the file is not hidden.
+                let later = !local && prev.span.file == span.file && prev.span.start > span.start;
+                if !matches!(prev.kind, BindKind::Import) && prev.span != span && !later {
                     let d = Diag::error(
                         Code::Shadowing,
                         span,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan};
 
 use super::{Diag, Severity};
 use crate::source::SourceMap;
@@ -26,12 +26,69 @@ impl Default for RenderOptions {
     }
 }
 
-/// A diagnostic bound to the text of the file its labels point into, for miette.
+/// The files a diagnostic's labels point into, laid end to end in one offset space, so that
+/// miette shows the snippets of several files in one report, each under its own file name.
+///
+/// The primary label's file comes first, so its snippet is shown first. Secondary labels in
+/// that file far above the primary one go into a second copy of the file placed after it, so
+/// they are shown after the primary snippet rather than before it.
+struct Sources {
+    parts: Vec<Part>,
+}
+
+/// One file (or a second copy of one) in [`Sources`].
+struct Part {
+    file: crate::source::FileId,
+    copy: u8,
+    base: usize,
+    name: String,
+    text: Arc<str>,
+}
+
+impl Sources {
+    /// The offset of `span` in the joined space, in part `(file, copy)`.
+    fn offset(&self, file: crate::source::FileId, copy: u8, at: usize) -> usize {
+        self.parts
+            .iter()
+            .find(|p| p.file == file && p.copy == copy)
+            .map_or(at, |p| p.base + at)
+    }
+}
+
+impl miette::SourceCode for Sources {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let (off, len) = (span.offset(), span.len());
+        // A span across two parts cannot be read, so miette never merges their snippets.
+        let part = self
+            .parts
+            .iter()
+            .find(|p| off >= p.base && off + len <= p.base + p.text.len())
+            .ok_or(miette::MietteError::OutOfBounds)?;
+        let local = miette::SourceSpan::new((off - part.base).into(), len);
+        let c = (*part.text).read_span(&local, before, after)?;
+        let at = miette::SourceSpan::new((c.span().offset() + part.base).into(), c.span().len());
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            part.name.clone(),
+            c.data(),
+            at,
+            c.line(),
+            c.column(),
+            c.line_count(),
+        )))
+    }
+}
+
+/// A diagnostic with its labels placed in [`Sources`], for miette.
 struct Bound {
     diag: Diag,
-    source: NamedSource<Arc<str>>,
-    /// Labels in other files, rendered as related diagnostics.
-    related: Vec<Bound>,
+    /// Label offsets in the joined space, in the order of `diag.labels`.
+    offsets: Vec<usize>,
+    sources: Sources,
 }
 
 impl fmt::Debug for Bound {
@@ -61,89 +118,98 @@ impl miette::Diagnostic for Bound {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        // miette has one "help" slot: the help line first, then the notes.
-        let text = match (&self.diag.help, self.diag.notes.as_slice()) {
-            (None, []) => return None,
-            (None, [only]) => only.clone(),
-            (help, notes) => {
-                let mut parts: Vec<String> = help.iter().cloned().collect();
-                parts.extend(notes.iter().map(|n| format!("note: {n}")));
-                parts.join("\n")
-            }
-        };
-        Some(Box::new(text))
+        // Notes are rendered after the report, each on a `note:` line (see `render`).
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(&self.source)
+        Some(&self.sources)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        Some(Box::new(self.diag.labels.iter().enumerate().map(
-            |(i, l)| {
-                let text = if l.text.is_empty() {
-                    None
-                } else {
-                    Some(l.text.clone())
-                };
-                if i == 0 {
-                    LabeledSpan::new_primary_with_span(text, l.span)
-                } else {
-                    LabeledSpan::new_with_span(text, l.span)
-                }
-            },
-        )))
-    }
-
-    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
-        if self.related.is_empty() {
-            None
-        } else {
-            Some(Box::new(
-                self.related.iter().map(|b| b as &dyn miette::Diagnostic),
-            ))
-        }
+        Some(Box::new(
+            self.diag
+                .labels
+                .iter()
+                .zip(&self.offsets)
+                .enumerate()
+                .map(|(i, (l, &off))| {
+                    let text = (!l.text.is_empty()).then(|| l.text.clone());
+                    let span = (off, l.span.len());
+                    if i == 0 {
+                        LabeledSpan::new_primary_with_span(text, span)
+                    } else {
+                        LabeledSpan::new_with_span(text, span)
+                    }
+                }),
+        ))
     }
 }
 
-/// Splits a diagnostic whose labels point into several files into one per file.
+/// Lines between a secondary label and the primary one beyond which miette would show them
+/// in separate snippets (one line of context on each side, and the line between).
+const SEPARATE_LINES: usize = 3;
+
+/// Places a diagnostic's labels, which may point into several files, in one [`Sources`].
 fn bind(diag: &Diag, sources: &SourceMap) -> Bound {
-    let file = diag.span().file;
-    let (here, elsewhere): (Vec<_>, Vec<_>) = diag
+    let primary = diag.span();
+    let pf = primary.file;
+    let line_of = |file, at: u32| sources.get(file).line_col(at as usize).0;
+    let primary_line = line_of(pf, primary.start);
+    // Which part each label goes into: (file, copy).
+    let keys: Vec<(crate::source::FileId, u8)> = diag
         .labels
         .iter()
-        .cloned()
-        .partition(|l| l.span.file == file);
-    let src = sources.get(file);
-    let related = elsewhere
-        .into_iter()
         .map(|l| {
-            let other = sources.get(l.span.file);
-            Bound {
-                diag: Diag {
-                    code: diag.code,
-                    severity: diag.severity,
-                    message: format!("{} (in {})", l.text, other.name),
-                    labels: vec![l],
-                    help: None,
-                    notes: Vec::new(),
-                },
-                source: NamedSource::new(other.name.clone(), other.text.clone()),
-                related: Vec::new(),
-            }
+            let early =
+                l.span.file == pf && line_of(pf, l.span.end) + SEPARATE_LINES < primary_line;
+            (l.span.file, u8::from(early))
         })
         .collect();
+    let mut order: Vec<(crate::source::FileId, u8)> = vec![(pf, 0)];
+    if keys.contains(&(pf, 1)) {
+        order.push((pf, 1));
+    }
+    for k in &keys {
+        if !order.contains(k) {
+            order.push(*k);
+        }
+    }
+    let mut parts = Vec::new();
+    let mut base = 0;
+    for (file, copy) in order {
+        let src = sources.get(file);
+        let text: Arc<str> = src.text.clone();
+        let len = text.len();
+        parts.push(Part {
+            file,
+            copy,
+            base,
+            name: src.name.clone(),
+            text,
+        });
+        // A gap of one byte, so that a label at the end of one file is not at the start of the next.
+        base += len + 1;
+    }
+    let sources = Sources { parts };
+    let offsets = diag
+        .labels
+        .iter()
+        .zip(&keys)
+        .map(|(l, &(file, copy))| sources.offset(file, copy, l.span.start as usize))
+        .collect();
     Bound {
-        diag: Diag {
-            labels: here,
-            ..diag.clone()
-        },
-        source: NamedSource::new(src.name.clone(), src.text.clone()),
-        related,
+        diag: diag.clone(),
+        offsets,
+        sources,
     }
 }
 
-/// Renders diagnostics as miette's graphical report, one after another.
+/// Renders diagnostics as miette's graphical report, one after another; the notes of each
+/// follow its help line, one `note:` line each.
 pub fn render(diags: &[Diag], sources: &SourceMap, opts: RenderOptions) -> String {
     let theme = if opts.color {
         GraphicalTheme::unicode()
@@ -155,14 +221,42 @@ pub fn render(diags: &[Diag], sources: &SourceMap, opts: RenderOptions) -> Strin
         .with_links(false);
     let mut out = String::new();
     for d in diags {
-        let bound = bind(d, sources);
-        if handler.render_report(&mut out, &bound).is_err() {
-            // Rendering into a String cannot fail for I/O reasons; fall back to the plain form.
+        if on_long_line(d, sources) {
+            // miette cannot draw a label that far right; the plain form names the place.
             out.push_str(&render_plain(std::slice::from_ref(d), sources));
+            if let Some(h) = &d.help {
+                out.push_str(&format!("  help: {h}\n"));
+            }
+        } else {
+            let bound = bind(d, sources);
+            if handler.render_report(&mut out, &bound).is_err() {
+                // Rendering into a String cannot fail for I/O reasons; fall back to the plain form.
+                out.push_str(&render_plain(std::slice::from_ref(d), sources));
+            }
+        }
+        for note in &d.notes {
+            let wrap = textwrap::Options::new(opts.width.saturating_sub(2))
+                .initial_indent("  note: ")
+                .subsequent_indent("        ");
+            out.push_str(&textwrap::fill(note, wrap));
+            out.push('\n');
         }
         out.push('\n');
     }
     out
+}
+
+/// Columns beyond which a label is not drawn under its line.
+const MAX_DRAWN_COLUMN: usize = 2_000;
+
+/// True when a label of `d` ends far right on its line (a generated one-line file).
+fn on_long_line(d: &Diag, sources: &SourceMap) -> bool {
+    d.labels.iter().any(|l| {
+        let text = &sources.get(l.span.file).text;
+        let end = (l.span.end as usize).min(text.len());
+        let line_start = text[..end].rfind('\n').map_or(0, |p| p + 1);
+        end - line_start > MAX_DRAWN_COLUMN
+    })
 }
 
 /// Renders diagnostics as `file:line:col: severity[code]: message` lines (for editors and CI logs).
@@ -182,4 +276,73 @@ pub fn render_plain(diags: &[Diag], sources: &SourceMap) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::Code;
+    use crate::source::{Origin, Span};
+
+    fn two_files() -> (SourceMap, crate::source::FileId, crate::source::FileId) {
+        let mut sm = SourceMap::new();
+        let a = sm.add(
+            "a.mapga",
+            Origin::Std("a".into()),
+            "let x = f(1)\nreport x\n",
+        );
+        let b = sm.add(
+            "<std.b>",
+            Origin::Std("b".into()),
+            "extern fn f(n: Float) -> Float\n",
+        );
+        (sm, a, b)
+    }
+
+    #[test]
+    fn labels_in_another_file_are_snippets_of_the_same_report() {
+        let (sm, a, b) = two_files();
+        let d = Diag::error(Code::TypeMismatch, Span::new(a, 10, 11), "bad", "this")
+            .with_label(Span::new(b, 15, 20), "wants Float");
+        let out = render(&[d], &sm, RenderOptions::default());
+        assert!(!out.contains("Error:"), "{out}");
+        let first = out.find("[a.mapga:1:11]").expect("primary snippet");
+        let second = out.find("[<std.b>:1:16]").expect("secondary snippet");
+        assert!(first < second, "{out}");
+        assert!(out.contains("wants Float"));
+    }
+
+    #[test]
+    fn notes_render_as_notes_after_the_help() {
+        let (sm, a, _) = two_files();
+        let d = Diag::error(Code::TypeMismatch, Span::new(a, 10, 11), "bad", "this")
+            .with_note("a fact");
+        let out = render(std::slice::from_ref(&d), &sm, RenderOptions::default());
+        assert!(
+            out.contains("  note: a fact\n") && !out.contains("help:"),
+            "{out}"
+        );
+        let out = render(&[d.with_help("change it")], &sm, RenderOptions::default());
+        let help = out.find("  help: change it").expect("help");
+        assert!(help < out.find("  note: a fact").expect("note"), "{out}");
+    }
+
+    #[test]
+    fn the_primary_snippet_comes_first_in_its_file() {
+        let mut sm = SourceMap::new();
+        let text = "fn g(a: Int) -> Int {\n    a\n}\n\n\n\n\nreport g(1.5)\n";
+        let f = sm.add("c.mapga", Origin::Std("c".into()), text);
+        let arg = text.find("1.5").unwrap_or(0);
+        let d = Diag::error(
+            Code::TypeMismatch,
+            Span::new(f, arg, arg + 3),
+            "bad",
+            "here",
+        )
+        .with_label(Span::new(f, 8, 11), "declared");
+        let out = render(&[d], &sm, RenderOptions::default());
+        let primary = out.find("c.mapga:8:10").expect("primary first");
+        let secondary = out.find("c.mapga:1:9").expect("secondary");
+        assert!(primary < secondary, "{out}");
+    }
 }

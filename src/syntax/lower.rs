@@ -15,12 +15,14 @@ use super::parser::Rule;
 use crate::diagnostics::{Code, Diag, Diags};
 use crate::source::{FileId, Ident, Span, Spanned};
 
-/// Most infix operators accepted in one expression.
-pub const MAX_OPERATORS: usize = 1000;
+/// Most infix operators accepted in one expression (the pre-scan refuses more first).
+pub use super::scan::MAX_OPERATORS;
 /// Most prefix operators or postfix accessors on one operand.
 pub const MAX_AFFIXES: usize = 64;
-/// Deepest nesting of expressions and blocks accepted by the lowering.
-pub const MAX_DEPTH: usize = 200;
+/// Deepest nesting of expressions and blocks accepted by the lowering: a backstop that text
+/// within the pre-scan's limits never reaches (a bracket adds at most 3 levels, an `else if`
+/// one), so each too-deep construct gets exactly one error, the pre-scan's.
+pub const MAX_DEPTH: usize = 3 * super::scan::MAX_NESTING + super::scan::MAX_ELSE_IF + 16;
 
 /// Lowering state: the file, collected diagnostics and the current nesting depth.
 pub struct Lowerer {
@@ -28,6 +30,8 @@ pub struct Lowerer {
     /// Problems found while lowering.
     pub diags: Diags,
     depth: usize,
+    /// A nesting limit was reported already.
+    deep_reported: bool,
 }
 
 /// A cursor over the children of a pair.
@@ -87,6 +91,7 @@ impl Lowerer {
             file,
             diags: Diags::new(),
             depth: 0,
+            deep_reported: false,
         }
     }
 
@@ -183,7 +188,11 @@ impl Lowerer {
         let mut kids = Kids::of(pair);
         kids.take(Rule::kw_use);
         let source = match kids.next() {
-            Some(p) if p.as_rule() == Rule::string => UseSource::File(self.lower_string(p)),
+            // A path with a bad escape (reported) imports nothing: an empty module path.
+            Some(p) if p.as_rule() == Rule::string => match self.lower_string(p) {
+                Some(s) => UseSource::File(s),
+                None => UseSource::Module(Vec::new()),
+            },
             Some(p) if p.as_rule() == Rule::module_path => {
                 let mut k = Kids::of(p);
                 let mut parts = Vec::new();
@@ -359,7 +368,7 @@ impl Lowerer {
             let mut k = Kids::of(e);
             let value = self.expect_expr(&mut k, span);
             k.take(Rule::kw_as);
-            let label = k.take(Rule::string).map(|s| self.lower_string(s));
+            let label = k.take(Rule::string).and_then(|s| self.lower_string(s));
             entries.push(ReportEntry { value, label });
         }
         ItemKind::Report(entries)
@@ -451,16 +460,16 @@ impl Lowerer {
         );
     }
 
-    fn too_deep(&mut self, span: Span, what: &str) -> Expr {
-        self.diags.push(
-            Diag::error(
-                Code::TooDeep,
-                span,
-                format!("this expression has too many {what}"),
-                "too long",
-            )
-            .with_help("split it into several `let` bindings"),
-        );
+    /// Reports a nesting or length limit (once per parse: the parts around the first one that
+    /// is too deep are too deep as well) and stands in an error value.
+    fn too_deep(&mut self, span: Span, message: &str) -> Expr {
+        if !self.deep_reported {
+            self.deep_reported = true;
+            self.diags.push(
+                Diag::error(Code::TooDeep, span, message, "too long")
+                    .with_help("split it into several `let` bindings"),
+            );
+        }
         Spanned::new(ExprKind::Error, span)
     }
 
@@ -468,7 +477,7 @@ impl Lowerer {
     fn lower_expr(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
         if self.depth >= MAX_DEPTH {
-            return self.too_deep(span, "nested parts");
+            return self.too_deep(span, "this expression is nested too deeply");
         }
         self.depth += 1;
         let e = self.lower_expr_inner(pair, span);
@@ -504,13 +513,19 @@ impl Lowerer {
             }
         }
         if ops.len() > MAX_OPERATORS {
-            return self.too_deep(span, "operators");
+            return self.too_deep(
+                span,
+                &format!("this expression has more than {MAX_OPERATORS} operators"),
+            );
         }
         if units
             .iter()
             .any(|u| u.prefix.len() > MAX_AFFIXES || u.postfix.len() > MAX_AFFIXES)
         {
-            return self.too_deep(span, "prefix operators or accessors");
+            return self.too_deep(
+                span,
+                &format!("an operand has more than {MAX_AFFIXES} prefix operators or accessors"),
+            );
         }
         let operands: Vec<Operand> = units
             .into_iter()
@@ -653,7 +668,10 @@ impl Lowerer {
                     }
                 }
             }
-            Rule::string => ExprKind::Str(self.lower_string(p).node),
+            Rule::string => match self.lower_string(p) {
+                Some(s) => ExprKind::Str(s.node),
+                None => ExprKind::Error,
+            },
             Rule::bool => ExprKind::Bool(p.as_str() == "true"),
             Rule::ident | Rule::keyword_as_name => ExprKind::Name(self.ident(p).node),
             Rule::list => {
@@ -697,7 +715,7 @@ impl Lowerer {
     fn lower_if(&mut self, p: Pair<'_, Rule>) -> Expr {
         let span = self.span(&p);
         if self.depth >= MAX_DEPTH {
-            return self.too_deep(span, "nested parts");
+            return self.too_deep(span, "this expression is nested too deeply");
         }
         self.depth += 1;
         let mut k = Kids::of(p);
@@ -730,12 +748,14 @@ impl Lowerer {
         Spanned::new(ExprKind::If(Box::new(cond), then, otherwise), span)
     }
 
-    /// A string literal with its escapes resolved.
-    fn lower_string(&mut self, p: Pair<'_, Rule>) -> Spanned<String> {
+    /// A string literal with its escapes resolved; `None` (after one report naming every bad
+    /// escape) when it has unknown escapes, so its value is not used as a path or a label.
+    fn lower_string(&mut self, p: Pair<'_, Rule>) -> Option<Spanned<String>> {
         let span = self.span(&p);
         let raw = p.as_str();
         let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
         let mut out = String::with_capacity(inner.len());
+        let mut bad: Vec<(Span, char)> = Vec::new();
         let mut chars = inner.char_indices();
         while let Some((i, c)) = chars.next() {
             if c != '\\' {
@@ -747,24 +767,30 @@ impl Lowerer {
                 Some((_, 't')) => out.push('\t'),
                 Some((_, '\\')) => out.push('\\'),
                 Some((_, '"')) => out.push('"'),
-                Some((j, other)) => {
+                Some((_, other)) => {
                     let at = span.start as usize + 1 + i;
-                    self.diags.push(
-                        Diag::error(
-                            Code::BadLiteral,
-                            Span::new(self.file, at, at + 1 + j - i + other.len_utf8() - 1),
-                            format!("unknown escape `\\{other}` in a string"),
-                            "unknown escape",
-                        )
-                        .with_help(
-                            "the escapes are `\\n`, `\\t`, `\\\\` and `\\\"`; write `/` in paths",
-                        ),
-                    );
+                    bad.push((Span::new(self.file, at, at + 1 + other.len_utf8()), other));
                 }
                 None => {}
             }
         }
-        Spanned::new(out, span)
+        let Some(&(first, c)) = bad.first() else {
+            return Some(Spanned::new(out, span));
+        };
+        let message = if bad.len() == 1 {
+            format!("unknown escape `\\{c}` in a string")
+        } else {
+            let list: Vec<String> = bad.iter().map(|(_, c)| format!("`\\{c}`")).collect();
+            format!("unknown escapes {} in a string", list.join(", "))
+        };
+        let mut d = Diag::error(Code::BadLiteral, first, message, "unknown escape");
+        for &(s, _) in &bad[1..] {
+            d = d.with_label(s, "unknown escape");
+        }
+        self.diags.push(
+            d.with_help("the escapes are `\\n`, `\\t`, `\\\\` and `\\\"`; write `/` in paths"),
+        );
+        None
     }
 
     // ── statements ──
@@ -773,7 +799,7 @@ impl Lowerer {
     fn lower_block(&mut self, pair: Pair<'_, Rule>) -> Block {
         let span = self.span(&pair);
         if self.depth >= MAX_DEPTH {
-            self.too_deep(span, "nested blocks");
+            self.too_deep(span, "these blocks are nested too deeply");
             return Block {
                 stmts: Vec::new(),
                 value: None,
@@ -933,7 +959,7 @@ impl Lowerer {
         };
         let body_span = self.span(&body);
         if self.depth >= MAX_DEPTH {
-            self.too_deep(body_span, "nested blocks");
+            self.too_deep(body_span, "these blocks are nested too deeply");
         }
         self.depth += 1;
         let mut bk = Kids::of(body);
@@ -1075,7 +1101,7 @@ fn infix(r: Rule) -> Option<BinOp> {
 }
 
 /// The length of `text` without trailing whitespace and a trailing `//` comment.
-fn code_len(text: &str) -> usize {
+pub(crate) fn code_len(text: &str) -> usize {
     let mut end = text.trim_end().len();
     loop {
         let line_start = text[..end].rfind('\n').map_or(0, |p| p + 1);

@@ -10,6 +10,7 @@ pub mod ast;
 pub mod format;
 pub mod lower;
 pub mod parser;
+mod recover;
 pub mod scan;
 
 use pest::Parser as _;
@@ -56,6 +57,23 @@ pub(crate) fn parse_here(file: FileId, text: &str) -> Parsed {
             diags,
         };
     }
+    // Doc comments that document nothing are reported, then read as plain comments.
+    let (misplaced, blank) = scan::misplaced_docs(file, text);
+    diags.0.extend(misplaced);
+    let cleaned;
+    let text = if blank.is_empty() {
+        text
+    } else {
+        let mut bytes = text.as_bytes().to_vec();
+        for (s, _) in blank {
+            // `///` and `//!` become `// ` and `// `: ASCII for ASCII, so offsets stay.
+            if let Some(b) = bytes.get_mut(s + 2) {
+                *b = b' ';
+            }
+        }
+        cleaned = String::from_utf8(bytes).unwrap_or_else(|_| text.to_string());
+        cleaned.as_str()
+    };
     pest::set_call_limit(std::num::NonZeroUsize::new(CALL_LIMIT));
     let mut lowerer = lower::Lowerer::new(file);
     let mut program = Program {
@@ -91,8 +109,22 @@ pub(crate) fn parse_here(file: FileId, text: &str) -> Parsed {
                 let mut d = parser::convert_error(file, rest, e);
                 shift_diag(&mut d, start);
                 diags.push(d);
+                // When the error is at the start of a line that starts a declaration, the
+                // item above is incomplete (`let x = 1 +`, an unclosed `(`) and the
+                // declaration on the error's line is fine: resume there. Otherwise resume at
+                // the next line that starts a declaration.
+                let line = rest[..err_pos.min(rest.len())]
+                    .rfind('\n')
+                    .map_or(0, |p| p + 1);
+                let at_decl = line == err_pos && line > 0 && starts_item(&rest[line..]);
+                let good_end = last_item_boundary(rest, if at_decl { line - 1 } else { err_pos });
+                let at_decl = at_decl && !rest[good_end..line].trim().is_empty();
+                let resume = if at_decl {
+                    Some(line)
+                } else {
+                    next_item_start(rest, err_pos)
+                };
                 // Keep the items that parse before the error.
-                let good_end = last_item_boundary(rest, err_pos);
                 if good_end > 0 {
                     if let Ok(mut pairs) = MapgaParser::parse(Rule::program, &rest[..good_end]) {
                         if let Some(p) = pairs.next() {
@@ -108,7 +140,15 @@ pub(crate) fn parse_here(file: FileId, text: &str) -> Parsed {
                         }
                     }
                 }
-                match next_item_start(rest, err_pos) {
+                // The broken item still declares its names, as errors, so that its uses do
+                // not report them as undefined.
+                let broken_end = resume.unwrap_or(rest.len());
+                if let Some(item) =
+                    recover::placeholder(file, &rest[good_end..broken_end], start + good_end)
+                {
+                    program.items.push(item);
+                }
+                match resume {
                     Some(next) => start += next,
                     None => break,
                 }

@@ -116,6 +116,47 @@ fn found_at(text: &str, pos: usize) -> (String, usize) {
     (format!("`{c}`"), c.len_utf8())
 }
 
+/// Does the string whose opening quote is at `pos` close on its line?
+fn string_closes(text: &str, pos: usize) -> bool {
+    let b = text.as_bytes();
+    let mut i = pos + 1;
+    while i < b.len() && b[i] != b'\n' {
+        match b[i] {
+            b'"' => return true,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// Infix operators and `=`, longest first, as they may end the code before an error.
+const TRAILING_OPERATORS: [&str; 20] = [
+    ">>", "==", "!=", "<=", ">=", "+=", "-=", "*=", "/=", "and", "or", "+", "-", "*", "/", "%",
+    "^", "<", ">", "=",
+];
+
+/// The operator that ends the code before `pos` (skipping whitespace and plain comments), as
+/// `(offset, operator)`; `None` when the code before ends otherwise (`->` is no operator).
+fn operator_before(text: &str, pos: usize) -> Option<(usize, &'static str)> {
+    let before = &text[..pos.min(text.len())];
+    let end = super::lower::code_len(before);
+    let code = &before[..end];
+    let op = TRAILING_OPERATORS
+        .into_iter()
+        .find(|op| code.ends_with(op))?;
+    let at = end - op.len();
+    let prev = code[..at].chars().next_back();
+    let word_op = op.starts_with(|c: char| c.is_ascii_alphabetic());
+    if word_op && prev.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+        return None;
+    }
+    if op == ">" && prev == Some('-') {
+        return None;
+    }
+    Some((at, op))
+}
+
 /// Joins phrases as "a, b or c".
 fn one_of(mut items: Vec<&'static str>) -> String {
     items.sort();
@@ -181,15 +222,61 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
     let wants = |r: Rule| positives.contains(&r);
     let word = found.trim_matches('`');
 
-    // A keyword where a name was expected: `let for = 1`.
-    if wants(Rule::ident) && is_keyword(word) {
+    // A doc comment where nothing can be documented: inside an expression, before `else`.
+    let at = &text[pos.min(text.len())..];
+    if at.starts_with("///") && !at.starts_with("////") {
         return Diag::error(
-            Code::KeywordAsName,
-            here,
-            format!("`{word}` is a reserved word and cannot be used as a name"),
-            "reserved word",
+            Code::MisplacedDoc,
+            Span::new(file, pos, pos + 3),
+            "a `///` doc comment cannot go here",
+            "nothing here can be documented",
         )
-        .with_help(format!("choose another name, such as `{word}_`"));
+        .with_help(scan::DOC_HELP);
+    }
+
+    // A string whose closing quote is missing: pest stops at its opening `"`.
+    if text[pos.min(text.len())..].starts_with('"') && !string_closes(text, pos) {
+        return Diag::error(
+            Code::Unclosed,
+            Span::new(file, pos, pos + 1),
+            "this string is never closed",
+            "this `\"` has no closing `\"` on its line",
+        )
+        .with_help("add the closing `\"`; a string cannot span lines");
+    }
+
+    // An operator at the end of a line with nothing after it: `let x = 1 +` followed by a new
+    // statement, a closing bracket or the end of the file.
+    let wants_operand = phrases.contains(&"an expression");
+    let ends_here = len == 0 || is_keyword(word) || matches!(word, ")" | "]" | "}");
+    if wants_operand && ends_here {
+        if let Some((at, op)) = operator_before(text, pos) {
+            return Diag::error(
+                Code::Syntax,
+                Span::new(file, at, at + op.len()),
+                format!("expected an expression after `{op}`"),
+                format!("nothing follows this `{op}`"),
+            )
+            .with_help(format!(
+                "complete the expression after `{op}` on this line, or remove the `{op}`"
+            ));
+        }
+    }
+
+    // Reserved words of statements the language does not have.
+    if (wants(Rule::ident) || wants_operand) && matches!(word, "return" | "while" | "break") {
+        let help = match word {
+            "return" => "a function's result is the last expression of its body: remove `return`",
+            "while" => "loop with `for x in list { ... }` or `repeat n { ... }`",
+            _ => "loops run to the end: `for` over a list or `repeat n` times",
+        };
+        return Diag::error(
+            Code::Syntax,
+            here,
+            format!("mapga has no `{word}` statement"),
+            format!("`{word}` is reserved but not used"),
+        )
+        .with_help(help);
     }
 
     let open = scan::open_delimiters(text, pos);
@@ -244,9 +331,11 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
                 here,
                 format!("a new statement starts here before `{close}`"),
             )
-            .with_help(format!(
-                "add the missing `{close}` at the end of the previous line"
-            ));
+            .with_help(if close == '}' {
+                "add the missing `}` on a line of its own before this one".to_string()
+            } else {
+                format!("add the missing `{close}` at the end of the previous line")
+            });
         }
         if pos >= text.trim_end().len() {
             return Diag::error(
@@ -268,6 +357,17 @@ pub fn convert_error(file: FileId, text: &str, err: pest::error::Error<Rule>) ->
             .with_label(opened, format!("`{}` opened here", o as char))
             .with_help(format!("close with `{close}` first"));
         }
+    }
+
+    // A keyword where a name was expected: `let for = 1`, `report for`.
+    if (wants(Rule::ident) || wants_operand) && is_keyword(word) {
+        return Diag::error(
+            Code::KeywordAsName,
+            here,
+            format!("`{word}` is a reserved word and cannot be used as a name"),
+            "reserved word",
+        )
+        .with_help(format!("choose another name, such as `{word}_`"));
     }
 
     // A missing comma between arguments or elements: `f(a b)`.

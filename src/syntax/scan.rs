@@ -14,6 +14,10 @@ pub const MAX_NESTING: usize = 128;
 /// Longest `else if` chain accepted.
 pub const MAX_ELSE_IF: usize = 256;
 
+/// Most infix operators in one expression (at one bracket level), checked here so that a huge
+/// expression (`1+1+1+...` over megabytes) is refused before the parser spends time on it.
+pub const MAX_OPERATORS: usize = 1000;
+
 /// A plain `//` comment (not a doc comment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comment {
@@ -31,6 +35,8 @@ enum Tok {
     Open(u8, usize),
     Close(u8, usize),
     Word(usize, usize),
+    /// An operator or punctuation character: one of `+-*/%^<>=!,`.
+    Punct(u8, usize),
 }
 
 /// Walks the text yielding brackets and words outside strings and comments, and comments.
@@ -74,6 +80,12 @@ fn walk(text: &str, mut on_tok: impl FnMut(Tok) -> bool, mut on_comment: impl Fn
                     return;
                 }
             }
+            c @ (b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' | b',') => {
+                if !on_tok(Tok::Punct(c, i)) {
+                    return;
+                }
+                i += 1;
+            }
             _ => i += 1,
         }
     }
@@ -89,10 +101,69 @@ pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
     // The last token was a closing bracket / the word `else` right after one.
     let mut after_close = false;
     let mut pending_else = false;
+    // Per bracket depth: infix operators since the expression at that depth began.
+    let mut ops: Vec<usize> = vec![0];
+    let b = text.as_bytes();
     walk(
         text,
         |t| {
+            // Count the operators of the expression running at this depth; a `,`, an
+            // assignment or a keyword that starts a statement ends it.
+            let count = match t {
+                Tok::Punct(c, at) => {
+                    let next = b.get(at + 1).copied();
+                    let prev = at.checked_sub(1).and_then(|p| b.get(p)).copied();
+                    match c {
+                        b',' => None,
+                        b'+' | b'-' | b'*' | b'/' if next == Some(b'=') => None,
+                        b'=' if matches!(prev, Some(b'<' | b'>' | b'+' | b'-' | b'*' | b'/')) => {
+                            Some(0)
+                        }
+                        b'=' if prev == Some(b'!') || next == Some(b'=') => Some(1),
+                        b'=' if prev == Some(b'=') => Some(0),
+                        b'=' => None,
+                        b'!' => Some(0),
+                        b'-' if next == Some(b'>') => Some(0),
+                        b'>' if prev == Some(b'-') || prev == Some(b'>') => Some(0),
+                        _ => Some(1),
+                    }
+                }
+                Tok::Word(s, e) => match &text[s..e] {
+                    "and" | "or" => Some(1),
+                    w if super::parser::is_keyword(w) && !matches!(w, "not" | "true" | "false") => {
+                        None
+                    }
+                    _ => Some(0),
+                },
+                _ => Some(0),
+            };
+            if let Some(top) = ops.last_mut() {
+                match count {
+                    None => *top = 0,
+                    Some(n) => *top += n,
+                }
+                if *top > MAX_OPERATORS {
+                    let at = match t {
+                        Tok::Punct(_, at)
+                        | Tok::Word(at, _)
+                        | Tok::Open(_, at)
+                        | Tok::Close(_, at) => at,
+                    };
+                    let len = if let Tok::Word(s, e) = t { e - s } else { 1 };
+                    err = Some(
+                        Diag::error(
+                            Code::TooDeep,
+                            Span::new(file, at, at + len),
+                            format!("this expression has more than {MAX_OPERATORS} operators"),
+                            "the limit is reached here",
+                        )
+                        .with_help("split the expression into several `let` bindings"),
+                    );
+                    return false;
+                }
+            }
             match t {
+                Tok::Punct(..) => {}
                 Tok::Open(_, at) => {
                     if after_close {
                         if let Some(top) = chain.last_mut() {
@@ -113,6 +184,7 @@ pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
                         return false;
                     }
                     chain.push(0);
+                    ops.push(0);
                     after_close = false;
                     pending_else = false;
                 }
@@ -120,6 +192,9 @@ pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
                     depth = depth.saturating_sub(1);
                     if chain.len() > 1 {
                         chain.pop();
+                    }
+                    if ops.len() > 1 {
+                        ops.pop();
                     }
                     after_close = true;
                     pending_else = false;
@@ -166,6 +241,135 @@ pub fn check_limits(file: FileId, text: &str) -> Result<(), Diag> {
     }
 }
 
+/// The help line of every misplaced `///` comment.
+pub const DOC_HELP: &str = "a `///` doc comment documents the declaration or parameter right below it; use `//` for a plain comment";
+
+/// Doc comments that document nothing: a `///` after code on its line, or with nothing below
+/// it but a closing bracket or the end of the file; a `//!` after the top of the file. Returns
+/// one diagnostic per group of consecutive doc lines, and the byte ranges of every such comment
+/// (so the caller can read them as plain comments and parse the rest normally).
+pub fn misplaced_docs(file: FileId, text: &str) -> (Vec<Diag>, Vec<(usize, usize)>) {
+    let mut all: Vec<(usize, usize)> = Vec::new();
+    walk(text, |_| true, |s, e| all.push((s, e)));
+    // The first byte of code (not blank, not in a comment), to tell the file header from a
+    // later `//!`.
+    let b = text.as_bytes();
+    let mut first_code = None;
+    let (mut i, mut ci) = (0, 0);
+    while i < b.len() {
+        if let Some(&(s, e)) = all.get(ci) {
+            if i == s {
+                i = e;
+                ci += 1;
+                continue;
+            }
+        }
+        if !b[i].is_ascii_whitespace() {
+            first_code = Some(i);
+            break;
+        }
+        i += 1;
+    }
+    let is_doc = |s: usize, e: usize| {
+        let t = &text[s..e];
+        t.starts_with("///") && !t.starts_with("////")
+    };
+    let mut diags = Vec::new();
+    let mut blank = Vec::new();
+    let mut k = 0;
+    while k < all.len() {
+        let (s, e) = all[k];
+        if text[s..e].starts_with("//!") {
+            if first_code.is_some_and(|f| f < s) {
+                diags.push(
+                    Diag::error(
+                        Code::MisplacedDoc,
+                        Span::new(file, s, s + 3),
+                        "a `//!` comment documents the whole file and must come before everything else",
+                        "not at the top of the file",
+                    )
+                    .with_help("move it to the top of the file, or use `//` for a plain comment"),
+                );
+                blank.push((s, e));
+            }
+            k += 1;
+            continue;
+        }
+        if !is_doc(s, e) {
+            k += 1;
+            continue;
+        }
+        let line_start = text[..s].rfind('\n').map_or(0, |p| p + 1);
+        if !text[line_start..s].trim().is_empty() {
+            diags.push(
+                Diag::error(
+                    Code::MisplacedDoc,
+                    Span::new(file, s, s + 3),
+                    "a `///` doc comment cannot follow code on the same line",
+                    "this documents nothing",
+                )
+                .with_help(DOC_HELP),
+            );
+            blank.push((s, e));
+            k += 1;
+            continue;
+        }
+        // A group of doc lines one below the other (plain comments may sit between them).
+        let mut group = vec![(s, e)];
+        let mut j = k + 1;
+        let mut prev_end = e;
+        while let Some(&(s2, e2)) = all.get(j) {
+            if !text[prev_end..s2].trim().is_empty() {
+                break;
+            }
+            if is_doc(s2, e2) {
+                group.push((s2, e2));
+            }
+            prev_end = e2;
+            j += 1;
+        }
+        // What follows the group, skipping blanks and comments.
+        let mut after = group[group.len() - 1].1;
+        let mut cj = k + 1;
+        loop {
+            while all.get(cj).is_some_and(|&(s2, _)| s2 < after) {
+                cj += 1;
+            }
+            let rest = &text[after..];
+            let skip = rest.len() - rest.trim_start().len();
+            after += skip;
+            match all.get(cj) {
+                Some(&(s2, e2)) if s2 == after => {
+                    after = e2;
+                    cj += 1;
+                }
+                _ => break,
+            }
+        }
+        let next = text[after..].chars().next();
+        if matches!(next, None | Some(')' | ']' | '}')) {
+            let what = match next {
+                None => "at the end of the file",
+                Some(')') => "before `)`",
+                Some(']') => "before `]`",
+                _ => "before `}`",
+            };
+            diags.push(
+                Diag::error(
+                    Code::MisplacedDoc,
+                    Span::new(file, s, s + 3),
+                    format!("a `///` doc comment {what} has nothing to document"),
+                    "nothing below this to document",
+                )
+                .with_help(DOC_HELP),
+            );
+            blank.extend(group.iter().copied());
+        }
+        k = j;
+    }
+    (diags, blank)
+}
+
 /// The brackets still open at byte `pos`, innermost last, as `(bracket, offset)`.
 /// Mismatched closers pop nothing, so the result is the best guess at what is unclosed.
 pub fn open_delimiters(text: &str, pos: usize) -> Vec<(u8, usize)> {
@@ -192,6 +396,7 @@ pub fn open_delimiters(text: &str, pos: usize) -> Vec<(u8, usize)> {
                 true
             }
             Tok::Word(s, _) => s < pos,
+            Tok::Punct(_, at) => at < pos,
         },
         |_, _| {},
     );
@@ -264,6 +469,53 @@ mod tests {
         let short =
             "fn f(x: Int) -> Int { if x == 0 { 0 } else if x == 1 { 1 } else { 2 } }\n".repeat(400);
         assert!(check_limits(F, &short).is_ok());
+    }
+
+    #[test]
+    fn finds_doc_comments_that_document_nothing() {
+        let starts = |text: &str| -> Vec<usize> {
+            let (d, blank) = misplaced_docs(F, text);
+            assert!(d.iter().all(|d| d.code == Code::MisplacedDoc));
+            blank.into_iter().map(|(s, _)| s).collect()
+        };
+        // Well placed: before an item, a parameter, a statement; the file header.
+        let ok = "//! file\n/// item\nfn f(\n    /// p\n    a: Int,\n) -> Int {\n    /// s\n    let b = a\n    b\n}\n";
+        assert!(starts(ok).is_empty());
+        // After code on its line; before `}` (a group of two lines); at the end of the file.
+        assert_eq!(starts("let x = 1 /// w\n"), vec![10]);
+        assert_eq!(
+            starts("fn f() -> Int {\n    1\n    /// a\n    // plain\n    /// b\n}\n"),
+            vec![26, 49]
+        );
+        assert_eq!(starts("let x = 1\n/// end\n// plain\n"), vec![10]);
+        // A `//!` after code; `////` is a plain comment; `///` in a string is text.
+        assert_eq!(starts("let x = 1\n//! late\n"), vec![10]);
+        assert!(starts("let x = 1\n//// plain\nlet s = \"///\"\n").is_empty());
+    }
+
+    #[test]
+    fn huge_expressions_are_refused_before_parsing() {
+        let text = format!("let x = {}1\n", "1+".repeat(5_000_000));
+        let started = std::time::Instant::now();
+        let d = check_limits(F, &text).unwrap_err();
+        assert!(started.elapsed().as_secs() < 5);
+        assert_eq!(d.code, Code::TooDeep);
+        // The error points at the operator past the limit, not the whole line.
+        assert_eq!(d.span().start as usize, 8 + 2 * MAX_OPERATORS + 1);
+        assert_eq!(d.span().len(), 1);
+        let ok = format!("let x = {}1\n", "1 + ".repeat(MAX_OPERATORS));
+        assert!(check_limits(F, &ok).is_ok());
+        // Statements, arguments and brackets each start a new count.
+        let body = "    z += 1\n    let w = z * 2 - 1\n".repeat(800);
+        assert!(check_limits(
+            F,
+            &format!("fn f() -> Int {{\n    var z = 0\n{body}    z\n}}\n")
+        )
+        .is_ok());
+        let args = format!("let y = f({})\n", vec!["1 + 1"; 1500].join(", "));
+        assert!(check_limits(F, &args).is_ok());
+        let cmp = format!("let c = {}1\n", "1 == 1 and ".repeat(600));
+        assert!(check_limits(F, &cmp).is_err());
     }
 
     #[test]
