@@ -49,7 +49,7 @@ report collatz_steps(27.0) as "collatz",
     sum_pairs() as "pairs",
     ts.first + ts.last + ts.len as "ends",
     ts.pairs.len as "npairs",
-    xs[-1] as "last",
+    xs[2] as "last",
     karras(sigma_min: 0.002, sigma_max: 80.0, steps: 3).sigmas[0] as "kmax",
     2 ^ 10 as "pow",
     -3.5 as "neg"

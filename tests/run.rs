@@ -148,6 +148,20 @@ fn a_file_broken_after_the_check_is_a_run_time_error_naming_it() {
         "{}",
         failure.error.message
     );
+    // A valid image of another size: the shape the check promised no longer holds.
+    image::GrayImage::from_pixel(5, 4, image::Luma([9u8]))
+        .save(dir.join("a.png"))
+        .unwrap();
+    let failure = mapga::runtime::run(&checked, &dir.join("pipeline.mapga"), &opts).unwrap_err();
+    assert_eq!(failure.error.code, Code::RunFile);
+    assert!(
+        failure
+            .error
+            .message
+            .contains("when the pipeline was checked"),
+        "{}",
+        failure.error.message
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

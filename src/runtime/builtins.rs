@@ -479,14 +479,15 @@ pub fn call(
         "operator" => Value::Operator(user_operator(it, &a)?),
 
         // ── files ──
-        "image" => {
-            Value::Tensor(crate::io::read_image(&file(0)?, dtype, &device).map_err(file_err)?)
-        }
-        "mask_image" => {
-            Value::Tensor(crate::io::read_mask(&file(0)?, dtype, &device).map_err(file_err)?)
-        }
-        "load_npy" => {
-            Value::Tensor(crate::io::read_npy(&file(0)?, dtype, &device).map_err(file_err)?)
+        "image" | "mask_image" | "load_npy" => {
+            let path = file(0)?;
+            let t = match name {
+                "image" => crate::io::read_image(&path, dtype, &device),
+                "mask_image" => crate::io::read_mask(&path, dtype, &device),
+                _ => crate::io::read_npy(&path, dtype, &device),
+            }
+            .map_err(file_err)?;
+            Value::Tensor(as_checked(&prog, n, &path, t)?)
         }
         "load_tensor" => {
             let path = file(0)?;
@@ -509,11 +510,11 @@ pub fn call(
                     ),
                 )
             })?;
-            Value::Tensor(
-                t.to_dtype(dtype)
-                    .and_then(|t| t.to_device(&device))
-                    .at(span)?,
-            )
+            let t = t
+                .to_dtype(dtype)
+                .and_then(|t| t.to_device(&device))
+                .at(span)?;
+            Value::Tensor(as_checked(&prog, n, &path, t)?)
         }
         "grid" => {
             let images = (0..a.values.len())
@@ -559,6 +560,35 @@ fn norm(x: &Tensor) -> candle_core::Result<Tensor> {
         _ => f32::MIN_POSITIVE as f64,
     };
     s.broadcast_div(&s.maximum(tiny)?.sqrt()?)
+}
+
+/// A tensor read from `path` at node `n`, checked against the shape the checker read from the
+/// file's header: a file that changed between check and run is an error naming it.
+fn as_checked(
+    prog: &super::interp::Program,
+    n: NodeId,
+    path: &std::path::Path,
+    t: Tensor,
+) -> Result<Tensor, RunError> {
+    let node = prog.graph.node(n);
+    if let crate::check::types::Type::Tensor(s) = &node.ty {
+        if let Some(want) = super::interp::known_dims(s) {
+            if t.dims() != want.as_slice() {
+                return Err(RunError::new(
+                    Code::RunFile,
+                    node.span,
+                    format!(
+                        "`{}` holds a {:?} tensor now, but it was {:?} when the pipeline was checked",
+                        path.display(),
+                        t.dims(),
+                        want
+                    ),
+                )
+                .with_help("the file changed after the check: run again"));
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// Checks that a noise level is positive.

@@ -218,6 +218,9 @@ pub struct Interp {
     inputs: Vec<Vec<Value>>,
     active: Vec<RegionId>,
     loops: Vec<LoopFrame>,
+    /// Active calls of user and library functions: name, call site, and how many loops were
+    /// active when it was made (to order the notes of an error).
+    calls: Vec<(String, Span, usize)>,
 }
 
 impl Interp {
@@ -230,6 +233,7 @@ impl Interp {
             inputs: vec![Vec::new(); r],
             active: Vec::new(),
             loops: Vec::new(),
+            calls: Vec::new(),
         }
     }
 
@@ -288,12 +292,19 @@ impl Interp {
             .collect()
     }
 
-    /// Notes naming the loop steps being run, outermost first, for error messages.
+    /// Notes naming the function calls and loop steps being run, outermost first, for error
+    /// messages: where in the user's pipeline a failure deep inside a solver comes from.
     fn loop_notes(&self) -> Vec<String> {
-        self.loops
-            .iter()
-            .map(|l| {
-                format!(
+        let mut notes = Vec::new();
+        for depth in 0..=self.loops.len() {
+            for (name, span, _) in self.calls.iter().filter(|c| c.2 == depth) {
+                notes.push(format!(
+                    "in `{name}`, called at {}",
+                    self.prog.location(*span)
+                ));
+            }
+            if let Some(l) = self.loops.get(depth) {
+                notes.push(format!(
                     "at {} {} of {} of the {} at {}",
                     if l.what == "ascend" || l.what == "descend" {
                         "iteration"
@@ -304,9 +315,10 @@ impl Interp {
                     l.total,
                     l.what,
                     self.prog.location(l.span)
-                )
-            })
-            .collect()
+                ));
+            }
+        }
+        notes
     }
 
     /// Runs one node and stores its value.
@@ -360,8 +372,12 @@ impl Interp {
                     .functions
                     .get(f.0 as usize)
                     .ok_or_else(|| RunError::at(span, "internal error: unknown function"))?;
-                let mut out = self.eval_region(func.body, a)?;
-                out.pop().unwrap_or(Value::Unit)
+                // The frame is active while the body runs, so the node where an error starts
+                // names this call in its notes.
+                self.calls.push((func.name.clone(), span, self.loops.len()));
+                let out = self.eval_region(func.body, a);
+                self.calls.pop();
+                out?.pop().unwrap_or(Value::Unit)
             }
             Op::Apply => {
                 let a = args(self)?;

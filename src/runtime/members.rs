@@ -150,8 +150,9 @@ pub fn index(span: Span, base: &Value, idx: &Value) -> Result<Value, RunError> {
             format!("an index must be an Int, not {}", idx.kind()),
         ));
     };
+    // Like the checker: indices count from 0; there is no negative indexing.
     let pick = |len: usize| -> Result<usize, RunError> {
-        let j = if i < 0 { i + len as i64 } else { i };
+        let j = i;
         if j < 0 || j >= len as i64 {
             Err(RunError::at(
                 span,
