@@ -196,6 +196,33 @@ impl Checker {
                 }
             }
             "grid" => self.grid_shape(args, declared),
+            "density_plot" => {
+                if let Type::Model(m) = args.ty("prior") {
+                    if let Shape::Dims(d) = self.dims.resolve_shape(&m.shape) {
+                        let n: Option<u64> = d
+                            .iter()
+                            .map(|d| {
+                                if let Dim::Known(n) = d {
+                                    Some(*n)
+                                } else {
+                                    None
+                                }
+                            })
+                            .product();
+                        if n.is_some_and(|n| n != 2) {
+                            self.invalid(
+                                args,
+                                "prior",
+                                format!("`density_plot` draws problems with 2 unknowns, but this prior is over {} elements", n.unwrap_or(0)),
+                                "use a prior over an image of 2 pixels, e.g. shape(1, 1, 2)",
+                            );
+                            return Type::Error;
+                        }
+                    }
+                }
+                let p = crate::io::plot::PANEL as u64;
+                Type::Tensor(Shape::known(&[3, p, 3 * p]))
+            }
             "load_npy" => {
                 let Some(path) = self.file_arg(args, "path") else {
                     return declared;

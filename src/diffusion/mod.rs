@@ -103,6 +103,28 @@ impl Model {
         }))
     }
 
+    /// log p_sigma(x) of each row of a `[B, n]` batch of flattened images, as `[B, 1]`;
+    /// `None` for trained networks.
+    pub fn log_density_each(
+        &self,
+        flat: &Tensor,
+        sigma: f64,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(match self {
+            Model::Gaussian(p) => p.log_density(flat, sigma)?,
+            Model::Mixture(p) => p.log_density(flat, sigma)?,
+        }))
+    }
+
+    /// The analytic Gaussian components of the model (one for a Gaussian prior), for
+    /// references and plots; empty for trained networks.
+    pub fn gaussians(&self) -> Vec<&GaussianPrior> {
+        match self {
+            Model::Gaussian(p) => vec![p.as_ref()],
+            Model::Mixture(p) => p.components().iter().collect(),
+        }
+    }
+
     /// The consistency function f(x, t), differentiable in x.
     pub fn consistency(&self, x: &Tensor, t: f64) -> candle_core::Result<Tensor> {
         match self {

@@ -18,6 +18,7 @@ pub mod grid;
 pub mod headers;
 pub mod image;
 pub mod npy;
+pub mod plot;
 
 pub use self::grid::{grid, GridError};
 pub use self::image::{read_image, read_mask, write_image, ImageOptions};

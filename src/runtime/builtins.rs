@@ -516,6 +516,23 @@ pub fn call(
                 .at(span)?;
             Value::Tensor(as_checked(&prog, n, &path, t)?)
         }
+        "density_plot" => {
+            let images = (4..a.values.len())
+                .map(|i| a.tensor(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::Tensor(
+                density_plot(
+                    &a.model(0)?,
+                    &a.operator(1)?,
+                    &a.tensor(2)?,
+                    a.float(3)?,
+                    &images,
+                    dtype,
+                    &device,
+                )
+                .map_err(|e| RunError::at(span, e))?,
+            )
+        }
         "grid" => {
             let images = (0..a.values.len())
                 .map(|i| a.tensor(i))
@@ -589,6 +606,90 @@ fn as_checked(
         }
     }
     Ok(t)
+}
+
+/// The three-panel picture of a 2-D problem (prior, likelihood of y, posterior with the points).
+fn density_plot(
+    model: &Model,
+    op: &Operator,
+    y: &Tensor,
+    sigma_y: f64,
+    points: &[Tensor],
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<Tensor, String> {
+    use crate::io::plot;
+    let shape = model.shape().to_vec();
+    let n: usize = shape.iter().product();
+    if n != 2 {
+        return Err(plot::PlotError::NotTwoD(n).to_string());
+    }
+    if !(sigma_y > 0.0) {
+        return Err("`density_plot` needs sigma_y > 0: a noiseless likelihood is a line".into());
+    }
+    let e = |e: candle_core::Error| e.to_string();
+    let pair = |t: &Tensor| -> Result<[f64; 2], String> {
+        let v = crate::diffusion::gaussian::flat_f64(t).map_err(e)?;
+        match v.as_slice() {
+            [a, b] => Ok([*a, *b]),
+            _ => Err(format!(
+                "a point of the plot must have 2 elements, this one has {:?}",
+                t.dims()
+            )),
+        }
+    };
+    let pts = points.iter().map(pair).collect::<Result<Vec<_>, _>>()?;
+    // The window holds the points and 3 standard deviations around every component's mean.
+    let mut extent = pts.clone();
+    for g in model.gaussians() {
+        let (m, s) = (g.mean(), g.dense_covariance());
+        for i in 0..2 {
+            let r = 3.0 * s[(i, i)].max(0.0).sqrt();
+            let mut lo = [m[0], m[1]];
+            let mut hi = lo;
+            lo[i] -= r;
+            hi[i] += r;
+            extent.push(lo);
+            extent.push(hi);
+        }
+    }
+    let window = plot::Window::around(&extent);
+    let grid = plot::grid_points(window);
+    let flat: Vec<f64> = grid.iter().flat_map(|p| [p[0], p[1]]).collect();
+    let flat = Tensor::from_vec(flat, (grid.len(), 2), &candle_core::Device::Cpu).map_err(e)?;
+    let prior = match model
+        .log_density_each(&flat, crate::diffusion::gaussian::SIGMA_MIN)
+        .map_err(e)?
+    {
+        Some(t) => t
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f64>())
+            .map_err(e)?,
+        None => return Err("`density_plot` needs an analytic prior".into()),
+    };
+    let y64 = y
+        .to_dtype(candle_core::DType::F64)
+        .and_then(|t| t.to_device(&candle_core::Device::Cpu))
+        .map_err(e)?;
+    let mut likelihood = Vec::with_capacity(grid.len());
+    for p in &grid {
+        let x = Tensor::from_slice(p, shape.as_slice(), &candle_core::Device::Cpu).map_err(e)?;
+        let r = (&y64 - op.apply(&x).map_err(|e| e.to_string())?).map_err(e)?;
+        let ss: f64 = crate::diffusion::gaussian::flat_f64(&r)
+            .map_err(e)?
+            .iter()
+            .map(|v| v * v)
+            .sum();
+        likelihood.push(-0.5 * ss / (sigma_y * sigma_y));
+    }
+    plot::draw(
+        &plot::Fields { prior, likelihood },
+        window,
+        &pts,
+        dtype,
+        device,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Checks that a noise level is positive.
