@@ -227,3 +227,52 @@ report mean(a) as "edm mean", mean((a - 0.1)^2) as "edm var",
         assert!((v - 0.04).abs() < 0.004, "{which}: variance {v}");
     }
 }
+
+#[test]
+fn noise_models_have_their_moments() {
+    // 64 x 64 pixels at intensity 0.5 (x = 0): Poisson counts with rate 200 per unit intensity
+    // have mean 100 and variance 100, so y = 2 counts / rate - 1 has mean 0 and variance
+    // 4 * 100 / 200^2 = 0.01; Gaussian noise adds variance sigma^2.
+    let s = reports(
+        "noise",
+        r#"
+let x = zeros(shape(1, 64, 64))
+let p = poisson_noise(200.0, seed: 3)(x)
+let g = x + gaussian_noise(0.2, seed: 4)
+report mean(p) as "poisson mean", mean(p * p) as "poisson var",
+    mean(g) as "gauss mean", mean(g * g) as "gauss var"
+"#,
+    );
+    assert!(report(&s, "poisson mean").abs() < 0.01);
+    assert!((report(&s, "poisson var") - 0.01).abs() < 0.001);
+    assert!(report(&s, "gauss mean").abs() < 0.01);
+    assert!((report(&s, "gauss var") - 0.04).abs() < 0.003);
+}
+
+#[test]
+fn priors_from_safetensors_and_low_rank_covariances() {
+    let dir = temp_dir("safetensors");
+    let dev = candle_core::Device::Cpu;
+    let mean = candle_core::Tensor::new(&[[[0.1f64, -0.2, 0.3]]], &dev).unwrap();
+    let factors = candle_core::Tensor::new(&[[0.5f64], [0.2], [-0.1]], &dev).unwrap();
+    let var = candle_core::Tensor::new(&[[[0.1f64, 0.2, 0.3]]], &dev).unwrap();
+    let tensors = std::collections::HashMap::from([
+        ("mean".to_string(), mean),
+        ("factors".to_string(), factors),
+        ("var".to_string(), var),
+    ]);
+    candle_core::safetensors::save(&tensors, dir.join("prior.safetensors")).unwrap();
+    // The same covariance written out in full: F F^T + diag(var).
+    let source = r#"
+let mean = load_tensor("prior.safetensors", "mean")
+model low = gaussian_prior_low_rank(mean, load_tensor("prior.safetensors", "factors"),
+    load_tensor("prior.safetensors", "var"))
+model full = gaussian_prior(mean, tensor([0.35, 0.1, -0.05, 0.1, 0.24, -0.02, -0.05, -0.02, 0.31],
+    shape(3, 3)))
+let x = tensor([1.0, 0.5, -0.5], shape(1, 1, 3))
+report norm(low(x, 0.4) - full(x, 0.4)) as "same denoiser"
+"#;
+    let s = run_ok(&dir, source, DType::F64, 0);
+    assert!(report(&s, "same denoiser") < 1e-12);
+    let _ = std::fs::remove_dir_all(dir);
+}

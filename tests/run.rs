@@ -284,3 +284,20 @@ fn every_shipped_pipeline_without_a_trained_model_runs() {
     }
     assert!(ran >= 10, "only {ran} pipelines ran");
 }
+
+#[test]
+fn the_readme_pipeline_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("```\nuse std.solvers.mapga")
+        .expect("the README shows a pipeline")
+        + 4;
+    let end = start + readme[start..].find("```").unwrap();
+    let data = root.join("data");
+    let source = readme[start..end].replace("../data", &data.display().to_string());
+    let dir = temp_dir("readme");
+    let s = run_ok(&dir, &source, DType::F32, 0);
+    assert!(common::report(&s, "PSNR") > 10.0, "{:?}", s.reports);
+    let _ = std::fs::remove_dir_all(dir);
+}

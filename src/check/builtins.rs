@@ -86,6 +86,16 @@ impl Args {
     }
 }
 
+/// The number of elements of a shape whose dimensions are all known.
+fn element_count(dims: &[Dim]) -> Option<u64> {
+    dims.iter()
+        .map(|d| match d {
+            Dim::Known(n) => Some(*n),
+            Dim::Var(_) => None,
+        })
+        .product()
+}
+
 /// The shape of a tensor or shape value.
 fn shape_of(t: &Type) -> Option<Shape> {
     match t {
@@ -199,16 +209,7 @@ impl Checker {
             "density_plot" => {
                 if let Type::Model(m) = args.ty("prior") {
                     if let Shape::Dims(d) = self.dims.resolve_shape(&m.shape) {
-                        let n: Option<u64> = d
-                            .iter()
-                            .map(|d| {
-                                if let Dim::Known(n) = d {
-                                    Some(*n)
-                                } else {
-                                    None
-                                }
-                            })
-                            .product();
+                        let n = element_count(&d);
                         if n.is_some_and(|n| n != 2) {
                             self.invalid(
                                 args,
@@ -613,16 +614,7 @@ impl Checker {
                     self.dims.resolve_shape(&mean),
                     shape_of(&args.ty("cov")).map(|s| self.dims.resolve_shape(&s)),
                 ) {
-                    let n: Option<u64> = m
-                        .iter()
-                        .map(|d| {
-                            if let Dim::Known(n) = d {
-                                Some(*n)
-                            } else {
-                                None
-                            }
-                        })
-                        .product();
+                    let n = element_count(&m);
                     let diag = c == m;
                     let full = c.len() == 2
                         && n.is_some_and(|n| c[0] == Dim::Known(n) && c[1] == Dim::Known(n));
@@ -663,16 +655,7 @@ impl Checker {
                     &m,
                     shape_of(&args.ty("factors")).map(|s| self.dims.resolve_shape(&s)),
                 ) {
-                    let n: Option<u64> = md
-                        .iter()
-                        .map(|d| {
-                            if let Dim::Known(n) = d {
-                                Some(*n)
-                            } else {
-                                None
-                            }
-                        })
-                        .product();
+                    let n = element_count(md);
                     let ok = f.len() == 2
                         && n.is_none_or(|n| {
                             matches!(f[0], Dim::Known(k) if k == n) || matches!(f[0], Dim::Var(_))

@@ -115,34 +115,51 @@ impl GmmPrior {
         self.components[0].check_shape(x)
     }
 
-    /// The exact denoiser: responsibilities times the components' denoisers.
-    pub fn denoise(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+    /// log w_k + log N(x; mu_k, S_k + sigma^2 I) of each component for a batch `[B, n]`, as
+    /// `[B, K]`.
+    fn component_logs(&self, flat: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        let logs = self
+            .weights
+            .iter()
+            .zip(&self.components)
+            .map(|(w, c)| c.log_density(flat, sigma)? + w.ln())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&logs, 1)
+    }
+
+    /// sum_k r_k(x) g_k(x): a per-component field `g` weighted by the components' posterior
+    /// responsibilities r_k(x) at level sigma, for x of the prior's shape or a batch of them.
+    fn responsibility_weighted(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        g: impl Fn(&GaussianPrior, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let n = self.components[0].mean().len();
         let dims = x.dims().to_vec();
-        let batch = x.elem_count() / n.max(1);
-        let flat = x.reshape((batch, n))?;
-        // log w_k + log N(x; mu_k, S_k + sigma^2 I), each [batch, 1].
-        let mut logs = Vec::with_capacity(self.components.len());
-        let mut denoised = Vec::with_capacity(self.components.len());
-        for (w, c) in self.weights.iter().zip(&self.components) {
-            logs.push((c.log_density(&flat, sigma)? + w.ln())?);
-            denoised.push(c.denoise(&flat, sigma)?.unsqueeze(1)?);
-        }
-        let logs = Tensor::cat(&logs, 1)?; // [batch, K]
-        let r = candle_nn_softmax(&logs)?; // [batch, K]
-        let d = Tensor::cat(&denoised, 1)?; // [batch, K, n]
-        let out = r.unsqueeze(2)?.broadcast_mul(&d)?.sum(1)?;
+        let flat = x.reshape((x.elem_count() / n.max(1), n))?;
+        let r = candle_nn_softmax(&self.component_logs(&flat, sigma)?)?; // [B, K]
+        let fields = self
+            .components
+            .iter()
+            .map(|c| g(c, &flat)?.unsqueeze(1))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let out = r
+            .unsqueeze(2)?
+            .broadcast_mul(&Tensor::cat(&fields, 1)?)?
+            .sum(1)?;
         out.reshape(dims)
+    }
+
+    /// The exact denoiser: responsibilities times the components' denoisers.
+    pub fn denoise(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        self.responsibility_weighted(x, sigma, |c, flat| c.denoise(flat, sigma))
     }
 
     /// log sum_k w_k N(x; mu_k, S_k + sigma^2 I) for a batch `[B, n]`, as `[B, 1]`;
     /// differentiable in x (its gradient is the score).
     pub fn log_density(&self, flat: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
-        let mut logs = Vec::with_capacity(self.components.len());
-        for (w, c) in self.weights.iter().zip(&self.components) {
-            logs.push((c.log_density(flat, sigma)? + w.ln())?);
-        }
-        let logs = Tensor::cat(&logs, 1)?;
+        let logs = self.component_logs(flat, sigma)?;
         let max = logs.max_keepdim(D::Minus1)?.detach();
         logs.broadcast_sub(&max)?
             .exp()?
@@ -151,25 +168,10 @@ impl GmmPrior {
             + max
     }
 
-    /// The exact score sum_k r_k(x) score_k(x, sigma), computed without the cancellation of
-    /// (D - x) / sigma^2.
+    /// The exact score sum_k r_k(x) score_k(x, sigma) (the gradient of the log of a mixture),
+    /// computed without the cancellation of (D - x) / sigma^2.
     pub fn score(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
-        let n = self.components[0].mean().len();
-        let dims = x.dims().to_vec();
-        let batch = x.elem_count() / n.max(1);
-        let flat = x.reshape((batch, n))?;
-        let mut logs = Vec::with_capacity(self.components.len());
-        let mut scores = Vec::with_capacity(self.components.len());
-        for (w, c) in self.weights.iter().zip(&self.components) {
-            logs.push((c.log_density(&flat, sigma)? + w.ln())?);
-            scores.push(c.score(&flat, sigma)?.unsqueeze(1)?);
-        }
-        let r = candle_nn_softmax(&Tensor::cat(&logs, 1)?)?;
-        let out = r
-            .unsqueeze(2)?
-            .broadcast_mul(&Tensor::cat(&scores, 1)?)?
-            .sum(1)?;
-        out.reshape(dims)
+        self.responsibility_weighted(x, sigma, |c, flat| c.score(flat, sigma))
     }
 
     /// The consistency function: RK4 in log sigma from t down to `sigma_min`.

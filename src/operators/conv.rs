@@ -179,10 +179,10 @@ pub fn motion_blur(size: usize, intensity: f64, rng: &mut ChaCha8Rng) -> Result<
 #[cfg(test)]
 mod tests {
     use super::super::builtin::{gaussian_blur, gaussian_kernel};
+    use super::super::testing::check_autograd_is_adjoint;
     use super::super::testing::{assert_close, check_linear, randn, values};
     use super::*;
     use crate::random::generator;
-    use candle_core::Var;
 
     fn ok<T>(r: Result<T>) -> T {
         r.unwrap_or_else(|e| panic!("{e}"))
@@ -268,16 +268,6 @@ mod tests {
     #[test]
     fn autograd_through_apply_is_the_adjoint() {
         let op = ok(motion_blur(5, 0.5, &mut generator(0, "motion_blur", 9)));
-        let x = ok(Var::from_tensor(&randn(&[2, 7, 6], 7)).map_err(Into::into));
-        let w = randn(&[2, 7, 6], 8);
-        let loss = ok(ok(op.apply(x.as_tensor()))
-            .mul(&w)
-            .and_then(|t| t.sum_all())
-            .map_err(Into::into));
-        let grads = ok(loss.backward().map_err(Into::into));
-        let g = grads
-            .get(x.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient"));
-        assert_close(&values(g), &values(&ok(op.adjoint(&w))), 1e-13, "autograd");
+        check_autograd_is_adjoint(&op, &[2, 7, 6]);
     }
 }

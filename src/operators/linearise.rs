@@ -66,16 +66,6 @@ impl Linearisation {
     }
 }
 
-/// The machine epsilon of a float dtype.
-fn epsilon(dtype: DType) -> f64 {
-    match dtype {
-        DType::F64 => f64::EPSILON,
-        DType::F16 => 9.765625e-4,
-        DType::BF16 => 7.8125e-3,
-        _ => f32::EPSILON as f64,
-    }
-}
-
 /// The largest absolute value of `t`, in f64.
 fn max_abs(t: &Tensor) -> Result<f64> {
     Ok(t.abs()?
@@ -124,7 +114,8 @@ impl Node {
                 if v_max == 0.0 {
                     return Ok(f(x)?.detach().zeros_like()?);
                 }
-                let h = epsilon(x.dtype()).cbrt() * max_abs(x)?.max(1.0) / v_max;
+                let h =
+                    super::tensors::dtype_epsilon(x.dtype()).cbrt() * max_abs(x)?.max(1.0) / v_max;
                 let step = v.affine(h, 0.0)?;
                 let plus = f(&x.add(&step)?)?;
                 let minus = f(&x.sub(&step)?)?;
@@ -198,22 +189,19 @@ impl Node {
         }
     }
 
-    /// `(a J J^T + b I)^+ r` by conjugate gradients.
+    /// `(a J J^T + b I)^+ r` by conjugate gradients, in f64 with the tolerance of r's dtype:
+    /// in f32 the recurrences lose orthogonality before reaching 1e-6 on stiff problems.
     fn solve_iterative(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-        match self {
-            // Conjugate gradients in f64 (with the tolerance of r's dtype): in f32 the
-            // recurrences lose orthogonality before reaching 1e-6 on stiff problems.
-            _ => in_f64(r, |r64, settings| {
-                gram_solve_iterative(
-                    "a linearised operator",
-                    &|v| Ok(self.apply_j(v)?.to_dtype(DType::F64)?),
-                    &|w| Ok(self.apply_jt(w)?.to_dtype(DType::F64)?),
-                    r64,
-                    (a, b),
-                    settings,
-                )
-            }),
-        }
+        in_f64(r, |r64, settings| {
+            gram_solve_iterative(
+                "a linearised operator",
+                &|v| Ok(self.apply_j(v)?.to_dtype(DType::F64)?),
+                &|w| Ok(self.apply_jt(w)?.to_dtype(DType::F64)?),
+                r64,
+                (a, b),
+                settings,
+            )
+        })
     }
 }
 

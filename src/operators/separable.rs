@@ -431,7 +431,7 @@ impl LinearOperator for Separable {
             .max(0)?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
-        let floor = top * 10.0 * dtype_epsilon(r.dtype());
+        let floor = top * 10.0 * super::tensors::dtype_epsilon(r.dtype());
         let zero = d.zeros_like()?;
         let inv = d.gt(floor)?.where_cond(&d.recip()?, &zero)?;
         run(&coeffs.mul(&inv)?, refs(&t.u, false))
@@ -454,16 +454,6 @@ impl LinearOperator for Separable {
     fn visualize(&self, y: &Tensor) -> Result<Tensor> {
         let domain = self.domain_shape(y.dims())?;
         nearest_resize(y, &domain)
-    }
-}
-
-/// The machine epsilon of a float dtype.
-fn dtype_epsilon(dtype: DType) -> f64 {
-    match dtype {
-        DType::F64 => f64::EPSILON,
-        DType::F16 => 9.765625e-4,
-        DType::BF16 => 7.8125e-3,
-        _ => f32::EPSILON as f64,
     }
 }
 
@@ -506,9 +496,9 @@ mod tests {
         uniform_blur,
     };
     use super::super::operator::Operator;
+    use super::super::testing::check_autograd_is_adjoint;
     use super::super::testing::{assert_close, check_linear, randn, values};
     use super::*;
-    use candle_core::Var;
 
     fn ok<T>(r: Result<T>) -> T {
         r.unwrap_or_else(|e| panic!("{e}"))
@@ -660,16 +650,6 @@ mod tests {
     #[test]
     fn autograd_through_apply_is_the_adjoint() {
         let op = Operator::compose(&ok(gaussian_blur(1.0, 0)), &ok(downsample(2)));
-        let x = ok(Var::from_tensor(&randn(&[3, 8, 8], 7)).map_err(Into::into));
-        let w = randn(&[3, 4, 4], 8);
-        let loss = ok(ok(op.apply(x.as_tensor()))
-            .mul(&w)
-            .and_then(|t| t.sum_all())
-            .map_err(Into::into));
-        let grads = ok(loss.backward().map_err(Into::into));
-        let g = grads
-            .get(x.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient"));
-        assert_close(&values(g), &values(&ok(op.adjoint(&w))), 1e-13, "autograd");
+        check_autograd_is_adjoint(&op, &[3, 8, 8]);
     }
 }

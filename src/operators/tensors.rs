@@ -149,3 +149,14 @@ pub(crate) fn nearest_resize(y: &Tensor, shape: &[usize]) -> Result<Tensor> {
     }
     Ok(out)
 }
+
+/// The machine epsilon of a float dtype.
+pub(crate) fn dtype_epsilon(dtype: candle_core::DType) -> f64 {
+    use candle_core::DType;
+    match dtype {
+        DType::F64 => f64::EPSILON,
+        DType::F16 => 9.765625e-4,
+        DType::BF16 => 7.8125e-3,
+        _ => f32::EPSILON as f64,
+    }
+}

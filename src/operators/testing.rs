@@ -256,3 +256,21 @@ pub fn check_linear(op: &Operator, domain: &[usize], b0: bool) {
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(g32.dtype(), DType::F32, "{name}: gram dtype kept");
 }
+
+/// Checks that candle's backward pass through `op.apply` at a random x equals the adjoint
+/// applied to the output weights (to 1e-13).
+pub fn check_autograd_is_adjoint(op: &Operator, domain: &[usize]) {
+    let x = candle_core::Var::from_tensor(&randn(domain, 7)).unwrap_or_else(|e| panic!("{e}"));
+    let out = op.apply(x.as_tensor()).unwrap_or_else(|e| panic!("{e}"));
+    let w = randn(out.dims(), 8);
+    let grads = out
+        .mul(&w)
+        .and_then(|t| t.sum_all())
+        .and_then(|t| t.backward())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let g = grads
+        .get(x.as_tensor())
+        .unwrap_or_else(|| panic!("no gradient"));
+    let adjoint = op.adjoint(&w).unwrap_or_else(|e| panic!("{e}"));
+    assert_close(&values(g), &values(&adjoint), 1e-13, "autograd");
+}

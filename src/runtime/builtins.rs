@@ -624,7 +624,7 @@ fn density_plot(
     if n != 2 {
         return Err(plot::PlotError::NotTwoD(n).to_string());
     }
-    if !(sigma_y > 0.0) {
+    if sigma_y.is_nan() || sigma_y <= 0.0 {
         return Err("`density_plot` needs sigma_y > 0: a noiseless likelihood is a line".into());
     }
     let e = |e: candle_core::Error| e.to_string();
