@@ -276,3 +276,29 @@ report norm(low(x, 0.4) - full(x, 0.4)) as "same denoiser"
     assert!(report(&s, "same denoiser") < 1e-12);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn captioned_grids_and_16_bit_pngs() {
+    let dir = temp_dir("captions");
+    let source = r#"
+let a = ones(shape(1, 16, 40)) * 0.5
+let b = zeros(shape(3, 12, 30))
+let g = captioned_grid(["left", "right"], a, b)
+save g to "grid.png"
+save a to "deep.16.png"
+report g.channels as "c", g.height as "h", g.width as "w"
+"#;
+    let s = run_ok(&dir, source, DType::F32, 0);
+    // Colour because one image is; the tallest image plus the caption band; widths plus a gap.
+    assert_eq!(report(&s, "c"), 3.0);
+    assert_eq!(
+        report(&s, "h"),
+        16.0 + mapga::io::grid::CAPTION_HEIGHT as f64
+    );
+    assert_eq!(report(&s, "w"), 40.0 + 30.0 + mapga::io::grid::GAP as f64);
+    let deep = image::open(dir.join("out/deep.16.png")).unwrap();
+    assert_eq!(deep.color(), image::ColorType::L16);
+    let grid = image::open(dir.join("out/grid.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (72, 28));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -206,6 +206,37 @@ impl Checker {
                 }
             }
             "grid" => self.grid_shape(args, declared),
+            "captioned_grid" => {
+                if let Some(Const::List(c)) = args.get("captions").and_then(|v| v.konst.clone()) {
+                    if c.len() != args.rest.len() {
+                        self.invalid(
+                            args,
+                            "captions",
+                            format!(
+                                "{} caption{} for {} image{}",
+                                c.len(),
+                                if c.len() == 1 { "" } else { "s" },
+                                args.rest.len(),
+                                if args.rest.len() == 1 { "" } else { "s" }
+                            ),
+                            "give one caption per image",
+                        );
+                        return Type::Error;
+                    }
+                }
+                match self.grid_shape(args, declared.clone()) {
+                    Type::Tensor(Shape::Dims(d)) if d.len() == 3 => {
+                        let extra = crate::io::grid::CAPTION_HEIGHT as u64;
+                        match (d[0], d[1], d[2]) {
+                            (c, Dim::Known(h), w) => {
+                                Type::Tensor(Shape::Dims(vec![c, Dim::Known(h + extra), w]))
+                            }
+                            _ => declared,
+                        }
+                    }
+                    other => other,
+                }
+            }
             "density_plot" => {
                 if let Type::Model(m) = args.ty("prior") {
                     if let Shape::Dims(d) = self.dims.resolve_shape(&m.shape) {

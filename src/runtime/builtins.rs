@@ -533,6 +533,22 @@ pub fn call(
                 .map_err(|e| RunError::at(span, e))?,
             )
         }
+        "captioned_grid" => {
+            let captions: Vec<String> = match a.get(0)? {
+                Value::List(xs) => xs
+                    .iter()
+                    .map(|x| match x {
+                        Value::Str(s) => Ok(s.to_string()),
+                        _ => Err(a.wrong(0, "a List of Strings")),
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(a.wrong(0, "a List of Strings")),
+            };
+            let images = (1..a.values.len())
+                .map(|i| a.tensor(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::Tensor(crate::io::grid::grid(&images, Some(&captions)).at(span)?)
+        }
         "grid" => {
             let images = (0..a.values.len())
                 .map(|i| a.tensor(i))

@@ -60,7 +60,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
 }
 
 /// Saves a tensor by the path's extension: `.png` / `.jpg` images (with the text chunks on
-/// PNGs) or `.npy` arrays.
+/// PNGs; `name.16.png` for 16 bits per channel) or `.npy` arrays.
 pub fn save_tensor(path: &Path, x: &Tensor, text: &[(String, String)]) -> Result<(), FileError> {
     let ext = path
         .extension()
@@ -69,8 +69,13 @@ pub fn save_tensor(path: &Path, x: &Tensor, text: &[(String, String)]) -> Result
     if ext == "npy" {
         crate::io::write_npy(path, x)
     } else {
+        // `name.16.png` asks for 16 bits per channel.
+        let sixteen = ext == "png"
+            && path
+                .file_stem()
+                .is_some_and(|s| s.to_string_lossy().to_ascii_lowercase().ends_with(".16"));
         let opts = crate::io::ImageOptions {
-            bit_depth: 8,
+            bit_depth: if sixteen { 16 } else { 8 },
             text: text.to_vec(),
         };
         crate::io::write_image(path, x, &opts)
