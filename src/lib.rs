@@ -1,18 +1,22 @@
 //! mapga: a declarative pipeline language for imaging inverse problems with diffusion models.
 //!
 //! A `.mapga` file declares the models, the forward operator, the noise schedule and the
-//! optimizer steps of a solver. The library turns it into a typed graph in two phases, each a
-//! module with one entry function:
+//! optimizer steps of a solver. The library runs it in three phases, each a module with one
+//! entry function:
 //!
 //! 1. [`syntax::parse`]: text to a spanned syntax tree ([`syntax::ast`]), with every syntax
 //!    error reported as a [`diagnostics::Diag`].
 //! 2. [`check::check_file`] / [`check::check_source`]: names, modules, types and tensor
 //!    shapes, lowered in the same pass into a [`graph::Graph`] whose nodes keep their spans.
+//! 3. [`runtime::run`]: the graph executed over candle tensors, with autodiff, writing the
+//!    pipeline's saves, `metrics.json` and a `run.ron` manifest.
 //!
-//! Built-ins are declared in the standard library ([`stdlib`], `stdlib/*.mapga`) and their
-//! shape rules live in [`check::builtins`]; file headers are read by [`io`] and model cards
-//! by [`models`]. For the runtime, [`io`] also reads and writes images and arrays as tensors
-//! and [`metrics`] compares images. The runtime that executes the graph is the next stage.
+//! Built-ins are declared in the standard library ([`stdlib`], `stdlib/*.mapga`), their
+//! shape rules live in [`check::builtins`] and their run-time code in [`runtime::builtins`],
+//! which calls the domain modules: [`operators`] (forward operators with adjoints, Gram
+//! solves and SVDs), [`diffusion`] (schedules, priors, log-density surrogates, exact MAP
+//! references), [`metrics`], [`io`] (images, arrays, grids, plots, file headers) and
+//! [`models`] (model cards).
 //!
 //! ```
 //! use mapga::check::{check_source, CheckOptions};

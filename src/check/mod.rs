@@ -15,7 +15,7 @@
 //!   (unannotated parameters are `Any`): this finds every error that does not depend on the
 //!   caller, in every function, called or not. And, for each distinct combination of
 //!   argument types, shapes and constants at a call site, the body is checked again with
-//!   those exact types and emitted as a specialised [`graph::Function`]. Shapes therefore
+//!   those exact types and emitted as a specialised [`crate::graph::Function`]. Shapes therefore
 //!   flow through user functions exactly, and a shape error that only one caller triggers
 //!   is reported in the body with a note naming that call. Recursion is refused.
 //! * **Shapes** are lists of dimensions, each known or a variable bound by unification

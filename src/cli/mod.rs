@@ -104,7 +104,7 @@ pub enum DtypeArg {
 pub struct RunArgs {
     /// The pipeline file.
     pub file: PathBuf,
-    /// The output folder [default: out/<pipeline name>].
+    /// The output folder (default: `out/<pipeline name>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Override a pipeline param: `--set sigma_y=0.1`.

@@ -6,7 +6,7 @@
 //! [`headers::image_header`], [`headers::safetensors_header`] and [`npy::npy_header`].
 //!
 //! For the runtime, [`image`] reads images and masks into tensors and writes tensors as PNG or
-//! JPEG files, [`npy`] reads and writes whole arrays and tensors, and [`grid`] lays images
+//! JPEG files, [`npy`] reads and writes whole arrays and tensors, and [`grid()`] lays images
 //! side by side for saving. Every writer is atomic (a temporary file renamed into place) and
 //! creates missing parent folders.
 //!

@@ -1,5 +1,5 @@
 //! Lowering pest's parse tree into the AST: one `lower_<rule>` function per rule, in grammar
-//! order. Children are read through [`Kids`], a small cursor, so a tree that does not have the
+//! order. Children are read through `Kids`, a small cursor, so a tree that does not have the
 //! shape the grammar promises becomes an internal error value, never a panic.
 //!
 //! Desugaring done here, each with a comment where it happens: a block's last expression
