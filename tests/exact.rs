@@ -293,3 +293,31 @@ save mask to "mask.npy"
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn mapga_with_an_ode_consistency_function_lands_on_the_same_point() {
+    // f(z, t) by Heun integration of the denoiser's ODE is only approximately the exact flow
+    // map, but it is still an (almost affine) bijection, so the maximiser in x of MAP-GA's
+    // objective is the same: exact_map_eps.
+    let p = problem();
+    let sigma_y = 0.1;
+    let dir = temp_dir("ode-consistency");
+    write_problem(&dir, &p);
+    let (lr, beta, iters) = momentum_for(&p, sigma_y);
+    let source = format!(
+        r#"use std.solvers.mapga
+{PRELUDE}
+let A = inpaint(mask)
+let y = A(x_true) + gaussian_noise({sigma_y}, seed: 1)
+let cm = ode_consistency(prior, steps: 12)
+let x = mapga(y, A, {sigma_y}, cm, prior, schedule([1.0, 0.002]), iters: {iters},
+    optimizer: momentum(lr: {lr:e}, beta: {beta:e}))
+let x_exact = exact_map_eps(prior, A, y, {sigma_y})
+report norm(x - x_exact) / norm(x_exact) as "rel"
+"#
+    );
+    let s = run_ok(&dir, &source, DType::F64, 0);
+    let rel = common::report(&s, "rel");
+    assert!(rel < 1e-3, "relative error {rel:.3e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

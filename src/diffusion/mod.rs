@@ -7,6 +7,7 @@
 pub mod exact;
 pub mod gaussian;
 pub mod gmm;
+pub mod ode;
 pub mod schedule;
 pub mod surrogate;
 
@@ -16,6 +17,7 @@ use candle_core::Tensor;
 
 pub use gaussian::GaussianPrior;
 pub use gmm::GmmPrior;
+pub use ode::OdeConsistency;
 
 /// A model of the image distribution, as the language's `Denoiser`, `Consistency` and `Prior`
 /// values hold it. Cheap to clone.
@@ -25,6 +27,8 @@ pub enum Model {
     Gaussian(Arc<GaussianPrior>),
     /// A Gaussian mixture: exact denoiser, consistency function by ODE integration.
     Mixture(Arc<GmmPrior>),
+    /// A consistency function made from a denoiser by integrating its PF-ODE.
+    Ode(Arc<OdeConsistency>),
 }
 
 impl Model {
@@ -33,6 +37,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.name(),
             Model::Mixture(p) => p.name(),
+            Model::Ode(f) => f.name(),
         }
     }
 
@@ -41,6 +46,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.shape(),
             Model::Mixture(p) => p.shape(),
+            Model::Ode(f) => f.denoiser().shape(),
         }
     }
 
@@ -49,6 +55,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.sigma_data(),
             Model::Mixture(p) => p.sigma_data(),
+            Model::Ode(f) => f.denoiser().sigma_data(),
         }
     }
 
@@ -56,6 +63,7 @@ impl Model {
     pub fn sigma_min(&self) -> f64 {
         match self {
             Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MIN,
+            Model::Ode(f) => f.denoiser().sigma_min(),
         }
     }
 
@@ -63,6 +71,7 @@ impl Model {
     pub fn sigma_max(&self) -> f64 {
         match self {
             Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MAX,
+            Model::Ode(f) => f.denoiser().sigma_max(),
         }
     }
 
@@ -71,6 +80,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.check_shape(x),
             Model::Mixture(p) => p.check_shape(x),
+            Model::Ode(f) => f.denoiser().check_input(x),
         }
     }
 
@@ -79,6 +89,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.denoise(x, sigma),
             Model::Mixture(p) => p.denoise(x, sigma),
+            Model::Ode(f) => f.denoiser().denoise(x, sigma),
         }
     }
 
@@ -88,6 +99,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.score(x, sigma),
             Model::Mixture(p) => p.score(x, sigma),
+            Model::Ode(f) => f.denoiser().score(x, sigma),
         }
     }
 
@@ -100,6 +112,7 @@ impl Model {
         Ok(Some(match self {
             Model::Gaussian(p) => p.log_density(&flat, sigma)?.sum_all()?,
             Model::Mixture(p) => p.log_density(&flat, sigma)?.sum_all()?,
+            Model::Ode(f) => return f.denoiser().log_density(x, sigma),
         }))
     }
 
@@ -113,6 +126,7 @@ impl Model {
         Ok(Some(match self {
             Model::Gaussian(p) => p.log_density(flat, sigma)?,
             Model::Mixture(p) => p.log_density(flat, sigma)?,
+            Model::Ode(f) => return f.denoiser().log_density_each(flat, sigma),
         }))
     }
 
@@ -122,6 +136,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => vec![p.as_ref()],
             Model::Mixture(p) => p.components().iter().collect(),
+            Model::Ode(f) => f.denoiser().gaussians(),
         }
     }
 
@@ -130,6 +145,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.consistency(x, t, self.sigma_min()),
             Model::Mixture(p) => p.consistency(x, t, self.sigma_min()),
+            Model::Ode(f) => f.consistency(x, t),
         }
     }
 
@@ -137,7 +153,7 @@ impl Model {
     pub fn as_gaussian(&self) -> Option<&GaussianPrior> {
         match self {
             Model::Gaussian(p) => Some(p),
-            Model::Mixture(_) => None,
+            Model::Mixture(_) | Model::Ode(_) => None,
         }
     }
 }

@@ -346,7 +346,11 @@ pub fn call(
                 diffusion::GmmPrior::new(&a.tensor(0)?, &a.tensor(1)?, &a.tensor(2)?).at(span)?;
             Value::Model(Model::Mixture(Arc::new(p)))
         }
-        "denoiser" | "consistency" | "ode_consistency" => {
+        "ode_consistency" => Value::Model(Model::Ode(Arc::new(diffusion::OdeConsistency::new(
+            a.model(0)?,
+            a.size(1)?,
+        )))),
+        "denoiser" | "consistency" => {
             return Err(RunError::at(
                 span,
                 format!("`{name}` cannot run yet: trained networks arrive with issue #4"),
