@@ -74,7 +74,7 @@ impl Program {
             .iter()
             .filter_map(|p| Some((p.name.clone(), const_value(p.value.as_ref()?))))
             .collect();
-        let free = free_nodes(&graph, &region_of);
+        let free = free_nodes(&graph);
         Program {
             graph,
             sources,
@@ -115,11 +115,10 @@ fn owned_regions(op: &Op) -> Vec<RegionId> {
 
 /// For each region, the nodes of other regions that its nodes (or its nested regions' nodes)
 /// read. Function bodies count through `Call` nodes.
-fn free_nodes(graph: &Graph, region_of: &[RegionId]) -> Vec<Vec<NodeId>> {
+fn free_nodes(graph: &Graph) -> Vec<Vec<NodeId>> {
     fn visit(
         r: RegionId,
         graph: &Graph,
-        region_of: &[RegionId],
         memo: &mut Vec<Option<Vec<NodeId>>>,
         visiting: &mut Vec<bool>,
     ) -> Vec<NodeId> {
@@ -150,27 +149,18 @@ fn free_nodes(graph: &Graph, region_of: &[RegionId]) -> Vec<Vec<NodeId>> {
                 }
             }
             for s in subs {
-                for m in visit(s, graph, region_of, memo, visiting) {
+                for m in visit(s, graph, memo, visiting) {
                     add(m, &mut out);
                 }
             }
         }
-        let _ = region_of;
         memo[r.0 as usize] = Some(out.clone());
         out
     }
     let mut memo = vec![None; graph.regions.len()];
     let mut visiting = vec![false; graph.regions.len()];
     (0..graph.regions.len())
-        .map(|r| {
-            visit(
-                RegionId(r as u32),
-                graph,
-                region_of,
-                &mut memo,
-                &mut visiting,
-            )
-        })
+        .map(|r| visit(RegionId(r as u32), graph, &mut memo, &mut visiting))
         .collect()
 }
 
@@ -323,9 +313,6 @@ impl Interp {
 
     /// Runs one node and stores its value.
     pub(crate) fn eval_node(&mut self, n: NodeId) -> Result<(), RunError> {
-        let prog = self.prog.clone();
-        let node = prog.graph.node(n);
-        let span = node.span;
         let v = match self.eval_op(n) {
             Ok(v) => v,
             Err(mut e) => {
@@ -336,7 +323,6 @@ impl Interp {
             }
         };
         self.values[n.0 as usize] = Some(v);
-        let _ = span;
         Ok(())
     }
 
@@ -695,7 +681,6 @@ impl Interp {
         value: NodeId,
         wrt: NodeId,
     ) -> Result<Tensor, RunError> {
-        let prog = self.prog.clone();
         let x = match self.get(wrt, span)? {
             Value::Tensor(t) => t,
             other => {
@@ -734,7 +719,6 @@ impl Interp {
         for (n, v) in saved {
             self.values[n.0 as usize] = v;
         }
-        let _ = prog;
         result
     }
 
