@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
+use crate::models::Network;
 pub use gaussian::GaussianPrior;
 pub use gmm::GmmPrior;
 
@@ -25,6 +26,16 @@ pub enum Model {
     Gaussian(Arc<GaussianPrior>),
     /// A Gaussian mixture: exact denoiser, consistency function by ODE integration.
     Mixture(Arc<GmmPrior>),
+    /// A trained network (EDM denoiser or consistency model) loaded with its card.
+    Network(Arc<Network>),
+}
+
+/// A network error as a tensor-library error, for the `candle_core::Result` methods.
+fn net_err(e: crate::models::ModelError) -> candle_core::Error {
+    match e {
+        crate::models::ModelError::Tensor(e) => e,
+        other => candle_core::Error::Msg(other.to_string()),
+    }
 }
 
 impl Model {
@@ -33,6 +44,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.name(),
             Model::Mixture(p) => p.name(),
+            Model::Network(n) => format!("network `{}`", n.card().name),
         }
     }
 
@@ -41,6 +53,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.shape(),
             Model::Mixture(p) => p.shape(),
+            Model::Network(n) => n.shape(),
         }
     }
 
@@ -49,6 +62,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.sigma_data(),
             Model::Mixture(p) => p.sigma_data(),
+            Model::Network(n) => n.sigma_data(),
         }
     }
 
@@ -56,6 +70,7 @@ impl Model {
     pub fn sigma_min(&self) -> f64 {
         match self {
             Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MIN,
+            Model::Network(n) => n.sigma_min(),
         }
     }
 
@@ -63,6 +78,7 @@ impl Model {
     pub fn sigma_max(&self) -> f64 {
         match self {
             Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MAX,
+            Model::Network(n) => n.sigma_max(),
         }
     }
 
@@ -71,6 +87,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.check_shape(x),
             Model::Mixture(p) => p.check_shape(x),
+            Model::Network(n) => n.check_input(x).map_err(|e| e.to_string()),
         }
     }
 
@@ -79,6 +96,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.denoise(x, sigma),
             Model::Mixture(p) => p.denoise(x, sigma),
+            Model::Network(n) => n.denoise(x, sigma).map_err(net_err),
         }
     }
 
@@ -88,6 +106,10 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.score(x, sigma),
             Model::Mixture(p) => p.score(x, sigma),
+            Model::Network(n) => {
+                let d = n.denoise(x, sigma).map_err(net_err)?;
+                (d - x)? / (sigma * sigma)
+            }
         }
     }
 
@@ -95,11 +117,15 @@ impl Model {
     /// over a batch; differentiable in x. Known in closed form for analytic priors only
     /// (`None` for trained networks).
     pub fn log_density(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Option<Tensor>> {
+        if let Model::Network(_) = self {
+            return Ok(None);
+        }
         let n: usize = self.shape().iter().product();
         let flat = x.reshape((x.elem_count() / n.max(1), n))?;
         Ok(Some(match self {
             Model::Gaussian(p) => p.log_density(&flat, sigma)?.sum_all()?,
             Model::Mixture(p) => p.log_density(&flat, sigma)?.sum_all()?,
+            Model::Network(_) => return Ok(None),
         }))
     }
 
@@ -113,6 +139,7 @@ impl Model {
         Ok(Some(match self {
             Model::Gaussian(p) => p.log_density(flat, sigma)?,
             Model::Mixture(p) => p.log_density(flat, sigma)?,
+            Model::Network(_) => return Ok(None),
         }))
     }
 
@@ -122,6 +149,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => vec![p.as_ref()],
             Model::Mixture(p) => p.components().iter().collect(),
+            Model::Network(_) => Vec::new(),
         }
     }
 
@@ -130,6 +158,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => p.consistency(x, t, self.sigma_min()),
             Model::Mixture(p) => p.consistency(x, t, self.sigma_min()),
+            Model::Network(n) => n.consistency(x, t).map_err(net_err),
         }
     }
 
@@ -137,7 +166,7 @@ impl Model {
     pub fn as_gaussian(&self) -> Option<&GaussianPrior> {
         match self {
             Model::Gaussian(p) => Some(p),
-            Model::Mixture(_) => None,
+            Model::Mixture(_) | Model::Network(_) => None,
         }
     }
 }
