@@ -346,7 +346,13 @@ pub fn call(
                 diffusion::GmmPrior::new(&a.tensor(0)?, &a.tensor(1)?, &a.tensor(2)?).at(span)?;
             Value::Model(Model::Mixture(Arc::new(p)))
         }
-        "denoiser" | "consistency" | "ode_consistency" => {
+        "denoiser" | "consistency" => {
+            let path = file(0)?;
+            let net = crate::models::Network::load(&path, dtype, &device)
+                .map_err(|e| RunError::new(Code::RunFile, span, e.to_string()))?;
+            Value::Model(Model::Network(Arc::new(net)))
+        }
+        "ode_consistency" => {
             return Err(RunError::at(
                 span,
                 format!("`{name}` cannot run yet: trained networks arrive with issue #4"),
