@@ -96,3 +96,24 @@ report norm(d(zeros(shape(1, 28, 28)), 1.0)) as "norm"
         failure.error.message
     );
 }
+
+#[test]
+fn mapga_runs_with_networks() {
+    let dir = temp_dir("network-mapga");
+    write(&dir, "net", ModelKind::Denoiser);
+    write(&dir, "cm", ModelKind::Consistency);
+    let source = r#"
+use std.solvers.mapga
+
+model d = denoiser("net.safetensors")
+model f = consistency("cm.safetensors")
+let x_true = gaussian_like(shape(1, 28, 28), seed: 5) * 0.5
+let A = inpaint(random_mask(28, 28, keep: 0.6, seed: 2))
+let y = A(x_true) + gaussian_noise(0.1, seed: 1)
+let x = mapga(y, A, 0.1, f, d, karras(steps: 3), iters: 2)
+report norm(x) as "norm"
+"#;
+    let summary = run_ok(&dir, source, DType::F32, 0);
+    let n = report(&summary, "norm");
+    assert!(n.is_finite() && n > 0.0, "{n}");
+}

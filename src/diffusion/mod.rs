@@ -1,6 +1,6 @@
 //! Diffusion building blocks: noise schedules, models of the image distribution (analytic
-//! priors and trained networks, [`crate::models::Network`]), the differentiable log-density surrogates
-//! MAP-GA climbs, and the exact MAP references used by the tests.
+//! priors and trained networks, [`crate::models::Network`]), the differentiable log-density
+//! surrogates MAP-GA climbs, and the exact MAP references used by the tests.
 //!
 //! Conventions are EDM's (Karras et al. 2022): x_sigma = x_0 + sigma n, images in [-1, 1].
 
