@@ -29,6 +29,18 @@ pub enum ModelError {
         /// What it says.
         architecture: String,
     },
+    /// The network was trained on another pixel range than the program's [-1, 1].
+    #[error(
+        "model card `{}`: value_range ({}, {}) is not supported yet; networks must be \
+         trained on images in [-1, 1]",
+        .card.display(), .range.0, .range.1
+    )]
+    ValueRange {
+        /// The card.
+        card: PathBuf,
+        /// What it says.
+        range: (f64, f64),
+    },
     /// The card's hyperparameters do not make a network.
     #[error("model card `{}`: {error}", .card.display())]
     Config {
@@ -126,6 +138,12 @@ impl Network {
             return Err(ModelError::Architecture {
                 card: card_path,
                 architecture: card.architecture.clone(),
+            });
+        }
+        if card.value_range != (-1.0, 1.0) {
+            return Err(ModelError::ValueRange {
+                card: card_path,
+                range: card.value_range,
             });
         }
         let shape: Vec<usize> = card.image_shape.iter().map(|&d| d as usize).collect();
@@ -550,6 +568,16 @@ mod tests {
         let err = Network::load(&path, DType::F32, &Device::Cpu).unwrap_err();
         assert!(
             err.to_string().contains("unknown architecture `dit`"),
+            "{err}"
+        );
+
+        let mut range = card.clone();
+        range.value_range = (0.0, 1.0);
+        let path = write_network(dir.path(), "range", &range, &weights).unwrap();
+        let err = Network::load(&path, DType::F32, &Device::Cpu).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("value_range (0, 1) is not supported"),
             "{err}"
         );
 
