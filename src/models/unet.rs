@@ -26,7 +26,8 @@
 //! 2. `conv_in` (3x3). The encoder pushes every activation it makes (after `conv_in`, after
 //!    each residual block, after each downsampling) on a skip stack.
 //! 3. Encoder level `l` (channels `channels * channel_mult[l]`): `num_res_blocks` residual
-//!    blocks, then, except at the last level, a stride-2 3x3 conv (padding 1).
+//!    blocks, then, except at the last level, a stride-2 3x3 conv (padding 1; an odd size
+//!    n becomes (n + 1) / 2, as in PyTorch).
 //! 4. Middle: residual block, self-attention (if `attention`), residual block.
 //! 5. Decoder level `l` from the last to the first: `num_res_blocks + 1` residual blocks, each
 //!    on the channel concatenation `[h, skip]` of the current activation and the popped skip;
@@ -314,6 +315,26 @@ impl Attention {
     }
 }
 
+/// `x` with a zero row (column) appended when its height (width) is odd.
+///
+/// A stride-2 conv with padding 1 gives the same output with or without it (the extra row is
+/// where the padding already reads zeros), but candle 0.11's conv backward picks one output
+/// padding for both dimensions and fails when the height and width have different parities;
+/// with both even it is right.
+fn pad_to_even(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = if h % 2 == 1 {
+        x.pad_with_zeros(2, 0, 1)?
+    } else {
+        x.clone()
+    };
+    if w % 2 == 1 {
+        x.pad_with_zeros(3, 0, 1)
+    } else {
+        Ok(x)
+    }
+}
+
 /// One decoder level: residual blocks on `[h, skip]`, then an optional upsampling conv.
 #[derive(Debug, Clone)]
 struct UpLevel {
@@ -479,7 +500,7 @@ impl UNet {
                 skips.push(h.clone());
             }
             if let Some(conv) = &level.downsample {
-                h = conv.forward(&h)?;
+                h = conv.forward(&pad_to_even(&h)?)?;
                 skips.push(h.clone());
             }
         }
@@ -562,6 +583,22 @@ mod tests {
         assert!(err(&[("attention", HyperValue::Int(1))]).contains("is not a flag"));
         assert!(err(&[("channel_mult", HyperValue::List(vec![]))]).contains("non-empty list"));
         assert!(err(&[("channels", HyperValue::Int(0))]).contains("at least 1"));
+    }
+
+    #[test]
+    fn padding_to_even_leaves_the_strided_conv_unchanged() {
+        let mut g = crate::random::generator(0, "unet test", 0);
+        let x =
+            crate::random::normal_tensor(&mut g, &[2, 3, 7, 5], DType::F64, &Device::Cpu).unwrap();
+        let k =
+            crate::random::normal_tensor(&mut g, &[4, 3, 3, 3], DType::F64, &Device::Cpu).unwrap();
+        let plain = x.conv2d(&k, 1, 2, 1, 1).unwrap();
+        let padded = pad_to_even(&x).unwrap().conv2d(&k, 1, 2, 1, 1).unwrap();
+        assert_eq!(plain.dims(), &[2, 4, 4, 3]);
+        assert_eq!(
+            plain.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            padded.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+        );
     }
 
     #[test]
