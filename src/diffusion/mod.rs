@@ -1,6 +1,6 @@
 //! Diffusion building blocks: noise schedules, models of the image distribution (analytic
-//! priors now, trained networks with issue #4), the differentiable log-density surrogates
-//! MAP-GA climbs, and the exact MAP references used by the tests.
+//! priors and trained networks, [`crate::models::Network`]), the differentiable log-density
+//! surrogates MAP-GA climbs, and the exact MAP references used by the tests.
 //!
 //! Conventions are EDM's (Karras et al. 2022): x_sigma = x_0 + sigma n, images in [-1, 1].
 
@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
+use crate::models::Network;
 pub use gaussian::GaussianPrior;
 pub use gmm::GmmPrior;
 pub use ode::OdeConsistency;
@@ -29,6 +30,16 @@ pub enum Model {
     Mixture(Arc<GmmPrior>),
     /// A consistency function made from a denoiser by integrating its PF-ODE.
     Ode(Arc<OdeConsistency>),
+    /// A trained network (EDM denoiser or consistency model) loaded with its card.
+    Network(Arc<Network>),
+}
+
+/// A network error as a tensor-library error, for the `candle_core::Result` methods.
+fn net_err(e: crate::models::ModelError) -> candle_core::Error {
+    match e {
+        crate::models::ModelError::Tensor(e) => e,
+        other => candle_core::Error::Msg(other.to_string()),
+    }
 }
 
 impl Model {
@@ -38,6 +49,7 @@ impl Model {
             Model::Gaussian(p) => p.name(),
             Model::Mixture(p) => p.name(),
             Model::Ode(f) => f.name(),
+            Model::Network(n) => format!("network `{}`", n.card().name),
         }
     }
 
@@ -47,6 +59,7 @@ impl Model {
             Model::Gaussian(p) => p.shape(),
             Model::Mixture(p) => p.shape(),
             Model::Ode(f) => f.denoiser().shape(),
+            Model::Network(n) => n.shape(),
         }
     }
 
@@ -56,6 +69,7 @@ impl Model {
             Model::Gaussian(p) => p.sigma_data(),
             Model::Mixture(p) => p.sigma_data(),
             Model::Ode(f) => f.denoiser().sigma_data(),
+            Model::Network(n) => n.sigma_data(),
         }
     }
 
@@ -64,6 +78,7 @@ impl Model {
         match self {
             Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MIN,
             Model::Ode(f) => f.denoiser().sigma_min(),
+            Model::Network(n) => n.sigma_min(),
         }
     }
 
@@ -72,6 +87,7 @@ impl Model {
         match self {
             Model::Gaussian(_) | Model::Mixture(_) => gaussian::SIGMA_MAX,
             Model::Ode(f) => f.denoiser().sigma_max(),
+            Model::Network(n) => n.sigma_max(),
         }
     }
 
@@ -81,6 +97,7 @@ impl Model {
             Model::Gaussian(p) => p.check_shape(x),
             Model::Mixture(p) => p.check_shape(x),
             Model::Ode(f) => f.denoiser().check_input(x),
+            Model::Network(n) => n.check_input(x).map_err(|e| e.to_string()),
         }
     }
 
@@ -90,6 +107,7 @@ impl Model {
             Model::Gaussian(p) => p.denoise(x, sigma),
             Model::Mixture(p) => p.denoise(x, sigma),
             Model::Ode(f) => f.denoiser().denoise(x, sigma),
+            Model::Network(n) => n.denoise(x, sigma).map_err(net_err),
         }
     }
 
@@ -100,6 +118,10 @@ impl Model {
             Model::Gaussian(p) => p.score(x, sigma),
             Model::Mixture(p) => p.score(x, sigma),
             Model::Ode(f) => f.denoiser().score(x, sigma),
+            Model::Network(n) => {
+                let d = n.denoise(x, sigma).map_err(net_err)?;
+                (d - x)? / (sigma * sigma)
+            }
         }
     }
 
@@ -107,12 +129,16 @@ impl Model {
     /// over a batch; differentiable in x. Known in closed form for analytic priors only
     /// (`None` for trained networks).
     pub fn log_density(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Option<Tensor>> {
+        if let Model::Network(_) = self {
+            return Ok(None);
+        }
         let n: usize = self.shape().iter().product();
         let flat = x.reshape((x.elem_count() / n.max(1), n))?;
         Ok(Some(match self {
             Model::Gaussian(p) => p.log_density(&flat, sigma)?.sum_all()?,
             Model::Mixture(p) => p.log_density(&flat, sigma)?.sum_all()?,
             Model::Ode(f) => return f.denoiser().log_density(x, sigma),
+            Model::Network(_) => return Ok(None),
         }))
     }
 
@@ -127,6 +153,7 @@ impl Model {
             Model::Gaussian(p) => p.log_density(flat, sigma)?,
             Model::Mixture(p) => p.log_density(flat, sigma)?,
             Model::Ode(f) => return f.denoiser().log_density_each(flat, sigma),
+            Model::Network(_) => return Ok(None),
         }))
     }
 
@@ -137,6 +164,7 @@ impl Model {
             Model::Gaussian(p) => vec![p.as_ref()],
             Model::Mixture(p) => p.components().iter().collect(),
             Model::Ode(f) => f.denoiser().gaussians(),
+            Model::Network(_) => Vec::new(),
         }
     }
 
@@ -146,6 +174,7 @@ impl Model {
             Model::Gaussian(p) => p.consistency(x, t, self.sigma_min()),
             Model::Mixture(p) => p.consistency(x, t, self.sigma_min()),
             Model::Ode(f) => f.consistency(x, t),
+            Model::Network(n) => n.consistency(x, t).map_err(net_err),
         }
     }
 
@@ -154,6 +183,7 @@ impl Model {
         match self {
             Model::Gaussian(p) => Some(p),
             Model::Mixture(_) | Model::Ode(_) => None,
+            Model::Network(_) => None,
         }
     }
 }

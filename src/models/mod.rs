@@ -3,6 +3,12 @@
 //! A weights file (`models/mnist/denoiser.safetensors`) always has a RON model card beside it
 //! (`models/mnist/denoiser.ron`, see [`card`]) giving its kind, architecture, image shape and
 //! noise range, so the checker can type a `model` declaration without loading any weights.
-//! The networks themselves (one architecture per file, candle style) will live here too.
+//! The networks themselves are one architecture per file, candle style ([`unet`]), loaded
+//! and preconditioned by [`network::Network`].
 
 pub mod card;
+pub mod fixture;
+pub mod network;
+pub mod unet;
+
+pub use network::{ModelError, Network};

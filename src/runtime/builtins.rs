@@ -351,10 +351,10 @@ pub fn call(
             a.size(1)?,
         )))),
         "denoiser" | "consistency" => {
-            return Err(RunError::at(
-                span,
-                format!("`{name}` cannot run yet: trained networks arrive with issue #4"),
-            ))
+            let path = file(0)?;
+            let net = crate::models::Network::load(&path, dtype, &device)
+                .map_err(|e| RunError::new(Code::RunFile, span, e.to_string()))?;
+            Value::Model(Model::Network(Arc::new(net)))
         }
 
         // ── noise, optimizers, schedules ──

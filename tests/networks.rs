@@ -1,0 +1,119 @@
+//! Trained networks in pipelines: `denoiser(...)` and `consistency(...)` load a U-Net from
+//! safetensors and its card, and the run uses it (issue #4). The networks are small seeded
+//! random U-Nets written by `mapga::models::fixture`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use common::{report, run_in, run_ok, temp_dir};
+use mapga::diagnostics::Code;
+use mapga::models::card::{HyperValue, ModelCard, ModelKind};
+use mapga::models::fixture::{random_weights, unet_card, write_network, write_random_unet};
+use mapga::models::Network;
+
+fn card(kind: ModelKind) -> ModelCard {
+    let hp = BTreeMap::from([
+        ("channels".to_string(), HyperValue::Int(8)),
+        (
+            "channel_mult".to_string(),
+            HyperValue::List(vec![HyperValue::Int(1), HyperValue::Int(2)]),
+        ),
+        ("num_res_blocks".to_string(), HyperValue::Int(1)),
+        ("groups".to_string(), HyperValue::Int(4)),
+    ]);
+    unet_card(kind, [1, 28, 28], hp)
+}
+
+fn write(dir: &Path, stem: &str, kind: ModelKind) -> PathBuf {
+    write_random_unet(dir, stem, &card(kind), 11).unwrap()
+}
+
+#[test]
+fn denoiser_runs_in_a_pipeline() {
+    let dir = temp_dir("network-denoiser");
+    let weights = write(&dir, "net", ModelKind::Denoiser);
+    let source = r#"
+model d = denoiser("net.safetensors")
+let x = gaussian_like(shape(1, 28, 28), seed: 3)
+report norm(d(x, 1.0)) as "norm"
+"#;
+    for dtype in [DType::F32, DType::F64] {
+        let summary = run_ok(&dir, source, dtype, 0);
+        let got = report(&summary, "norm");
+        // The same through the library, with the same seeded input.
+        let net = Network::load(&weights, dtype, &Device::Cpu).unwrap();
+        let mut g = mapga::random::generator(0, "gaussian_like", 3);
+        let x = mapga::random::normal_tensor(&mut g, &[1, 28, 28], dtype, &Device::Cpu).unwrap();
+        let d = net.denoise(&x, 1.0).unwrap().to_dtype(DType::F64).unwrap();
+        let want: f64 = d
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(got.is_finite() && got > 0.0, "{got}");
+        assert!(((got - want) / want).abs() < 1e-5, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn consistency_model_runs_in_a_pipeline() {
+    let dir = temp_dir("network-consistency");
+    write(&dir, "cm", ModelKind::Consistency);
+    let source = r#"
+model f = consistency("cm.safetensors")
+let x = gaussian_like(shape(1, 28, 28), seed: 4)
+report norm(f(x, 0.002) - x) as "at_min"
+report norm(f(x, 2.0)) as "at_two"
+"#;
+    let summary = run_ok(&dir, source, DType::F64, 0);
+    assert_eq!(report(&summary, "at_min"), 0.0);
+    assert!(report(&summary, "at_two") > 0.0);
+}
+
+#[test]
+fn weights_that_do_not_fit_the_architecture_fail_the_run() {
+    let dir = temp_dir("network-missing");
+    let card = card(ModelKind::Denoiser);
+    let mut weights = random_weights(&card, 1).unwrap();
+    weights.remove("up.0.res.1.conv2.weight");
+    write_network(&dir, "net", &card, &weights).unwrap();
+    let source = r#"
+model d = denoiser("net.safetensors")
+report norm(d(zeros(shape(1, 28, 28)), 1.0)) as "norm"
+"#;
+    let failure = run_in(&dir, source, DType::F32, 0).unwrap_err();
+    assert_eq!(failure.error.code, Code::RunFile);
+    assert!(
+        failure.error.message.contains("`up.0.res.1.conv2.weight`"),
+        "{}",
+        failure.error.message
+    );
+}
+
+#[test]
+fn mapga_runs_with_networks() {
+    let dir = temp_dir("network-mapga");
+    write(&dir, "net", ModelKind::Denoiser);
+    write(&dir, "cm", ModelKind::Consistency);
+    let source = r#"
+use std.solvers.mapga
+
+model d = denoiser("net.safetensors")
+model f = consistency("cm.safetensors")
+let x_true = gaussian_like(shape(1, 28, 28), seed: 5) * 0.5
+let A = inpaint(random_mask(28, 28, keep: 0.6, seed: 2))
+let y = A(x_true) + gaussian_noise(0.1, seed: 1)
+let x = mapga(y, A, 0.1, f, d, karras(steps: 3), iters: 2)
+report norm(x) as "norm"
+"#;
+    let summary = run_ok(&dir, source, DType::F32, 0);
+    let n = report(&summary, "norm");
+    assert!(n.is_finite() && n > 0.0, "{n}");
+}
