@@ -117,3 +117,26 @@ report norm(x) as "norm"
     let n = report(&summary, "norm");
     assert!(n.is_finite() && n > 0.0, "{n}");
 }
+
+#[test]
+fn log_prior_of_a_network_has_the_score_as_gradient() {
+    // No density is known for a network: log_prior's value is 0 and its gradient is the
+    // Tweedie score (D(x, eps) - x) / eps^2, with no gradient through D.
+    let dir = temp_dir("network-log-prior");
+    write(&dir, "net", ModelKind::Denoiser);
+    let source = r#"
+model d = denoiser("net.safetensors")
+
+fn prior_grad(d: Denoiser, x: Tensor) -> Tensor {
+    grad(log_prior(d, x, 0.5), wrt: x)
+}
+
+let x = gaussian_like(shape(1, 28, 28), seed: 3) * 0.5
+report norm(prior_grad(d, x) - score(d, x, 0.5)) / norm(score(d, x, 0.5)) as "rel",
+    log_prior(d, x, 0.5) as "value"
+"#;
+    let s = run_ok(&dir, source, DType::F64, 0);
+    assert!(report(&s, "rel") < 1e-12, "{}", report(&s, "rel"));
+    assert_eq!(report(&s, "value"), 0.0);
+    let _ = std::fs::remove_dir_all(dir);
+}
