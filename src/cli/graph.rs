@@ -1,21 +1,14 @@
 //! `mapga graph`.
 
-use super::{parse_sets, print_diags, write_atomic, GraphArgs, GraphFormat, MessageFormat};
+use super::{print_diags, write_atomic, GraphArgs, GraphFormat, MessageFormat};
 use crate::check::{check_file, CheckOptions};
 
 /// Checks the file and prints its graph; returns the exit code.
 pub fn run(args: &GraphArgs) -> u8 {
-    let overrides = match parse_sets(&args.set) {
+    let overrides = match super::overrides_for(&args.file, &args.set) {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = std::fs::metadata(&args.file) {
-        eprintln!("error: cannot read `{}`: {e}", args.file.display());
-        return 2;
-    }
     let checked = check_file(&args.file, &CheckOptions { overrides });
     print_diags(&checked.diags.0, &checked.sources, MessageFormat::Human);
     if checked.diags.has_errors() {

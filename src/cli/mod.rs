@@ -190,6 +190,23 @@ pub(crate) fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, St
     Ok(out)
 }
 
+/// The `--set` overrides of a command on one pipeline file, or the exit code 2 after saying
+/// why they (or the file) cannot be used.
+pub(crate) fn overrides_for(
+    file: &std::path::Path,
+    sets: &[String],
+) -> Result<BTreeMap<String, String>, u8> {
+    let overrides = parse_sets(sets).map_err(|e| {
+        eprintln!("error: {e}");
+        2
+    })?;
+    if let Err(e) = std::fs::metadata(file) {
+        eprintln!("error: cannot read `{}`: {e}", file.display());
+        return Err(2);
+    }
+    Ok(overrides)
+}
+
 /// Prints diagnostics to standard error.
 pub(crate) fn print_diags(diags: &[Diag], sources: &SourceMap, format: MessageFormat) {
     let stderr = std::io::stderr();

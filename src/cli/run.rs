@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{parse_sets, print_diags, DeviceArg, DtypeArg, MessageFormat, RunArgs};
+use super::{print_diags, DeviceArg, DtypeArg, MessageFormat, RunArgs};
 use crate::check::{check_file, CheckOptions};
 use crate::runtime::{self, Env, Observer, RunOptions};
 
@@ -53,17 +53,10 @@ fn cuda() -> Result<Device, String> {
 
 /// Runs the pipeline; returns the exit code.
 pub fn run(args: &RunArgs) -> u8 {
-    let overrides = match parse_sets(&args.set) {
+    let overrides = match super::overrides_for(&args.file, &args.set) {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = std::fs::metadata(&args.file) {
-        eprintln!("error: cannot read `{}`: {e}", args.file.display());
-        return 2;
-    }
     let device = match device(args.device) {
         Ok(d) => d,
         Err(e) => {
