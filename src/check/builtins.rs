@@ -1064,6 +1064,21 @@ impl Checker {
             );
             return Type::Error;
         }
+        if let Err(e) = crate::models::network::architecture_of(&card, &card_path) {
+            self.report(
+                Diag::error(
+                    Code::BadFile,
+                    args.span("path"),
+                    format!("the model card cannot be used: {e}"),
+                    "these weights",
+                )
+                .with_note(format!(
+                    "the card is read from {}",
+                    absolute(&card_path).display()
+                )),
+            );
+            return Type::Error;
+        }
         let problems = crate::models::card::tensor_mismatches(&card, &tensors);
         if let Some(first) = problems.first() {
             self.report(

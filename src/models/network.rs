@@ -127,6 +127,30 @@ pub struct Network {
     unet: UNet,
 }
 
+/// The U-Net configuration a card describes, with the checks that need no weights: the
+/// architecture is one mapga has, the value range is [-1, 1], and the hyperparameters make a
+/// valid network. The checker calls this too, so a bad card is reported before running.
+pub fn architecture_of(card: &ModelCard, card_path: &Path) -> Result<UNetConfig, ModelError> {
+    if card.architecture != "unet" {
+        return Err(ModelError::Architecture {
+            card: card_path.to_path_buf(),
+            architecture: card.architecture.clone(),
+        });
+    }
+    if card.value_range != (-1.0, 1.0) {
+        return Err(ModelError::ValueRange {
+            card: card_path.to_path_buf(),
+            range: card.value_range,
+        });
+    }
+    UNetConfig::from_hyperparameters(card.image_shape[0] as usize, &card.hyperparameters).map_err(
+        |error| ModelError::Config {
+            card: card_path.to_path_buf(),
+            error,
+        },
+    )
+}
+
 impl Network {
     /// Loads the weights at `weights` with the card beside them (`.ron`), in `dtype` on
     /// `device`. Every tensor the architecture needs must be in the file with its shape, and
@@ -134,25 +158,8 @@ impl Network {
     pub fn load(weights: &Path, dtype: DType, device: &Device) -> Result<Network, ModelError> {
         let card_path = card::card_path_for(weights);
         let card = card::load_card(&card_path)?;
-        if card.architecture != "unet" {
-            return Err(ModelError::Architecture {
-                card: card_path,
-                architecture: card.architecture.clone(),
-            });
-        }
-        if card.value_range != (-1.0, 1.0) {
-            return Err(ModelError::ValueRange {
-                card: card_path,
-                range: card.value_range,
-            });
-        }
+        let config = architecture_of(&card, &card_path)?;
         let shape: Vec<usize> = card.image_shape.iter().map(|&d| d as usize).collect();
-        let config =
-            UNetConfig::from_hyperparameters(card.image_shape[0] as usize, &card.hyperparameters)
-                .map_err(|error| ModelError::Config {
-                card: card_path.clone(),
-                error,
-            })?;
         let read_err = |e: candle_core::Error| ModelError::Read {
             path: weights.to_path_buf(),
             message: e.to_string(),
