@@ -1,6 +1,6 @@
 //! `mapga fmt`.
 
-use super::{print_diags, write_atomic, FmtArgs, MessageFormat};
+use super::{print_diags, FmtArgs, MessageFormat};
 use crate::source::{Origin, SourceMap};
 
 /// Formats each file (or checks that it is formatted); returns the exit code.
@@ -45,8 +45,8 @@ pub fn run(args: &FmtArgs) -> u8 {
         if args.check {
             println!("{}", path.display());
             code = code.max(1);
-        } else if let Err(e) = write_atomic(path, &formatted) {
-            eprintln!("error: cannot write `{}`: {e}", path.display());
+        } else if let Err(e) = crate::io::atomic::write_bytes(path, formatted.as_bytes()) {
+            eprintln!("error: {e}");
             code = 2;
         }
     }

@@ -1,6 +1,6 @@
 //! `mapga graph`.
 
-use super::{print_diags, write_atomic, GraphArgs, GraphFormat, MessageFormat};
+use super::{print_diags, GraphArgs, GraphFormat, MessageFormat};
 use crate::check::{check_file, CheckOptions};
 
 /// Checks the file and prints its graph; returns the exit code.
@@ -27,8 +27,8 @@ pub fn run(args: &GraphArgs) -> u8 {
     };
     match &args.output {
         Some(path) => {
-            if let Err(e) = write_atomic(path, &text) {
-                eprintln!("error: cannot write `{}`: {e}", path.display());
+            if let Err(e) = crate::io::atomic::write_bytes(path, text.as_bytes()) {
+                eprintln!("error: {e}");
                 return 2;
             }
         }

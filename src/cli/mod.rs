@@ -219,20 +219,3 @@ pub(crate) fn print_diags(diags: &[Diag], sources: &SourceMap, format: MessageFo
     };
     eprint!("{text}");
 }
-
-/// Writes `text` to `path` atomically: a temporary file beside it, then a rename.
-pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.mapga-tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}

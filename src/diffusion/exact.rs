@@ -5,7 +5,7 @@
 //! for any linear operator, including compositions, at the cost of n applications and an
 //! m x m solve; they refuse problems larger than [`MAX_ELEMENTS`].
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use nalgebra::{DMatrix, DVector};
 
 use super::gaussian::{flat_f64, GaussianPrior};
@@ -122,9 +122,4 @@ pub fn exact_map(
     sigma_y: f64,
 ) -> Result<Tensor, ExactError> {
     exact_map_eps(prior, op, y, sigma_y, 0.0)
-}
-
-/// Converts a tensor to f64 on the CPU (for references).
-pub fn to_f64_cpu(t: &Tensor) -> candle_core::Result<Tensor> {
-    t.to_dtype(DType::F64)?.to_device(&Device::Cpu)
 }

@@ -41,6 +41,11 @@ pub fn write_atomically(
     })
 }
 
+/// Writes `bytes` to `path` atomically (see [`write_atomically`]).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_atomically(path, |w| w.write_all(bytes))
+}
+
 /// A sibling of `path` to write into before renaming: `.<name>.<pid>.<n>.tmp`.
 fn temp_path(path: &Path) -> Result<PathBuf, FileError> {
     let name = path.file_name().ok_or_else(|| {

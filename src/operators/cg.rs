@@ -166,6 +166,32 @@ pub(crate) fn pinv_iterative(
     cgls(&format!("pinv of {name}"), apply, adjoint, y, settings)
 }
 
+/// [`gram_solve_iterative`] in f64, with the tolerance of `r`'s dtype (in f32 the CG
+/// recurrences lose orthogonality before reaching 1e-6 on stiff problems). The maps' results
+/// are converted to f64, so a map that keeps its own dtype (a user function) works too.
+pub(crate) fn gram_solve_f64(
+    name: &str,
+    apply: Map,
+    adjoint: Map,
+    r: &Tensor,
+    ab: (f64, f64),
+) -> Result<Tensor> {
+    let apply64 = |z: &Tensor| -> Result<Tensor> { Ok(apply(z)?.to_dtype(DType::F64)?) };
+    let adjoint64 = |z: &Tensor| -> Result<Tensor> { Ok(adjoint(z)?.to_dtype(DType::F64)?) };
+    in_f64(r, |r, settings| {
+        gram_solve_iterative(name, &apply64, &adjoint64, r, ab, settings)
+    })
+}
+
+/// [`pinv_iterative`] in f64, with the tolerance of `y`'s dtype.
+pub(crate) fn pinv_f64(name: &str, apply: Map, adjoint: Map, y: &Tensor) -> Result<Tensor> {
+    let apply64 = |z: &Tensor| -> Result<Tensor> { Ok(apply(z)?.to_dtype(DType::F64)?) };
+    let adjoint64 = |z: &Tensor| -> Result<Tensor> { Ok(adjoint(z)?.to_dtype(DType::F64)?) };
+    in_f64(y, |y, settings| {
+        pinv_iterative(name, &apply64, &adjoint64, y, settings)
+    })
+}
+
 /// `f` computed in f64: the input is converted to f64 on its device and the result back to
 /// the input's dtype; the tolerances stay those of the input's dtype.
 pub(crate) fn in_f64(

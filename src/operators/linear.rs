@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::cg::{gram_solve_iterative, in_f64, pinv_iterative};
+use super::cg::{gram_solve_f64, pinv_f64};
 use super::error::Result;
 use super::separable::Separable;
 
@@ -31,26 +31,19 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
     /// tolerance of `r`'s dtype). The pseudo-inverse where singular (a mask with `b = 0`:
     /// zero on missing pixels).
     fn gram_solve(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-        let name = self.name();
-        in_f64(r, |r, settings| {
-            gram_solve_iterative(
-                &name,
-                &|z| self.apply(z),
-                &|z| self.adjoint(z),
-                r,
-                (a, b),
-                settings,
-            )
-        })
+        gram_solve_f64(
+            &self.name(),
+            &|z| self.apply(z),
+            &|z| self.adjoint(z),
+            r,
+            (a, b),
+        )
     }
 
     /// `A^+ y`, the minimum-norm least-squares solution of `A x = y`, domain-shaped. This
     /// default runs CGLS in f64 on the tensor's device.
     fn pinv(&self, y: &Tensor) -> Result<Tensor> {
-        let name = self.name();
-        in_f64(y, |y, settings| {
-            pinv_iterative(&name, &|z| self.apply(z), &|z| self.adjoint(z), y, settings)
-        })
+        pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y)
     }
 
     /// The SVD, when known.

@@ -15,7 +15,7 @@
 
 use candle_core::{DType, Tensor, Var};
 
-use super::cg::{gram_solve_iterative, in_f64};
+use super::cg::gram_solve_f64;
 use super::error::{shape_error, Result};
 use super::operator::{Operator, TensorFn};
 use super::tensors::shape_str;
@@ -189,19 +189,15 @@ impl Node {
         }
     }
 
-    /// `(a J J^T + b I)^+ r` by conjugate gradients, in f64 with the tolerance of r's dtype:
-    /// in f32 the recurrences lose orthogonality before reaching 1e-6 on stiff problems.
+    /// `(a J J^T + b I)^+ r` by conjugate gradients in f64.
     fn solve_iterative(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-        in_f64(r, |r64, settings| {
-            gram_solve_iterative(
-                "a linearised operator",
-                &|v| Ok(self.apply_j(v)?.to_dtype(DType::F64)?),
-                &|w| Ok(self.apply_jt(w)?.to_dtype(DType::F64)?),
-                r64,
-                (a, b),
-                settings,
-            )
-        })
+        gram_solve_f64(
+            "a linearised operator",
+            &|v| self.apply_j(v),
+            &|w| self.apply_jt(w),
+            r,
+            (a, b),
+        )
     }
 }
 

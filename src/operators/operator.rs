@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
-use super::cg::{gram_solve_iterative, in_f64, pinv_iterative};
+use super::cg::{gram_solve_f64, pinv_f64};
 use super::error::{shape_error, OperatorError, Result};
 use super::linear::{LinearOperator, Svd};
 use super::linearise::Linearisation;
@@ -203,19 +203,13 @@ impl Operator {
         match self {
             Operator::Linear(l) => l.gram_solve(r, a, b),
             Operator::Scale(c, inner) => inner.gram_solve(r, a * c * c, b),
-            _ => {
-                let name = self.name();
-                in_f64(r, |r, settings| {
-                    gram_solve_iterative(
-                        &name,
-                        &|z| self.apply(z),
-                        &|z| self.adjoint(z),
-                        r,
-                        (a, b),
-                        settings,
-                    )
-                })
-            }
+            _ => gram_solve_f64(
+                &self.name(),
+                &|z| self.apply(z),
+                &|z| self.adjoint(z),
+                r,
+                (a, b),
+            ),
         }
     }
 
@@ -233,12 +227,7 @@ impl Operator {
                     p.affine(1.0 / c, 0.0)?
                 })
             }
-            _ => {
-                let name = self.name();
-                in_f64(y, |y, settings| {
-                    pinv_iterative(&name, &|z| self.apply(z), &|z| self.adjoint(z), y, settings)
-                })
-            }
+            _ => pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y),
         }
     }
 

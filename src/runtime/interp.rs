@@ -211,6 +211,9 @@ pub struct Interp {
     /// Active calls of user and library functions: name, call site, and how many loops were
     /// active when it was made (to order the notes of an error).
     calls: Vec<(String, Span, usize)>,
+    /// The nodes `grad` re-runs, by (wrt, value): the same for every run of a `grad` node,
+    /// since a path never leaves the regions that enclose it.
+    paths: HashMap<(NodeId, NodeId), Vec<NodeId>>,
 }
 
 impl Interp {
@@ -224,6 +227,7 @@ impl Interp {
             active: Vec::new(),
             loops: Vec::new(),
             calls: Vec::new(),
+            paths: HashMap::new(),
         }
     }
 
@@ -690,7 +694,14 @@ impl Interp {
                 ))
             }
         };
-        let path = self.path_between(wrt, value);
+        let path = match self.paths.get(&(wrt, value)) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.path_between(wrt, value);
+                self.paths.insert((wrt, value), p.clone());
+                p
+            }
+        };
         let saved: Vec<(NodeId, Option<Value>)> = std::iter::once(wrt)
             .chain(path.iter().copied())
             .map(|n| (n, self.values[n.0 as usize].clone()))

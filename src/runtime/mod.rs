@@ -178,7 +178,7 @@ fn write_records(
     let span = crate::source::Span::new(crate::source::FileId(0), 0, 0);
     let fail = |e: crate::io::FileError| RunError::new(Code::RunFile, span, e.to_string());
     let metrics = opts.out_dir.join("metrics.json");
-    outputs::write_atomic(&metrics, outputs::metrics_json(&summary.reports).as_bytes())
+    crate::io::atomic::write_bytes(&metrics, outputs::metrics_json(&summary.reports).as_bytes())
         .map_err(fail)?;
     summary.written.push(metrics);
     let rel = |p: &Path| {
@@ -230,7 +230,7 @@ fn write_records(
     let ron = ron::ser::to_string_pretty(&manifest, ron::ser::PrettyConfig::new())
         .map_err(|e| RunError::at(span, format!("cannot write run.ron: {e}")))?;
     let path = opts.out_dir.join("run.ron");
-    outputs::write_atomic(&path, format!("{ron}\n").as_bytes()).map_err(fail)?;
+    crate::io::atomic::write_bytes(&path, format!("{ron}\n").as_bytes()).map_err(fail)?;
     summary.written.push(path);
     Ok(())
 }

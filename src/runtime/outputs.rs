@@ -54,11 +54,6 @@ pub fn file_sha256(path: &Path) -> String {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temporary sibling renamed into place).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
-    crate::io::atomic::write_atomically(path, |w| w.write_all(bytes))
-}
-
 /// Saves a tensor by the path's extension: `.png` / `.jpg` images (with the text chunks on
 /// PNGs; `name.16.png` for 16 bits per channel) or `.npy` arrays.
 pub fn save_tensor(path: &Path, x: &Tensor, text: &[(String, String)]) -> Result<(), FileError> {
@@ -116,17 +111,5 @@ mod tests {
         let j = metrics_json(&[("b".into(), 1.5), ("a".into(), f64::NAN)]);
         assert!(j.find("\"b\"").unwrap() < j.find("\"a\"").unwrap(), "{j}");
         assert!(j.contains("\"NaN\""));
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = std::env::temp_dir().join(format!("mapga-atomic-{}", std::process::id()));
-        let p = dir.join("sub/x.txt");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.join("sub")).unwrap().collect();
-        assert_eq!(names.len(), 1);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
