@@ -112,17 +112,21 @@ def png_grey8(pixels: bytes, width: int, height: int) -> bytes:
 
 def npy_f4(values: list[float], shape: tuple[int, ...]) -> bytes:
     """.npy format version 1.0, dtype '<f4', C order."""
-    shape_s = "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape_s
-    # magic(6) + version(2) + header_len(2) + header + '\n' ≡ 0 (mod 64)
-    pad = (-(10 + len(header) + 1)) % 64
-    header = (header + " " * pad + "\n").encode("latin1")
     n = 1
     for s in shape:
         n *= s
     assert len(values) == n
-    return (b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
-            + struct.pack("<%df" % n, *values))
+    return npy_raw("<f4", struct.pack("<%df" % n, *values), shape)
+
+
+def npy_raw(descr: str, payload: bytes, shape: tuple[int, ...]) -> bytes:
+    """.npy format version 1.0 of an already packed C-order `payload` of dtype `descr`."""
+    shape_s = "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape_s)
+    # magic(6) + version(2) + header_len(2) + header + '\n' ≡ 0 (mod 64)
+    pad = (-(10 + len(header) + 1)) % 64
+    header = (header + " " * pad + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
 
 
 # --------------------------------------------------------------- readers ----
@@ -212,6 +216,17 @@ def build(classes: list[bytes]) -> tuple[dict[str, bytes], dict]:
         for suffix, idx in (("", first), ("_b", first + 1)):
             px = digits[idx * NPIX:(idx + 1) * NPIX]
             files[f"mnist/test/{d}{suffix}.png"] = png_grey8(px, W, H)
+
+    # The whole TEST split as arrays, classes interleaved (position 10 j + c is the j-th test
+    # digit of class c), so the first 10 k entries are k digits of every class.
+    order = [split["test"][str(c)][0] + j for j in range(TEST_PER_CLASS) for c in range(10)]
+    files["mnist/test/digits.npy"] = npy_raw(
+        "|u1", b"".join(digits[i * NPIX:(i + 1) * NPIX] for i in order),
+        (len(order), 1, H, W))
+    files["mnist/test/indices.npy"] = npy_raw(
+        "<i8", struct.pack("<%dq" % len(order), *order), (len(order),))
+    files["mnist/test/labels.npy"] = npy_raw(
+        "|u1", bytes(labels[i] for i in order), (len(order),))
 
     # Per-pixel mean / population variance (ddof=0) of TRAIN in [-1, 1] units,
     # x = q/255*2 - 1, computed exactly with integers, then rounded to f32.
@@ -306,6 +321,9 @@ differently, the uncompressed digits always have sha256
 | `mnist/split.json` | train/test index ranges per class, half-open `[start, end)` into the digit order, plus counts |
 | `mnist/test/<d>.png` | the first TEST digit of class d, 8-bit greyscale 28x28 PNG |
 | `mnist/test/<d>_b.png` | the second TEST digit of class d |
+| `mnist/test/digits.npy` | the whole TEST split, `\|u1` (values `round(v*255)`), shape (1000, 1, 28, 28), classes interleaved: entry `10 j + c` is the j-th test digit of class c, so the first `10 k` entries hold k digits of every class |
+| `mnist/test/indices.npy` | `<i8`, shape (1000,): the index of each entry of `test/digits.npy` in `digits.u8` (the 10,000-digit file order) |
+| `mnist/test/labels.npy` | `\|u1`, shape (1000,): the class of each entry of `test/digits.npy` |
 | `mnist/prior/mean.npy` | per-pixel mean of the TRAIN split in [-1, 1] units (`x = q/255*2 - 1`), `<f4`, shape (1, 28, 28), .npy v1.0 |
 | `mnist/prior/var.npy` | per-pixel population variance (ddof 0) of the TRAIN split in the same units, same format. {zero_var} pixels have variance exactly 0 (always background): add an epsilon before dividing. |
 | `mnist/SHA256SUMS` | sha256 of every file above (`cd data/mnist && sha256sum -c SHA256SUMS`) |
