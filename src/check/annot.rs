@@ -10,7 +10,7 @@ use crate::source::Span;
 use crate::syntax::ast::{TypeArg, TypeExpr, TypeExprKind};
 
 /// The type names an annotation may use.
-pub const TYPE_NAMES: [&str; 20] = [
+pub const TYPE_NAMES: [&str; 21] = [
     "Int",
     "Float",
     "Bool",
@@ -23,6 +23,7 @@ pub const TYPE_NAMES: [&str; 20] = [
     "Denoiser",
     "Consistency",
     "Prior",
+    "Classifier",
     "Model",
     "Schedule",
     "Optimizer",
@@ -140,9 +141,10 @@ impl Checker {
                             svd,
                         }))
                     }
-                    "Denoiser" | "Consistency" | "Prior" | "Model" => {
+                    "Denoiser" | "Consistency" | "Prior" | "Classifier" | "Model" => {
                         let kind = match n {
                             "Denoiser" => ModelKind::Denoiser,
+                            "Classifier" => ModelKind::Classifier,
                             "Consistency" => ModelKind::Consistency,
                             "Prior" => ModelKind::Prior,
                             _ => ModelKind::Any,
@@ -355,8 +357,10 @@ impl Checker {
                 Ok(have.clone())
             }
             (Model(m), Model(w)) => {
-                let kind_ok =
-                    m.kind == w.kind || m.kind == ModelKind::Prior || w.kind == ModelKind::Any;
+                // A Prior stands in for a Denoiser or a Consistency model, never a Classifier.
+                let kind_ok = m.kind == w.kind
+                    || (m.kind == ModelKind::Prior && w.kind != ModelKind::Classifier)
+                    || w.kind == ModelKind::Any;
                 if !kind_ok {
                     return Err(None);
                 }

@@ -628,6 +628,35 @@ impl Checker {
                 Type::Optimizer
             }
             "denoiser" => self.load_model(args, ModelKind::Denoiser),
+            "classifier" => self.load_model(args, ModelKind::Classifier),
+            "classify" | "class_probabilities" | "classifier_features" => {
+                self.check_classifier_input(args, name)
+            }
+            "accuracy" | "confident_share" => {
+                self.check_classifier_input(args, name);
+                if name == "confident_share" {
+                    self.require(args, "threshold", |t| (0.0..1.0).contains(&t), "in [0, 1)");
+                }
+                Type::Float
+            }
+            "frechet_distance" => {
+                for p in ["a", "b"] {
+                    if let Some(Shape::Dims(d)) = shape_of(&args.ty(p)) {
+                        if d.len() != 2 {
+                            self.invalid(
+                                args,
+                                p,
+                                format!(
+                                    "features are [N, d] (one row per image), not rank {}",
+                                    d.len()
+                                ),
+                                "e.g. classifier_features(clf, images)",
+                            );
+                        }
+                    }
+                }
+                Type::Float
+            }
             "consistency" => self.load_model(args, ModelKind::Consistency),
             "ode_consistency" => {
                 self.require(args, "steps", |s| s >= 1.0, "at least 1");
@@ -1050,6 +1079,7 @@ impl Checker {
         let card_kind = match card.kind {
             crate::models::card::ModelKind::Denoiser => ModelKind::Denoiser,
             crate::models::card::ModelKind::Consistency => ModelKind::Consistency,
+            crate::models::card::ModelKind::Classifier => ModelKind::Classifier,
         };
         if card_kind != kind {
             let (want, have) = (kind.name(), card_kind.name());
@@ -1064,7 +1094,12 @@ impl Checker {
             );
             return Type::Error;
         }
-        if let Err(e) = crate::models::network::architecture_of(&card, &card_path) {
+        let usable = if kind == ModelKind::Classifier {
+            crate::models::classifier::check_card(&card, &card_path)
+        } else {
+            crate::models::network::architecture_of(&card, &card_path).map(|_| ())
+        };
+        if let Err(e) = usable {
             self.report(
                 Diag::error(
                     Code::BadFile,
@@ -1108,6 +1143,29 @@ fn op(domain: Shape, range: Shape, linear: bool, svd: bool) -> Type {
 }
 
 /// A model type.
+impl Checker {
+    /// The images given to a classifier fit its card; the result type of `name`: `[N]` classes,
+    /// `[N, K]` probabilities or `[N, d]` features (N = 1 for one image).
+    fn check_classifier_input(&mut self, args: &Args, name: &str) -> Type {
+        let (Type::Model(m), Some(x)) = (args.ty("classifier"), args.get("x")) else {
+            return Type::Tensor(Shape::Unknown);
+        };
+        let x = x.clone();
+        let Type::Tensor(shape) = self.apply_model(&m.shape, &x, args.span("classifier")) else {
+            return Type::Error;
+        };
+        let n = match self.dims.resolve_shape(&shape) {
+            Shape::Dims(d) if d.len() == 4 => Some(d[0]),
+            Shape::Dims(_) => Some(Dim::Known(1)),
+            Shape::Unknown => None,
+        };
+        match (name, n) {
+            ("classify", Some(n)) => Type::Tensor(Shape::Dims(vec![n])),
+            _ => Type::Tensor(Shape::Unknown),
+        }
+    }
+}
+
 fn model(kind: ModelKind, shape: Shape) -> Type {
     Type::Model(Box::new(ModelType { kind, shape }))
 }

@@ -55,6 +55,8 @@ pub enum ModelKind {
     Consistency,
     /// An analytic prior: both a denoiser and a consistency function.
     Prior,
+    /// An image classifier, for evaluation.
+    Classifier,
     /// Any of the above (the `Model` annotation).
     Any,
 }
@@ -66,6 +68,7 @@ impl ModelKind {
             ModelKind::Denoiser => "Denoiser",
             ModelKind::Consistency => "Consistency",
             ModelKind::Prior => "Prior",
+            ModelKind::Classifier => "Classifier",
             ModelKind::Any => "Model",
         }
     }
@@ -182,6 +185,7 @@ impl Type {
                 ModelKind::Denoiser => "a Denoiser",
                 ModelKind::Consistency => "a Consistency model",
                 ModelKind::Prior => "a Prior",
+                ModelKind::Classifier => "a Classifier",
                 ModelKind::Any => "a Model",
             },
             Type::Schedule => "a Schedule",

@@ -5,6 +5,7 @@
 //! in `f64`. The image under test comes first, the reference second, and both must have the
 //! same shape. NaN values are not refused: they make the result NaN.
 
+pub mod classifier;
 mod ssim;
 
 pub use self::ssim::{ssim, SSIM_WINDOW};

@@ -33,6 +33,8 @@ pub enum ModelKind {
     Denoiser,
     /// A consistency model f(x, t) = c_skip(t) x + c_out(t) F(x, t).
     Consistency,
+    /// An image classifier (logits and penultimate-layer features), for evaluation.
+    Classifier,
 }
 
 /// One architecture hyperparameter: a number, a flag, a name, or a list of them.

@@ -7,8 +7,10 @@
 //! and preconditioned by [`network::Network`].
 
 pub mod card;
+pub mod classifier;
 pub mod fixture;
 pub mod network;
 pub mod unet;
 
+pub use classifier::Classifier;
 pub use network::{ModelError, Network};

@@ -29,6 +29,16 @@ pub enum ModelError {
         /// What it says.
         architecture: String,
     },
+    /// The card describes another kind of model than the one asked for.
+    #[error("model card `{}`: this is a {found}, not a {expected}", .card.display())]
+    Kind {
+        /// The card.
+        card: PathBuf,
+        /// What the card describes (kind and architecture).
+        found: String,
+        /// What the caller needs.
+        expected: String,
+    },
     /// The network was trained on another pixel range than the program's [-1, 1].
     #[error(
         "model card `{}`: value_range ({}, {}) is not supported yet; networks must be \
@@ -131,6 +141,13 @@ pub struct Network {
 /// architecture is one mapga has, the value range is [-1, 1], and the hyperparameters make a
 /// valid network. The checker calls this too, so a bad card is reported before running.
 pub fn architecture_of(card: &ModelCard, card_path: &Path) -> Result<UNetConfig, ModelError> {
+    if card.kind == card::ModelKind::Classifier {
+        return Err(ModelError::Kind {
+            card: card_path.to_path_buf(),
+            found: format!("classifier (architecture `{}`)", card.architecture),
+            expected: "denoiser or consistency model".into(),
+        });
+    }
     if card.architecture != "unet" {
         return Err(ModelError::Architecture {
             card: card_path.to_path_buf(),
@@ -299,7 +316,8 @@ impl Network {
 
 /// Checks the file's tensors against the network's: each needed one present with its shape,
 /// and nothing else. Reports the first problem in name order.
-fn check_tensors(
+/// Every tensor of `needed` is in `found` with its shape, and `found` holds nothing else.
+pub(crate) fn check_tensors(
     path: &Path,
     needed: &BTreeMap<String, Vec<usize>>,
     found: &HashMap<String, Tensor>,

@@ -101,6 +101,13 @@ impl Args<'_> {
         }
     }
 
+    fn classifier(&self, i: usize) -> Result<Arc<crate::models::Classifier>, RunError> {
+        match self.get(i)? {
+            Value::Classifier(c) => Ok(c.clone()),
+            _ => Err(self.wrong(i, "a Classifier")),
+        }
+    }
+
     fn model(&self, i: usize) -> Result<Model, RunError> {
         match self.get(i)? {
             Value::Model(m) => Ok(m.clone()),
@@ -356,6 +363,30 @@ pub fn call(
                 .map_err(|e| RunError::new(Code::RunFile, span, e.to_string()))?;
             Value::Model(Model::Network(Arc::new(net)))
         }
+        "classifier" => {
+            let path = file(0)?;
+            let clf = crate::models::Classifier::load(&path, dtype, &device)
+                .map_err(|e| RunError::new(Code::RunFile, span, e.to_string()))?;
+            Value::Classifier(Arc::new(clf))
+        }
+        "classify"
+        | "class_probabilities"
+        | "classifier_features"
+        | "accuracy"
+        | "confident_share" => {
+            let (clf, x) = (a.classifier(0)?, a.tensor(1)?);
+            let scores = crate::metrics::classifier::Scores::of(&clf, &x).at(span)?;
+            match name {
+                "classify" => Value::Tensor(scores.predictions().at(span)?),
+                "class_probabilities" => Value::Tensor(scores.probabilities),
+                "classifier_features" => Value::Tensor(scores.features),
+                "accuracy" => Value::Float(scores.accuracy(&a.tensor(2)?).at(span)?),
+                _ => Value::Float(scores.confident_share(a.float(2)?).at(span)?),
+            }
+        }
+        "frechet_distance" => Value::Float(
+            crate::metrics::classifier::frechet_distance(&a.tensor(0)?, &a.tensor(1)?).at(span)?,
+        ),
 
         // ── noise, optimizers, schedules ──
         "gaussian_noise" => Value::Noise(NoiseSpec::Gaussian {

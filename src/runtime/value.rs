@@ -89,6 +89,8 @@ pub enum Value {
     Operator(Operator),
     /// A model: a trained network or an analytic prior.
     Model(Model),
+    /// An image classifier, for scoring samples and restorations.
+    Classifier(Arc<crate::models::Classifier>),
     /// A schedule: decreasing noise levels.
     Schedule(Arc<[f64]>),
     /// An optimizer recipe.
@@ -114,6 +116,7 @@ impl Value {
             Value::List(_) => "a List",
             Value::Operator(_) => "an Operator",
             Value::Model(_) => "a Model",
+            Value::Classifier(_) => "a Classifier",
             Value::Schedule(_) => "a Schedule",
             Value::Optimizer(_) => "an Optimizer",
             Value::Noise(_) => "a Noise model",
@@ -153,6 +156,7 @@ impl fmt::Debug for Value {
             Value::List(xs) => f.debug_list().entries(xs.iter()).finish(),
             Value::Operator(o) => write!(f, "{}", o.name()),
             Value::Model(m) => write!(f, "{}", m.name()),
+            Value::Classifier(c) => write!(f, "classifier {}", c.card().name),
             Value::Schedule(s) => write!(f, "schedule({} levels)", s.len()),
             Value::Optimizer(o) => write!(f, "{o:?}"),
             Value::Noise(n) => write!(f, "{n:?}"),
