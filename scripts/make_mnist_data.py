@@ -217,6 +217,21 @@ def build(classes: list[bytes]) -> tuple[dict[str, bytes], dict]:
             px = digits[idx * NPIX:(idx + 1) * NPIX]
             files[f"mnist/test/{d}{suffix}.png"] = png_grey8(px, W, H)
 
+    # A real-measurement example with no ground truth beside it: a TEST digit with white
+    # scratches across it, and the mask of the pixels that are still good (255 = observed).
+    damaged_idx = split["test"]["2"][0] + 2
+    px = bytearray(digits[damaged_idx * NPIX:(damaged_idx + 1) * NPIX])
+    mask = bytearray([255]) * NPIX
+    for r in range(H):
+        for c in range(W):
+            scratch = abs((r - 3) - (c - 2) * 0.9) < 1.3 and 4 <= c <= 24  # a diagonal scratch
+            blot = (r - 19) ** 2 + (c - 9) ** 2 <= 9  # and a round blot
+            if scratch or blot:
+                px[r * W + c] = 255
+                mask[r * W + c] = 0
+    files["mnist/damaged/scratched.png"] = png_grey8(bytes(px), W, H)
+    files["mnist/damaged/scratched_mask.png"] = png_grey8(bytes(mask), W, H)
+
     # The whole TEST split as arrays, classes interleaved (position 10 j + c is the j-th test
     # digit of class c), so the first 10 k entries are k digits of every class.
     order = [split["test"][str(c)][0] + j for j in range(TEST_PER_CLASS) for c in range(10)]
@@ -324,6 +339,8 @@ differently, the uncompressed digits always have sha256
 | `mnist/test/digits.npy` | the whole TEST split, `\|u1` (values `round(v*255)`), shape (1000, 1, 28, 28), classes interleaved: entry `10 j + c` is the j-th test digit of class c, so the first `10 k` entries hold k digits of every class |
 | `mnist/test/indices.npy` | `<i8`, shape (1000,): the index of each entry of `test/digits.npy` in `digits.u8` (the 10,000-digit file order) |
 | `mnist/test/labels.npy` | `\|u1`, shape (1000,): the class of each entry of `test/digits.npy` |
+| `mnist/damaged/scratched.png` | a real-measurement example: a TEST digit (class 2) with white scratches and a blot painted over it, 8-bit greyscale |
+| `mnist/damaged/scratched_mask.png` | its mask: 255 where the pixel is still good, 0 where it is damaged |
 | `mnist/prior/mean.npy` | per-pixel mean of the TRAIN split in [-1, 1] units (`x = q/255*2 - 1`), `<f4`, shape (1, 28, 28), .npy v1.0 |
 | `mnist/prior/var.npy` | per-pixel population variance (ddof 0) of the TRAIN split in the same units, same format. {zero_var} pixels have variance exactly 0 (always background): add an epsilon before dividing. |
 | `mnist/SHA256SUMS` | sha256 of every file above (`cd data/mnist && sha256sum -c SHA256SUMS`) |
