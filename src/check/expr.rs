@@ -72,6 +72,12 @@ impl Checker {
                 let i = self.expr(idx);
                 self.index(b, i, span)
             }
+            ExprKind::Slice(base, from, to) => {
+                let b = self.expr(base);
+                let from = from.as_deref().map(|x| self.expr(x));
+                let to = to.as_deref().map(|x| self.expr(x));
+                self.slice(b, from, to, span)
+            }
             ExprKind::If(cond, then, otherwise) => {
                 self.if_expr(cond, then, otherwise.as_deref(), span, true)
             }

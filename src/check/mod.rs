@@ -35,6 +35,7 @@ mod expr;
 mod members;
 mod modules;
 mod scope;
+mod slice;
 mod stmt;
 mod suggest;
 pub mod types;
