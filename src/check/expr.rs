@@ -1,5 +1,6 @@
 //! Expressions: names, literals, operators, calls, indexing; with constant folding.
 
+use super::batch::{join_batch, split_batch};
 use super::call::ArgVal;
 use super::types::{Dim, FnRef, ModelKind, OpType, Shape, Type};
 use super::unify::Conflict;
@@ -801,29 +802,6 @@ impl Checker {
             konst,
             span,
         }
-    }
-}
-
-/// Splits a value's shape into a leading batch dimension and the item shape the callee
-/// expects: `[N, C, H, W]` against `[C, H, W]`.
-fn split_batch(shape: &Shape, expected: &Shape) -> (Option<Dim>, Shape) {
-    match (shape, expected) {
-        (Shape::Dims(d), Shape::Dims(e)) if d.len() == e.len() + 1 => {
-            (Some(d[0]), Shape::Dims(d[1..].to_vec()))
-        }
-        _ => (None, shape.clone()),
-    }
-}
-
-/// Puts a batch dimension back in front of a shape.
-fn join_batch(batch: Option<Dim>, shape: &Shape) -> Shape {
-    match (batch, shape) {
-        (Some(b), Shape::Dims(d)) => {
-            let mut v = vec![b];
-            v.extend(d.iter().copied());
-            Shape::Dims(v)
-        }
-        _ => shape.clone(),
     }
 }
 

@@ -111,6 +111,9 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
         "adjoint" => op.adjoint(&tensor(1)?).map_err(e)?,
         "pinv" => op.pinv(&tensor(1)?).map_err(e)?,
         "visualize" => op.visualize(&tensor(1)?).map_err(e)?,
+        "domain_for" => {
+            return shape_value(span, type_dims(it, n), "the operator's domain");
+        }
         "gram_solve" => op
             .gram_solve(&tensor(1)?, number(2)?, number(3)?)
             .map_err(e)?,
@@ -121,7 +124,14 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
             let domain = type_dims(it, n).ok_or_else(|| {
                 RunError::at(span, "the operator's domain is not known before running")
             })?;
-            svd()?.ut(&tensor(1)?, &domain).map_err(e)?
+            // The result of a batch is a batch: the domain of one image follows its batch size.
+            let y = tensor(1)?;
+            let image = if domain.len() == 4 {
+                &domain[1..]
+            } else {
+                &domain[..]
+            };
+            svd()?.ut(&y, image).map_err(e)?
         }
         "singular_values" => {
             let domain = type_dims(it, n).ok_or_else(|| {
