@@ -63,23 +63,33 @@ fn count(n: Dim, what: &str) -> String {
 
 impl Checker {
     /// Makes the batch sizes `na` of `a` and `nb` of `b` equal, or reports that they differ
-    /// with a label on each value; false after a report.
+    /// with a label on each value (the primary one on whichever comes later in the source);
+    /// false after a report.
     pub(super) fn same_batch(&mut self, a: &Val, na: Dim, b: &Val, nb: Dim) -> bool {
-        let Err((x, y)) = self.dims.unify_dim(na, nb) else {
+        if self.dims.unify_dim(na, nb).is_ok() {
             return true;
+        }
+        let (first, second) = if (a.span.file, a.span.start) <= (b.span.file, b.span.start) {
+            ((a, na), (b, nb))
+        } else {
+            ((b, nb), (a, na))
         };
-        let (ta, tb) = (self.dims.resolve_type(&a.ty), self.dims.resolve_type(&b.ty));
+        let label = |cx: &Self, (v, n): (&Val, Dim)| {
+            let ty = cx.dims.resolve_type(&v.ty);
+            let n = count(cx.dims.resolve(n), "item");
+            format!("a batch of {n}: {ty}")
+        };
+        let (l1, l2) = (label(self, first), label(self, second));
+        let size = |cx: &Self, n: Dim| cx.dims.resolve(n).to_string();
+        let (s1, s2) = (size(self, first.1), size(self, second.1));
         self.report(
             Diag::error(
                 Code::ShapeMismatch,
-                b.span,
-                format!("the batch sizes differ: {y} and {x}"),
-                format!("a batch of {} ({tb})", count(Dim::Known(y), "item")),
+                second.0.span,
+                format!("the batch sizes differ: {s1} and {s2}"),
+                l2,
             )
-            .with_label(
-                a.span,
-                format!("a batch of {} ({ta})", count(Dim::Known(x), "item")),
-            )
+            .with_label(first.0.span, l1)
             .with_help("batched values that meet must hold the same number of items: slice them to one size, e.g. `x[:n]`"),
         );
         false
