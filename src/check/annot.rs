@@ -423,9 +423,7 @@ impl Checker {
                 if let (Shape::Dims(x), Shape::Dims(y)) = (&a, &b) {
                     // Batches are [N, C, H, W]: a different first dimension is their size.
                     if x.len() == 4 && y.len() == 4 && *axis == 0 {
-                        return format!(
-                            "{a} and {b} differ in the batch size ({left} vs {right})"
-                        );
+                        return format!("{a} and {b} differ in the batch size ({left} vs {right})");
                     }
                     if x.len() == 3 && y.len() == 3 {
                         if let [_, Dim::Known(h1), Dim::Known(w1)] = x.as_slice() {

@@ -754,7 +754,12 @@ impl Checker {
                         ));
                     }
                 }
-                Type::Tensor(Shape::Dims(d[1..].to_vec()))
+                // An entry of a 1-D tensor (one PSNR of a batch's) is a number.
+                if d.len() == 1 {
+                    Type::Float
+                } else {
+                    Type::Tensor(Shape::Dims(d[1..].to_vec()))
+                }
             }
             Type::Tensor(Shape::Unknown) => Type::tensor(),
             Type::ShapeVal(_) => Type::Int,
