@@ -367,3 +367,54 @@ report bad(mapga(y, A, 0.1, prior, prior, ts, iters: 2, optimizer: adam(lr: 0.01
         assert_eq!(*v, 0.0, "{label}");
     }
 }
+
+#[test]
+fn models_apply_to_a_batch_like_to_each_image() {
+    // Gaussian (diagonal and full covariance), mixture and ODE priors, called as denoisers and
+    // as consistency functions on a batch of 3 and on each image.
+    let s = reports(
+        "batch-models",
+        r#"
+fn as_denoiser(d: Denoiser, x: Tensor, t: Float) -> Tensor {
+    d(x, t)
+}
+
+fn as_consistency(f: Consistency, x: Tensor, t: Float) -> Tensor {
+    f(x, t)
+}
+
+/// The consistency function on the batch against it on each image, summed.
+fn cm_gaps(f: Consistency, xs: Tensor) -> Float {
+    let out = as_consistency(f, xs, 1.5)
+    var total = 0.0
+    for i in [0, 1, 2] {
+        total += norm(out[i] - as_consistency(f, xs[i], 1.5))
+    }
+    total
+}
+
+/// The denoiser, the score and the consistency function on the batch against them on each
+/// image, summed.
+fn gaps(m: Prior, xs: Tensor) -> Float {
+    let d = as_denoiser(m, xs, 0.7)
+    let s = score(m, xs, 0.3)
+    var total = cm_gaps(m, xs)
+    for i in [0, 1, 2] {
+        total += norm(d[i] - as_denoiser(m, xs[i], 0.7)) + norm(s[i] - score(m, xs[i], 0.3))
+    }
+    total
+}
+
+let xs = gaussian_like(shape(3, 1, 1, 2), seed: 1)
+let mean = tensor([0.2, -0.1], shape(1, 1, 2))
+model diagonal = gaussian_prior(mean, tensor([0.3, 0.5], shape(1, 1, 2)))
+model full = gaussian_prior(mean, tensor([0.3, 0.1, 0.1, 0.5], shape(2, 2)))
+model mixture = gmm_prior(tensor([0.3, 0.7], shape(2)), tensor([0.5, 0.5, -0.5, 0.0], shape(2, 1, 1, 2)),
+    tensor([0.1, 0.2, 0.3, 0.1], shape(2, 1, 1, 2)))
+model ode = ode_consistency(full, steps: 6)
+report gaps(diagonal, xs) as "diagonal", gaps(full, xs) as "full", gaps(mixture, xs) as "mixture",
+    cm_gaps(ode, xs) as "ode"
+"#,
+    );
+    all_small(&s, 1e-9);
+}

@@ -225,7 +225,8 @@ pub(super) fn is_call_of(e: &crate::syntax::ast::Expr, name: &str) -> bool {
 }
 
 impl Checker {
-    /// A batch saved to an image file (`.png`, `.jpg`) is an error: one file holds one image.
+    /// A batch saved to an image file (`.png`, `.jpg`) is an error: one file holds one image,
+    /// `[1 or 3, H, W]` or `[H, W]`.
     pub(super) fn check_saved_image(&mut self, v: &Val, path: &Val) {
         let Some(Const::Str(p)) = &path.konst else {
             return;
@@ -237,6 +238,7 @@ impl Checker {
             return;
         };
         if let Shape::Dims(d) = self.dims.resolve_shape(s) {
+            let channels_ok = d.len() != 3 || matches!(d[0], Dim::Known(1 | 3) | Dim::Var(_));
             if d.len() == 4 {
                 let shown = Shape::Dims(d.clone());
                 self.report(
@@ -248,6 +250,20 @@ impl Checker {
                     )
                     .with_label(path.span, "an image file holds one image")
                     .with_help("lay the batch out with `grid(x)` (one row per image), or save all of it as an array: `save x to \"x.npy\"`"),
+                );
+            } else if !(d.len() == 2 || d.len() == 3) || !channels_ok {
+                let shown = Shape::Dims(d);
+                self.report(
+                    Diag::error(
+                        Code::ShapeMismatch,
+                        v.span,
+                        format!(
+                            "an image file holds an image [1 or 3, H, W] or [H, W], not {shown}"
+                        ),
+                        format!("this is Tensor{shown}"),
+                    )
+                    .with_label(path.span, "an image file")
+                    .with_help("save other tensors as arrays: `save x to \"x.npy\"`"),
                 );
             }
         }

@@ -585,8 +585,9 @@ impl Checker {
                 self.expect_type(&p, &Type::Str, "the path to save to");
                 if int64 {
                     self.int64_save_path(&p);
+                } else {
+                    self.check_saved_image(&v, &p);
                 }
-                self.check_saved_image(&v, &p);
                 if !matches!(v.ty, Type::Tensor(_) | Type::Error | Type::Any) {
                     self.report(
                         Diag::error(
