@@ -189,6 +189,15 @@ fn operators() {
 }
 
 #[test]
+fn slices() {
+    check(
+        "slices",
+        "let a = x[ 2 : n+1 ]\nlet b = x[:n]\nlet c = x[ 3: ]\nlet d = x[:]\nlet e = xs[0][1:2][:1]\nlet f = d[a[0]:b[1]]\n",
+        "let a = x[2:n + 1]\nlet b = x[:n]\nlet c = x[3:]\nlet d = x[:]\nlet e = xs[0][1:2][:1]\nlet f = d[a[0]:b[1]]\n",
+    );
+}
+
+#[test]
 fn literals_tuples_and_patterns() {
     check(
         "literals",

@@ -301,3 +301,46 @@ fn the_readme_pipeline_runs() {
     assert!(common::report(&s, "PSNR") > 10.0, "{:?}", s.reports);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_batched_pipeline_writes_a_batch_and_its_indices() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = temp_dir("batch-pipeline");
+    let status = Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .args(["run", "--quiet", "pipelines/mnist_batch_gaussian.mapga"])
+        .args([
+            "--set", "n=3", "--set", "steps=10", "--set", "iters=5", "--out",
+        ])
+        .arg(&out)
+        .current_dir(root)
+        .output()
+        .expect("run mapga");
+    assert!(
+        status.status.success(),
+        "mapga run failed:\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let header = |name: &str| {
+        let h = mapga::io::npy::npy_header(&out.join(name)).unwrap();
+        (h.dtype.as_str().to_string(), h.shape)
+    };
+    assert_eq!(header("restored.npy"), ("<f4".into(), vec![3, 1, 28, 28]));
+    let restored = common::read_npy(&out.join("restored.npy"));
+    assert!(restored.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert_eq!(header("indices.npy"), ("<i8".into(), vec![3]));
+    assert_eq!(
+        common::read_npy(&out.join("indices.npy")),
+        vec![901.0, 2028.0, 3019.0]
+    );
+    assert_eq!(header("psnr.npy").1, vec![3]);
+    // truth | measurement | restoration, one row per digit, 2-pixel gaps.
+    let grid = image::open(out.join("grid.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (3 * 28 + 4, 3 * 28 + 4));
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let psnr = metrics["PSNR"].as_f64().expect("PSNR");
+    let per_digit = common::read_npy(&out.join("psnr.npy"));
+    let mean = per_digit.iter().sum::<f64>() / 3.0;
+    assert!((psnr - mean).abs() < 1e-4 * mean.abs(), "{psnr} vs {mean}");
+    let _ = std::fs::remove_dir_all(out);
+}

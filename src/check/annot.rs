@@ -425,6 +425,10 @@ impl Checker {
                 // Images are [C, H, W]: name their dimensions, all those that differ.
                 const NAMES: [&str; 3] = ["the number of channels", "height", "width"];
                 if let (Shape::Dims(x), Shape::Dims(y)) = (&a, &b) {
+                    // Batches are [N, C, H, W]: a different first dimension is their size.
+                    if x.len() == 4 && y.len() == 4 && *axis == 0 {
+                        return format!("{a} and {b} differ in the batch size ({left} vs {right})");
+                    }
                     if x.len() == 3 && y.len() == 3 {
                         if let [_, Dim::Known(h1), Dim::Known(w1)] = x.as_slice() {
                             if let [_, Dim::Known(h2), Dim::Known(w2)] = y.as_slice() {

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use super::batch::{join_batch, split_batch};
 use super::types::{Dim, FnRef, ModelKind, ModelType, OpType, Shape, Type};
 use super::unify::Scale;
 use super::{Checker, Val};
@@ -56,7 +57,7 @@ impl Args {
     }
 
     /// The span of parameter `name`'s argument (the call when it was defaulted).
-    fn span(&self, name: &str) -> Span {
+    pub(super) fn span(&self, name: &str) -> Span {
         self.get(name).map_or(self.call, |v| {
             if v.span.file == self.call.file {
                 v.span
@@ -66,28 +67,28 @@ impl Args {
         })
     }
 
-    fn int(&self, name: &str) -> Option<i64> {
+    pub(super) fn int(&self, name: &str) -> Option<i64> {
         self.get(name)?.konst.as_ref()?.as_i64()
     }
 
-    fn float(&self, name: &str) -> Option<f64> {
+    pub(super) fn float(&self, name: &str) -> Option<f64> {
         self.get(name)?.konst.as_ref()?.as_f64()
     }
 
-    fn string(&self, name: &str) -> Option<&str> {
+    pub(super) fn string(&self, name: &str) -> Option<&str> {
         match self.get(name)?.konst.as_ref()? {
             Const::Str(s) => Some(s),
             _ => None,
         }
     }
 
-    fn ty(&self, name: &str) -> Type {
+    pub(super) fn ty(&self, name: &str) -> Type {
         self.get(name).map_or(Type::Error, |v| v.ty.clone())
     }
 }
 
 /// The number of elements of a shape whose dimensions are all known.
-fn element_count(dims: &[Dim]) -> Option<u64> {
+pub(super) fn element_count(dims: &[Dim]) -> Option<u64> {
     dims.iter()
         .map(|d| match d {
             Dim::Known(n) => Some(*n),
@@ -97,7 +98,7 @@ fn element_count(dims: &[Dim]) -> Option<u64> {
 }
 
 /// The shape of a tensor or shape value.
-fn shape_of(t: &Type) -> Option<Shape> {
+pub(super) fn shape_of(t: &Type) -> Option<Shape> {
     match t {
         Type::Tensor(s) | Type::ShapeVal(s) => Some(s.clone()),
         _ => None,
@@ -106,7 +107,7 @@ fn shape_of(t: &Type) -> Option<Shape> {
 
 impl Checker {
     /// Reports an argument value outside what the built-in accepts.
-    fn invalid(&mut self, args: &Args, param: &str, message: String, help: &str) {
+    pub(super) fn invalid(&mut self, args: &Args, param: &str, message: String, help: &str) {
         let d = Diag::error(
             Code::InvalidValue,
             args.span(param),
@@ -205,38 +206,7 @@ impl Checker {
                     }
                 }
             }
-            "grid" => self.grid_shape(args, declared),
-            "captioned_grid" => {
-                if let Some(Const::List(c)) = args.get("captions").and_then(|v| v.konst.clone()) {
-                    if c.len() != args.rest.len() {
-                        self.invalid(
-                            args,
-                            "captions",
-                            format!(
-                                "{} caption{} for {} image{}",
-                                c.len(),
-                                if c.len() == 1 { "" } else { "s" },
-                                args.rest.len(),
-                                if args.rest.len() == 1 { "" } else { "s" }
-                            ),
-                            "give one caption per image",
-                        );
-                        return Type::Error;
-                    }
-                }
-                match self.grid_shape(args, declared.clone()) {
-                    Type::Tensor(Shape::Dims(d)) if d.len() == 3 => {
-                        let extra = crate::io::grid::CAPTION_HEIGHT as u64;
-                        match (d[0], d[1], d[2]) {
-                            (c, Dim::Known(h), w) => {
-                                Type::Tensor(Shape::Dims(vec![c, Dim::Known(h + extra), w]))
-                            }
-                            _ => declared,
-                        }
-                    }
-                    other => other,
-                }
-            }
+            "grid" | "captioned_grid" => self.grid_rule(name, args, declared),
             "density_plot" => {
                 if let Type::Model(m) = args.ty("prior") {
                     if let Shape::Dims(d) = self.dims.resolve_shape(&m.shape) {
@@ -251,6 +221,19 @@ impl Checker {
                             return Type::Error;
                         }
                     }
+                }
+                let prior = match args.ty("prior") {
+                    Type::Model(m) => m.shape.clone(),
+                    _ => Shape::Unknown,
+                };
+                if self.check_problem(args, Some(&prior)).is_some() {
+                    self.invalid(
+                        args,
+                        "y",
+                        "`density_plot` draws one measurement, not a batch".into(),
+                        "pick one item of the batch: `y[0]`",
+                    );
+                    return Type::Error;
                 }
                 let p = crate::io::plot::PANEL as u64;
                 Type::Tensor(Shape::known(&[3, p, 3 * p]))
@@ -767,13 +750,21 @@ impl Checker {
                     Type::Model(m) => m.shape.clone(),
                     _ => Shape::Unknown,
                 };
-                self.check_problem(args, Some(&shape));
-                Type::Tensor(shape)
+                let batch = self.check_problem(args, Some(&shape));
+                Type::Tensor(join_batch(batch, &shape))
             }
-            "log_likelihood" | "data_consistency" => {
+            "log_likelihood" => {
                 self.check_problem(args, None);
                 Type::Float
             }
+            "data_consistency" => match self.check_problem(args, None) {
+                Some(n) => Type::Tensor(Shape::Dims(vec![n])),
+                None => Type::Float,
+            },
+            "psnr" | "ssim" | "mse" => self.metric_rule(name, args),
+            "norms" => self.norms_rule(args),
+            "batch_shape" => self.batch_shape_rule(args),
+            "as_int64" => self.as_int64_rule(args),
             "log_prior" => {
                 if let (Type::Model(m), Some(x)) = (args.ty("denoiser"), args.get("x")) {
                     let x = x.clone();
@@ -878,31 +869,47 @@ impl Checker {
         }
     }
 
-    /// `y` must be in `A`'s range and `x` (or the prior's shape) in its domain.
-    fn check_problem(&mut self, args: &Args, prior: Option<&Shape>) {
+    /// `y` must be in `A`'s range and `x` (or the prior's shape) in its domain, each alone or
+    /// as a batch; returns the batch dimension (`y`'s, else `x`'s). A batch of estimates may
+    /// share one measurement and a batch of measurements one estimate (they broadcast), but
+    /// two batches must have the same size.
+    fn check_problem(&mut self, args: &Args, prior: Option<&Shape>) -> Option<Dim> {
         let Type::Operator(o) = args.ty("A") else {
-            return;
+            return None;
         };
         let a_span = args.span("A");
         // The estimate first: its shape fixes A's domain, so a wrong `y` is the one reported.
+        let mut x_batch = None;
         if let Some(x) = args.get("x").cloned() {
             if let Some(xs) = shape_of(&x.ty) {
-                if let Err(c) = self.dims.unify_shape(&xs, &o.domain) {
-                    self.shape_error(&c, &x, &xs, a_span, &o.domain, "`A` works on");
+                let (batch, item) = split_batch(&xs, &o.domain);
+                if let Err(c) = self.dims.unify_shape(&item, &o.domain) {
+                    self.shape_error(&c, &x, &item, a_span, &o.domain, "`A` works on");
                 }
+                x_batch = batch.map(|n| (x, n));
             }
         }
+        let mut y_batch = None;
         if let Some(y) = args.get("y").cloned() {
             if let Some(ys) = shape_of(&y.ty) {
-                if let Err(c) = self.dims.unify_shape(&ys, &o.range) {
-                    self.shape_error(&c, &y, &ys, a_span, &o.range, "`A` produces");
+                let (batch, item) = split_batch(&ys, &o.range);
+                if let Err(c) = self.dims.unify_shape(&item, &o.range) {
+                    self.shape_error(&c, &y, &item, a_span, &o.range, "`A` produces");
                 }
+                y_batch = batch.map(|n| (y, n));
             }
         }
         if let (Some(ps), Some(p)) = (prior, args.get("prior").cloned()) {
             if let Err(c) = self.dims.unify_shape(ps, &o.domain) {
                 self.shape_error(&c, &p, ps, a_span, &o.domain, "`A` works on");
             }
+        }
+        match (x_batch, y_batch) {
+            (Some((x, nx)), Some((y, ny))) => {
+                self.same_batch(&x, nx, &y, ny);
+                Some(ny)
+            }
+            (x, y) => y.or(x).map(|(_, n)| n),
         }
     }
 
@@ -951,46 +958,6 @@ impl Checker {
         );
         args.replace_node(param, lambda);
         Some(out)
-    }
-
-    /// `grid(images...)`: side by side with a gap, grey promoted to colour, heights padded to
-    /// the tallest (the layout of [`crate::io::grid`]).
-    fn grid_shape(&mut self, args: &Args, declared: Type) -> Type {
-        let mut dims = Vec::new();
-        for v in &args.rest {
-            let Some(Shape::Dims(d)) = shape_of(&v.ty).map(|s| self.dims.resolve_shape(&s)) else {
-                return declared;
-            };
-            let known: Option<Vec<u64>> = d
-                .iter()
-                .map(|d| match d {
-                    Dim::Known(n) => Some(*n),
-                    Dim::Var(_) => None,
-                })
-                .collect();
-            match known.as_deref() {
-                Some([c, h, w]) if *c == 1 || *c == 3 => dims.push((*c, *h, *w)),
-                Some([h, w]) => dims.push((1, *h, *w)),
-                Some(other) => {
-                    self.report(Diag::error(
-                        Code::ShapeMismatch,
-                        v.span,
-                        format!("`grid` lays out images [1 or 3, H, W], not {other:?}"),
-                        "this tensor",
-                    ));
-                    return Type::Error;
-                }
-                None => return declared,
-            }
-        }
-        if dims.is_empty() {
-            return declared;
-        }
-        let c = if dims.iter().any(|d| d.0 == 3) { 3 } else { 1 };
-        let h = dims.iter().map(|d| d.1).max().unwrap_or(0);
-        let gap = crate::io::grid::GAP as u64;
-        let w = dims.iter().map(|d| d.2).sum::<u64>() + gap * (dims.len() as u64 - 1);
-        Type::Tensor(Shape::known(&[c, h, w]))
     }
 
     /// `vjp(f, x, v)`: a function value is specialised for `x`; the result has `x`'s type.

@@ -1,5 +1,6 @@
 //! Expressions: names, literals, operators, calls, indexing; with constant folding.
 
+use super::batch::{join_batch, split_batch};
 use super::call::ArgVal;
 use super::types::{Dim, FnRef, ModelKind, OpType, Shape, Type};
 use super::unify::Conflict;
@@ -71,6 +72,12 @@ impl Checker {
                 let b = self.expr(base);
                 let i = self.expr(idx);
                 self.index(b, i, span)
+            }
+            ExprKind::Slice(base, from, to) => {
+                let b = self.expr(base);
+                let from = from.as_deref().map(|x| self.expr(x));
+                let to = to.as_deref().map(|x| self.expr(x));
+                self.slice(b, from, to, span)
             }
             ExprKind::If(cond, then, otherwise) => {
                 self.if_expr(cond, then, otherwise.as_deref(), span, true)
@@ -747,7 +754,12 @@ impl Checker {
                         ));
                     }
                 }
-                Type::Tensor(Shape::Dims(d[1..].to_vec()))
+                // An entry of a 1-D tensor (one PSNR of a batch's) is a number.
+                if d.len() == 1 {
+                    Type::Float
+                } else {
+                    Type::Tensor(Shape::Dims(d[1..].to_vec()))
+                }
             }
             Type::Tensor(Shape::Unknown) => Type::tensor(),
             Type::ShapeVal(_) => Type::Int,
@@ -795,29 +807,6 @@ impl Checker {
             konst,
             span,
         }
-    }
-}
-
-/// Splits a value's shape into a leading batch dimension and the item shape the callee
-/// expects: `[N, C, H, W]` against `[C, H, W]`.
-fn split_batch(shape: &Shape, expected: &Shape) -> (Option<Dim>, Shape) {
-    match (shape, expected) {
-        (Shape::Dims(d), Shape::Dims(e)) if d.len() == e.len() + 1 => {
-            (Some(d[0]), Shape::Dims(d[1..].to_vec()))
-        }
-        _ => (None, shape.clone()),
-    }
-}
-
-/// Puts a batch dimension back in front of a shape.
-fn join_batch(batch: Option<Dim>, shape: &Shape) -> Shape {
-    match (batch, shape) {
-        (Some(b), Shape::Dims(d)) => {
-            let mut v = vec![b];
-            v.extend(d.iter().copied());
-            Shape::Dims(v)
-        }
-        _ => shape.clone(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fields and methods of built-in values: `A.domain`, `ts.pairs`, `x.shape`, `A.adjoint(v)`.
 
+use super::batch::{batched, split_batch};
 use super::call::ArgVal;
 use super::types::{Dim, OpType, Shape, Type};
 use super::{Checker, Val};
@@ -25,6 +26,7 @@ fn methods_of(t: &Type) -> &'static [&'static str] {
     match t {
         Type::Operator(_) => &[
             "adjoint",
+            "domain_for",
             "pinv",
             "visualize",
             "gram_solve",
@@ -189,6 +191,11 @@ impl Checker {
                 vec![("y", Some(o.range.clone()))],
                 Type::Tensor(o.domain.clone()),
             ),
+            "domain_for" => (
+                "",
+                vec![("y", Some(o.range.clone()))],
+                Type::ShapeVal(o.domain.clone()),
+            ),
             "gram_solve" => (
                 "linear",
                 vec![("r", Some(o.range.clone())), ("a", None), ("b", None)],
@@ -284,11 +291,18 @@ impl Checker {
             );
             return Type::Error;
         }
-        for (a, (_, want)) in args.iter().zip(&params) {
+        // The first argument may be a batch: the result then has its leading dimension.
+        let mut batch = None;
+        for (i, (a, (_, want))) in args.iter().zip(&params).enumerate() {
             match want {
                 Some(shape) => {
                     if let Type::Tensor(s) = &a.val.ty {
-                        let item = s.clone();
+                        let (b, item) = if i == 0 {
+                            split_batch(s, shape)
+                        } else {
+                            (None, s.clone())
+                        };
+                        batch = batch.or(b);
                         if let Err(c) = self.dims.unify_shape(&item, shape) {
                             self.shape_error(
                                 &c,
@@ -309,6 +323,6 @@ impl Checker {
                 }
             }
         }
-        result
+        batched(batch, result)
     }
 }

@@ -29,12 +29,15 @@
 //!   explicitly through their regions (see [`crate::graph`]).
 
 mod annot;
+mod batch;
 pub mod builtins;
 mod call;
 mod expr;
+mod grid;
 mod members;
 mod modules;
 mod scope;
+mod slice;
 mod stmt;
 mod suggest;
 pub mod types;
@@ -190,6 +193,8 @@ pub(crate) struct Checker {
     pub seen: std::collections::HashSet<(Code, Span)>,
     /// The pipeline has syntax errors: skip the unused-binding lint.
     pub quiet_lints: bool,
+    /// The span of the `as_int64(...)` call a `save` is writing, the one place it is allowed.
+    pub int64_save: Option<Span>,
 }
 
 impl Checker {
@@ -215,6 +220,7 @@ impl Checker {
             dependencies: Vec::new(),
             seen: Default::default(),
             quiet_lints: false,
+            int64_save: None,
         };
         cx.load_prelude();
         cx

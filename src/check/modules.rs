@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use super::batch::is_call_of;
 use super::scope::{BindKind, Binding};
 use super::types::{FnRef, Type};
 use super::{Checker, Val};
@@ -575,9 +576,18 @@ impl Checker {
                     self.report(not_here("save"));
                     return;
                 }
+                // `save as_int64(x) to "x.npy"`: the one place `as_int64` is allowed.
+                let int64 = is_call_of(value, "as_int64");
+                self.int64_save = int64.then_some(value.span);
                 let v = self.expr(value);
+                self.int64_save = None;
                 let p = self.expr(path);
                 self.expect_type(&p, &Type::Str, "the path to save to");
+                if int64 {
+                    self.int64_save_path(&p);
+                } else {
+                    self.check_saved_image(&v, &p);
+                }
                 if !matches!(v.ty, Type::Tensor(_) | Type::Error | Type::Any) {
                     self.report(
                         Diag::error(
@@ -617,7 +627,18 @@ impl Checker {
                 }
                 for e in entries {
                     let v = self.expr(&e.value);
-                    if !v.ty.is_number() && !v.ty.is_open() {
+                    if let Type::Tensor(_) = v.ty {
+                        let shown = self.dims.resolve_type(&v.ty);
+                        self.report(
+                            Diag::error(
+                                Code::TypeMismatch,
+                                e.value.span,
+                                "only numbers can be reported, and this is a tensor",
+                                format!("this is {shown}"),
+                            )
+                            .with_help("a metric of a batch has one value per item: report their mean, `mean(psnr(x_hat, x_true))`, or save them all with `save psnr(x_hat, x_true) to \"psnr.npy\"`"),
+                        );
+                    } else if !v.ty.is_number() && !v.ty.is_open() {
                         self.report(
                             Diag::error(
                                 Code::TypeMismatch,

@@ -669,6 +669,12 @@ fn collect_assigned_expr(e: &Expr, out: &mut BTreeSet<String>) {
             collect_assigned_expr(a, out);
             collect_assigned_expr(b, out);
         }
+        ExprKind::Slice(x, from, to) => {
+            collect_assigned_expr(x, out);
+            for b in [from, to].into_iter().flatten() {
+                collect_assigned_expr(b, out);
+            }
+        }
         ExprKind::Call(f, args) => {
             collect_assigned_expr(f, out);
             for a in args {

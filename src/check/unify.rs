@@ -191,7 +191,10 @@ impl DimTable {
         self.propagate()
     }
 
-    /// Like [`Self::unify_shape`], but a dimension of size 1 on either side broadcasts.
+    /// Like [`Self::unify_shape`], but broadcasting as NumPy and the runtime do: shapes are
+    /// aligned on their last dimensions, the shorter one counts as having leading dimensions
+    /// of size 1 (an image `[C, H, W]` against a batch `[N, C, H, W]`), and a dimension of
+    /// size 1 on either side takes the other side's size.
     pub fn unify_broadcast(&mut self, a: &Shape, b: &Shape) -> Result<Shape, Conflict> {
         let (Shape::Dims(x), Shape::Dims(y)) = (a, b) else {
             return Ok(if matches!(a, Shape::Unknown) {
@@ -200,12 +203,15 @@ impl DimTable {
                 a.clone()
             });
         };
-        if x.len() != y.len() {
-            return Err(Conflict::Rank(x.len(), y.len()));
-        }
-        let mut out = Vec::with_capacity(x.len());
-        for (axis, (&p, &q)) in x.iter().zip(y).enumerate() {
-            match (self.resolve(p), self.resolve(q)) {
+        let rank = x.len().max(y.len());
+        let (px, py) = (rank - x.len(), rank - y.len());
+        let mut out = Vec::with_capacity(rank);
+        for axis in 0..rank {
+            let side = |d: &[Dim], pad: usize| {
+                axis.checked_sub(pad)
+                    .map_or(Dim::Known(1), |i| self.resolve(d[i]))
+            };
+            match (side(x, px), side(y, py)) {
                 (Dim::Known(1), other) | (other, Dim::Known(1)) => out.push(other),
                 (l, r) => {
                     self.unify_dim(l, r)
@@ -344,5 +350,21 @@ mod tests {
         assert!(t
             .unify_broadcast(&Shape::known(&[2, 28, 28]), &Shape::known(&[3, 28, 28]))
             .is_err());
+        // An image against a batch: the image has a leading dimension of 1.
+        let s = t
+            .unify_broadcast(&Shape::known(&[1, 28, 28]), &Shape::known(&[8, 3, 28, 28]))
+            .unwrap();
+        assert_eq!(s, Shape::known(&[8, 3, 28, 28]));
+        assert_eq!(
+            t.unify_broadcast(
+                &Shape::known(&[8, 1, 28, 28]),
+                &Shape::known(&[4, 1, 28, 28])
+            ),
+            Err(Conflict::Size {
+                axis: 0,
+                left: 8,
+                right: 4
+            })
+        );
     }
 }

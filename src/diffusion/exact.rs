@@ -5,7 +5,7 @@
 //! for any linear operator, including compositions, at the cost of n applications and an
 //! m x m solve; they refuse problems larger than [`MAX_ELEMENTS`].
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use nalgebra::{DMatrix, DVector};
 
 use super::gaussian::{flat_f64, GaussianPrior};
@@ -59,9 +59,10 @@ pub fn operator_matrix(op: &Operator, domain: &[usize]) -> Result<DMatrix<f64>, 
     Ok(DMatrix::from_fn(m, n, |r, c| columns[c][r]))
 }
 
-/// Solves M w = b for a symmetric positive semi-definite M: Cholesky when M is definite, the
-/// pseudo-inverse (eigenvalues below 1e-12 of the largest dropped) otherwise.
-fn solve_psd(m: DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
+/// Solves M W = B for a symmetric positive semi-definite M (one column of W per column of B):
+/// Cholesky when M is definite, the pseudo-inverse (eigenvalues below 1e-12 of the largest
+/// dropped) otherwise.
+fn solve_psd(m: DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
     if let Some(ch) = m.clone().cholesky() {
         return ch.solve(b);
     }
@@ -70,8 +71,12 @@ fn solve_psd(m: DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
     let tol = 1e-12 * top;
     let q = &eig.eigenvectors;
     let mut c = q.transpose() * b;
-    for (ci, l) in c.iter_mut().zip(eig.eigenvalues.iter()) {
-        *ci = if *l > tol { *ci / l } else { 0.0 };
+    for (mut row, l) in c.row_iter_mut().zip(eig.eigenvalues.iter()) {
+        if *l > tol {
+            row /= *l;
+        } else {
+            row.fill(0.0);
+        }
     }
     q * c
 }
@@ -91,27 +96,86 @@ pub fn exact_map_eps(
         return Err(ExactError::NotLinear(op.name()));
     }
     let a = operator_matrix(op, prior.shape())?;
-    let (m, n) = a.shape();
     let yv = flat_f64(y)?;
-    if yv.len() != m {
+    if yv.len() != a.nrows() {
         return Err(ExactError::Measurement {
-            expected: m,
+            expected: a.nrows(),
             found: yv.len(),
         });
     }
-    let mu = DVector::from_column_slice(prior.mean());
-    let s_eps = prior.dense_covariance() + DMatrix::identity(n, n) * (eps * eps);
-    let sa_t = &s_eps * a.transpose();
-    let k = &a * &sa_t
-        + DMatrix::identity(m, m) * (sigma_y * sigma_y)
-        + (&a * a.transpose()) * (eps * eps);
-    let r = DVector::from_vec(yv) - &a * &mu;
-    let x = mu + sa_t * solve_psd(k, &r);
+    let x = solve_many(
+        prior,
+        &a,
+        &DMatrix::from_column_slice(yv.len(), 1, &yv),
+        sigma_y,
+        eps,
+    );
     Ok(
         Tensor::from_slice(x.as_slice(), prior.shape(), &Device::Cpu)?
             .to_dtype(y.dtype())?
             .to_device(y.device())?,
     )
+}
+
+/// [`exact_map_eps`] of one measurement, or of each item of a batch `[N, ...]` of measurements
+/// (one more dimension than `A` produces), which gives the batch `[N, ...]` of their MAPs. The
+/// operator's matrix and the solve's factorisation are computed once for the whole batch.
+pub fn exact_map_eps_batch(
+    prior: &GaussianPrior,
+    op: &Operator,
+    y: &Tensor,
+    sigma_y: f64,
+    eps: f64,
+) -> Result<Tensor, ExactError> {
+    if !op.is_linear() {
+        return Err(ExactError::NotLinear(op.name()));
+    }
+    let range = op
+        .apply(&Tensor::zeros(prior.shape(), DType::F64, &Device::Cpu)?)?
+        .dims()
+        .to_vec();
+    let dims = y.dims();
+    if dims.len() != range.len() + 1 || dims[1..] != range[..] {
+        return exact_map_eps(prior, op, y, sigma_y, eps);
+    }
+    let a = operator_matrix(op, prior.shape())?;
+    let (m, batch) = (a.nrows(), dims[0]);
+    // Row-major [N, m] values are the column-major [m, N] matrix of the measurements.
+    let ys = DMatrix::from_column_slice(m, batch, &flat_f64(y)?);
+    let x = solve_many(prior, &a, &ys, sigma_y, eps);
+    let mut shape = vec![batch];
+    shape.extend_from_slice(prior.shape());
+    Ok(Tensor::from_slice(x.as_slice(), shape, &Device::Cpu)?
+        .to_dtype(y.dtype())?
+        .to_device(y.device())?)
+}
+
+/// The maximisers of [`exact_map_eps`] for the measurements in the columns of `ys` (`m x N`),
+/// as the columns of an `n x N` matrix.
+fn solve_many(
+    prior: &GaussianPrior,
+    a: &DMatrix<f64>,
+    ys: &DMatrix<f64>,
+    sigma_y: f64,
+    eps: f64,
+) -> DMatrix<f64> {
+    let (m, n) = a.shape();
+    let mu = DVector::from_column_slice(prior.mean());
+    let s_eps = prior.dense_covariance() + DMatrix::identity(n, n) * (eps * eps);
+    let sa_t = &s_eps * a.transpose();
+    let k = a * &sa_t
+        + DMatrix::identity(m, m) * (sigma_y * sigma_y)
+        + (a * a.transpose()) * (eps * eps);
+    let amu = a * &mu;
+    let mut r = ys.clone();
+    for mut col in r.column_iter_mut() {
+        col -= &amu;
+    }
+    let mut x = sa_t * solve_psd(k, &r);
+    for mut col in x.column_iter_mut() {
+        col += &mu;
+    }
+    x
 }
 
 /// The exact MAP of a Gaussian prior: [`exact_map_eps`] with eps = 0.

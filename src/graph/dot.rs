@@ -24,6 +24,7 @@ fn op_label(op: &Op) -> String {
         Op::Method(m) => format!(".{m}()"),
         Op::Field(f) => format!(".{f}"),
         Op::Index => "index".into(),
+        Op::Slice { .. } => "slice".into(),
         Op::Project(i) => format!(".{i}"),
         Op::Unary(u) => u.as_str().trim().into(),
         Op::Binary(b) => b.as_str().into(),

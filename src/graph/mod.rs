@@ -97,6 +97,14 @@ pub enum Op {
     Field(String),
     /// Indexing: input 0 at input 1.
     Index,
+    /// Slicing the first dimension of input 0 (a tensor or a list): `x[a:b]`. The bounds that
+    /// were written follow as inputs, the start first.
+    Slice {
+        /// A start was written (else 0).
+        start: bool,
+        /// An end was written (else the length).
+        end: bool,
+    },
     /// Element `i` of a tuple, or output `i` of a multi-output node (loop, if).
     Project(u32),
     /// A prefix operator.

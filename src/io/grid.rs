@@ -14,6 +14,10 @@
 //!   (outside ASCII, Latin-1 and Greek) are drawn as `?`.
 //!
 //! The result has the dtype and device of the first image; the others are converted.
+//!
+//! Batches `[N, C, H, W]` (all of one `N`) make one such row per item, [`GAP`] white rows
+//! apart, and images without a batch repeat on every row; captions are drawn once, under the
+//! last row ([`grid_rows`]).
 
 use candle_core::{DType, Device, Tensor};
 use font8x8::{UnicodeFonts, BASIC_FONTS, GREEK_FONTS, LATIN_FONTS};
@@ -35,16 +39,28 @@ pub enum GridError {
     /// No image was given.
     #[error("grid needs at least one image")]
     Empty,
-    /// An image is not `[1, H, W]`, `[3, H, W]` or `[H, W]`.
+    /// An image is not `[1, H, W]`, `[3, H, W]` or `[H, W]`, nor a batch of them.
     #[error(
         "grid: image {number} has shape {shape:?}; images must be [1, H, W] (grey), \
-         [3, H, W] (colour) or [H, W]"
+         [3, H, W] (colour) or [H, W], or batches [N, 1 or 3, H, W] of them"
     )]
     Shape {
         /// Which image, counting from 1.
         number: usize,
         /// Its shape.
         shape: Vec<usize>,
+    },
+    /// Two batches of different sizes.
+    #[error("grid: image {first} is a batch of {first_size} but image {number} a batch of {size}; batches must have the same size")]
+    BatchSizes {
+        /// The first batched image, counting from 1.
+        first: usize,
+        /// Its batch size.
+        first_size: usize,
+        /// The image whose batch size differs, counting from 1.
+        number: usize,
+        /// Its batch size.
+        size: usize,
     },
     /// The number of captions differs from the number of images.
     #[error("grid: {images} image(s) but {captions} caption(s); give one caption per image")]
@@ -62,6 +78,17 @@ pub enum GridError {
 /// Lays `images` out left to right in one `[C, H, W]` image, as described in the module
 /// documentation; `captions`, if given, holds one caption per image (empty for none).
 pub fn grid(images: &[Tensor], captions: Option<&[String]>) -> Result<Tensor, GridError> {
+    grid_rows(images, captions, 0)
+}
+
+/// [`grid`] where some images may be batches `[N, C, H, W]` (all of one `N`): each of the
+/// first `rows` items (all `N` when `rows` is 0) makes one row, [`GAP`] white rows apart, and
+/// images without a batch repeat on every row. Captions are drawn once, under the last row.
+pub fn grid_rows(
+    images: &[Tensor],
+    captions: Option<&[String]>,
+    rows: usize,
+) -> Result<Tensor, GridError> {
     let first = images.first().ok_or(GridError::Empty)?;
     if let Some(captions) = captions {
         if captions.len() != images.len() {
@@ -71,8 +98,64 @@ pub fn grid(images: &[Tensor], captions: Option<&[String]>) -> Result<Tensor, Gr
             });
         }
     }
+    let mut batch: Option<(usize, usize)> = None;
+    for (i, img) in images.iter().enumerate() {
+        if let [n, _, _, _] = *img.dims() {
+            match batch {
+                None => batch = Some((n, i)),
+                Some((m, j)) if m != n => {
+                    return Err(GridError::BatchSizes {
+                        first: j + 1,
+                        first_size: m,
+                        number: i + 1,
+                        size: n,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let n = batch.map_or(1, |(n, _)| n);
+    let count = if rows == 0 { n } else { rows.min(n) };
     let (dtype, device) = (first.dtype(), first.device().clone());
-    let shapes = images
+    let mut parts = Vec::with_capacity(2 * count);
+    let mut layout = None;
+    for r in 0..count {
+        let items = images
+            .iter()
+            .map(|img| {
+                if img.rank() == 4 {
+                    img.get(r)
+                } else {
+                    Ok(img.clone())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (row, shapes) = row(&items, images)?;
+        if r > 0 {
+            let (c, _, w) = row.dims3()?;
+            parts.push(Tensor::ones((c, GAP, w), dtype, &device)?);
+        }
+        parts.push(row);
+        layout = Some(shapes);
+    }
+    let Some((channels, widths)) = layout else {
+        return Err(GridError::Empty);
+    };
+    let all = Tensor::cat(&parts, 1)?;
+    let Some(captions) = captions else {
+        return Ok(all);
+    };
+    let band = caption_band(captions, &widths, dtype, &device)?.repeat((channels, 1, 1))?;
+    Ok(Tensor::cat(&[&all, &band], 1)?)
+}
+
+/// One row of the grid: `items` (one per column; `images` are the arguments, for messages)
+/// side by side, with the channel count and the columns' widths.
+fn row(items: &[Tensor], images: &[Tensor]) -> Result<(Tensor, (usize, Vec<usize>)), GridError> {
+    let first = items.first().ok_or(GridError::Empty)?;
+    let (dtype, device) = (first.dtype(), first.device().clone());
+    let shapes = items
         .iter()
         .enumerate()
         .map(|(i, img)| match *img.dims() {
@@ -80,7 +163,7 @@ pub fn grid(images: &[Tensor], captions: Option<&[String]>) -> Result<Tensor, Gr
             [h, w] => Ok((1, h, w)),
             _ => Err(GridError::Shape {
                 number: i + 1,
-                shape: img.dims().to_vec(),
+                shape: images.get(i).unwrap_or(img).dims().to_vec(),
             }),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -90,8 +173,8 @@ pub fn grid(images: &[Tensor], captions: Option<&[String]>) -> Result<Tensor, Gr
         1
     };
     let height = shapes.iter().map(|&(_, h, _)| h).max().unwrap_or(0);
-    let mut parts = Vec::with_capacity(2 * images.len());
-    for (i, (img, &(c, h, w))) in images.iter().zip(&shapes).enumerate() {
+    let mut parts = Vec::with_capacity(2 * items.len());
+    for (i, (img, &(c, h, w))) in items.iter().zip(&shapes).enumerate() {
         if i > 0 {
             parts.push(Tensor::ones((channels, height, GAP), dtype, &device)?);
         }
@@ -108,13 +191,8 @@ pub fn grid(images: &[Tensor], captions: Option<&[String]>) -> Result<Tensor, Gr
         }
         parts.push(t);
     }
-    let row = Tensor::cat(&parts, 2)?;
-    let Some(captions) = captions else {
-        return Ok(row);
-    };
-    let widths: Vec<usize> = shapes.iter().map(|&(_, _, w)| w).collect();
-    let band = caption_band(captions, &widths, dtype, &device)?.repeat((channels, 1, 1))?;
-    Ok(Tensor::cat(&[&row, &band], 1)?)
+    let widths = shapes.iter().map(|&(_, _, w)| w).collect();
+    Ok((Tensor::cat(&parts, 2)?, (channels, widths)))
 }
 
 /// The `[1, CAPTION_HEIGHT, W]` band with each caption drawn under its image's columns.
@@ -293,6 +371,29 @@ mod tests {
     }
 
     #[test]
+    fn batches_make_one_row_per_item() {
+        // A batch of two 1x1 grey images, a 1x2 image that repeats on every row.
+        let batch = t(&[0.1, 0.2], &[2, 1, 1, 1]);
+        let shared = t(&[-0.5, -0.6], &[1, 1, 2]);
+        let g = grid(&[batch.clone(), shared.clone()], None).unwrap();
+        assert_eq!(g.dims(), &[1, 2 + GAP, 1 + GAP + 2]);
+        #[rustfmt::skip]
+        let want = [
+            0.1, 1.0, 1.0, -0.5, -0.6,
+            1.0, 1.0, 1.0, 1.0, 1.0,
+            1.0, 1.0, 1.0, 1.0, 1.0,
+            0.2, 1.0, 1.0, -0.5, -0.6,
+        ];
+        assert_eq!(values(&g), want.to_vec());
+        // `rows` keeps the first items; captions go once under the last row.
+        let one = grid_rows(&[batch.clone(), shared.clone()], None, 1).unwrap();
+        assert_eq!(values(&one), want[..5].to_vec());
+        let captions = [String::new(), String::new()];
+        let c = grid_rows(&[batch, shared], Some(&captions), 0).unwrap();
+        assert_eq!(c.dims(), &[1, 2 + GAP + CAPTION_HEIGHT, 5]);
+    }
+
+    #[test]
     fn errors() {
         assert!(matches!(grid(&[], None), Err(GridError::Empty)));
         let a = Tensor::zeros((2, 3, 3), DType::F32, &Device::Cpu).unwrap();
@@ -301,8 +402,19 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "grid: image 2 has shape [2, 3, 3]; images must be [1, H, W] (grey), \
-             [3, H, W] (colour) or [H, W]"
+             [3, H, W] (colour) or [H, W], or batches [N, 1 or 3, H, W] of them"
         );
+        let four = Tensor::zeros((4, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let two = Tensor::zeros((2, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(
+            grid(&[four, two], None),
+            Err(GridError::BatchSizes {
+                first: 1,
+                first_size: 4,
+                number: 2,
+                size: 2
+            })
+        ));
         let err = grid(&[ok], Some(&[])).unwrap_err();
         assert!(matches!(
             err,

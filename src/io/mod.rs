@@ -20,7 +20,7 @@ pub mod image;
 pub mod npy;
 pub mod plot;
 
-pub use self::grid::{grid, GridError};
+pub use self::grid::{grid, grid_rows, GridError};
 pub use self::image::{read_image, read_mask, write_image, ImageOptions};
 pub use self::npy::{read_npy, write_npy};
 

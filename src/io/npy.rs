@@ -275,8 +275,9 @@ pub fn read_npy(path: &Path, dtype: DType, device: &Device) -> Result<Tensor, Fi
     tensor.map_err(tensor_err)
 }
 
-/// Writes a tensor as a C-order `.npy` array of its shape: `F64` tensors as `<f8`, every other
-/// dtype converted to `f32` and written as `<f4`. Atomic like [`write_npy_f32`].
+/// Writes a tensor as a C-order `.npy` array of its shape: `F64` tensors as `<f8`, `I64`
+/// tensors (the language's `as_int64`) as `<i8`, every other dtype converted to `f32` and
+/// written as `<f4`. Atomic like [`write_npy_f32`].
 ///
 /// The tensor may live on any device; it is copied to the CPU to be written.
 pub fn write_npy(path: &Path, x: &Tensor) -> Result<(), FileError> {
@@ -289,6 +290,9 @@ pub fn write_npy(path: &Path, x: &Tensor) -> Result<(), FileError> {
     if x.dtype() == DType::F64 {
         let data = flat.to_vec1::<f64>().map_err(tensor_err)?;
         write_npy_f64(path, &shape, &data)
+    } else if x.dtype() == DType::I64 {
+        let data = flat.to_vec1::<i64>().map_err(tensor_err)?;
+        write_npy_i64(path, &shape, &data)
     } else {
         let data = flat
             .to_dtype(DType::F32)
@@ -324,7 +328,7 @@ fn read_array<T: Element>(path: &Path) -> Result<(Vec<u64>, Vec<T>), FileError> 
     Ok((header.shape, convert(header.dtype, &bytes)))
 }
 
-/// A float type whole arrays are read into and written from.
+/// An element type whole arrays are read into (floats) and written from (floats and `i64`).
 trait Element: Copy {
     /// The header `descr` of arrays of this type.
     const DESCR: &'static str;
@@ -364,6 +368,22 @@ impl Element for f64 {
     }
     fn from_i64(x: i64) -> Self {
         x as f64
+    }
+    fn write_le(self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&self.to_le_bytes())
+    }
+}
+
+impl Element for i64 {
+    const DESCR: &'static str = "<i8";
+    fn from_f32(x: f32) -> Self {
+        x as i64
+    }
+    fn from_f64(x: f64) -> Self {
+        x as i64
+    }
+    fn from_i64(x: i64) -> Self {
+        x
     }
     fn write_le(self, out: &mut dyn Write) -> std::io::Result<()> {
         out.write_all(&self.to_le_bytes())
@@ -410,7 +430,12 @@ pub fn write_npy_f64(path: &Path, shape: &[u64], data: &[f64]) -> Result<(), Fil
     write_array(path, shape, data)
 }
 
-/// [`write_npy_f32`] and [`write_npy_f64`] for element type `T`.
+/// [`write_npy_f32`] for `i64` data, written as `<i8`.
+pub fn write_npy_i64(path: &Path, shape: &[u64], data: &[i64]) -> Result<(), FileError> {
+    write_array(path, shape, data)
+}
+
+/// [`write_npy_f32`], [`write_npy_f64`] and [`write_npy_i64`] for element type `T`.
 fn write_array<T: Element>(path: &Path, shape: &[u64], data: &[T]) -> Result<(), FileError> {
     let expected = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
     if expected != Some(data.len() as u64) {
@@ -739,6 +764,20 @@ mod tests {
         assert_eq!(bytes[127], b'\n');
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn int64_tensors_are_written_as_i8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.npy");
+        let values = vec![0i64, 7, -3, 9_999, 1 << 40];
+        let t = Tensor::from_vec(values.clone(), (5,), &Device::Cpu).unwrap();
+        write_npy(&path, &t).unwrap();
+        let header = npy_header(&path).unwrap();
+        assert_eq!((header.dtype, header.shape), (NpyDtype::I64, vec![5]));
+        let (_, read) = read_npy_f64(&path).unwrap();
+        let want: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        assert_eq!(read, want);
     }
 
     #[test]

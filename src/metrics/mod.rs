@@ -3,7 +3,8 @@
 //! Images are `[C, H, W]` tensors (a `[H, W]` tensor is one grey channel) with values in
 //! [-1, 1], of any float dtype and device; every metric copies both to the CPU and computes
 //! in `f64`. The image under test comes first, the reference second, and both must have the
-//! same shape. NaN values are not refused: they make the result NaN.
+//! same shape. NaN values are not refused: they make the result NaN. [`per_item`] computes a
+//! metric for each pair of items of two batches `[N, C, H, W]`.
 
 pub mod classifier;
 mod ssim;
@@ -76,6 +77,25 @@ pub fn psnr(x: &Tensor, reference: &Tensor) -> Result<f64, MetricError> {
     Ok(10.0 * (4.0 / mse).log10())
 }
 
+/// `metric` of each pair of items of two batches `[N, ...]` of one shape, in order: the
+/// per-item values a program gets from `psnr(x, reference)` on batches.
+pub fn per_item(
+    x: &Tensor,
+    reference: &Tensor,
+    metric: impl Fn(&Tensor, &Tensor) -> Result<f64, MetricError>,
+) -> Result<Vec<f64>, MetricError> {
+    if x.dims() != reference.dims() {
+        return Err(MetricError::ShapeMismatch {
+            x: x.dims().to_vec(),
+            reference: reference.dims().to_vec(),
+        });
+    }
+    let n = x.dims().first().copied().unwrap_or(0);
+    (0..n)
+        .map(|i| metric(&x.get(i)?, &reference.get(i)?))
+        .collect()
+}
+
 /// Two images of one shape, as `f64` values on the CPU in row-major order.
 struct Pair {
     shape: Vec<usize>,
@@ -135,6 +155,20 @@ mod tests {
         assert!(rel(mse(&x32, &r32).unwrap(), want) < 1e-6);
         assert_eq!(psnr(&x, &x).unwrap(), f64::INFINITY);
         assert_eq!(mse(&x, &x).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn batches_give_one_value_per_item() {
+        let x = t(&[0.0, 0.5, -1.0, 1.0, 0.2, 0.2, 0.2, 0.2], &[2, 1, 2, 2]);
+        let r = t(&[0.1, 0.5, -0.8, 1.0, 0.2, 0.2, 0.2, 0.0], &[2, 1, 2, 2]);
+        let each = per_item(&x, &r, mse).unwrap();
+        assert_eq!(each.len(), 2);
+        for (i, v) in each.iter().enumerate() {
+            let one = mse(&x.get(i).unwrap(), &r.get(i).unwrap()).unwrap();
+            assert_eq!(*v, one);
+        }
+        assert!(rel(each[0], 0.0125) < 1e-14 && rel(each[1], 0.01) < 1e-14);
+        assert!(per_item(&x, &r.get(0).unwrap(), psnr).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The built-in operators of the language (`stdlib/operators.mapga`), by their language
 //! names. Mask tensors are in [`super::mask`].
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
 use super::axis::AxisMap;
@@ -10,6 +12,7 @@ use super::names::number;
 use super::operator::{Operator, TensorFn};
 use super::pointwise::Pointwise;
 use super::separable::Separable;
+use super::tensors::per_item;
 
 /// ITU-R BT.601 luma weights of R, G and B.
 pub const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
@@ -193,10 +196,19 @@ pub fn saturation(k: f64) -> Result<Operator> {
     Ok(Operator::Pointwise(Pointwise::Saturation { k }))
 }
 
-/// A user function as an operator on images of shape `domain`.
+/// A user function as an operator on images of shape `domain`. A batch (one more dimension
+/// than `domain`) goes through `f` one image at a time, since `f` was written for one.
 pub fn user(f: TensorFn, name: impl Into<String>, domain: &[usize]) -> Operator {
+    let rank = domain.len();
+    let batched: TensorFn = Arc::new(move |x: &Tensor| {
+        if x.rank() == rank + 1 {
+            per_item(x, |item| f(item))
+        } else {
+            f(x)
+        }
+    });
     Operator::User {
-        f,
+        f: batched,
         name: name.into(),
         domain: domain.to_vec(),
     }

@@ -4,7 +4,8 @@
 //!
 //! `apply` is candle's `conv2d` (a correlation) with the flipped kernel on a circularly
 //! padded input; `adjoint` is the correlation with the kernel itself, padded the other way.
-//! Both are differentiable. There is no closed-form SVD in real arithmetic here, so
+//! Both are differentiable, and a batch `[N, C, H, W]` is one convolution of its `N C`
+//! channels. There is no closed-form SVD in real arithmetic here, so
 //! `gram_solve` and `pinv` use the conjugate-gradient defaults of [`LinearOperator`].
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use super::linear::LinearOperator;
 use super::motion::motion_kernel;
 use super::names::number;
 use super::operator::Operator;
-use super::tensors::{device_key, image_dims, shape_str, DeviceKey};
+use super::tensors::{device_key, image_dims, shape_str, split_batch, DeviceKey};
 
 /// Circular convolution with a fixed 2-D kernel (see the module doc).
 #[derive(Debug)]
@@ -29,10 +30,12 @@ pub struct CircularConv {
     cache: Mutex<HashMap<DeviceKey, Arc<(Tensor, Tensor)>>>,
 }
 
-/// `x` (`[C, H, W]`) padded circularly: `before`/`after` rows and columns on each side.
+/// `x` (`[C, H, W]` or `[N, C, H, W]`) padded circularly: `before`/`after` rows and columns
+/// on each side.
 fn circular_pad(x: &Tensor, rows: (usize, usize), cols: (usize, usize)) -> Result<Tensor> {
     let mut out = x.clone();
-    for (axis, (before, after)) in [(1, rows), (2, cols)] {
+    let r = x.rank();
+    for (axis, (before, after)) in [(r - 2, rows), (r - 1, cols)] {
         let n = out.dim(axis)?;
         if before == 0 && after == 0 {
             continue;
@@ -112,9 +115,10 @@ impl CircularConv {
         Ok(t)
     }
 
-    /// Correlation of each channel of `x` with `k` after padding.
+    /// Correlation of each channel of `x` (an image or a batch) with `k` after padding.
     fn correlate(&self, x: &Tensor, k: &Tensor, adjoint: bool) -> Result<Tensor> {
-        let (c, h, w) = image_dims(&self.name, x.dims())?;
+        let (batch, image) = split_batch(&self.name, x.dims())?;
+        let (c, h, w) = (batch.unwrap_or(1) * image[0], image[1], image[2]);
         let (kh, kw) = self.kernel.dims2()?;
         let (ch, cw) = (kh / 2, kw / 2);
         let (rows, cols) = if adjoint {
@@ -123,9 +127,9 @@ impl CircularConv {
             ((kh - 1 - ch, ch), (kw - 1 - cw, cw))
         };
         let padded = circular_pad(x, rows, cols)?;
-        let (_, ph, pw) = padded.dims3()?;
+        let (ph, pw) = (h + rows.0 + rows.1, w + cols.0 + cols.1);
         let out = padded.reshape((c, 1, ph, pw))?.conv2d(k, 0, 1, 1, 1)?;
-        Ok(out.reshape((c, h, w))?)
+        Ok(out.reshape(x.dims())?)
     }
 }
 
@@ -155,7 +159,7 @@ impl LinearOperator for CircularConv {
     }
 
     fn visualize(&self, y: &Tensor) -> Result<Tensor> {
-        image_dims(&self.name, y.dims())?;
+        split_batch(&self.name, y.dims())?;
         Ok(y.clone())
     }
 }

@@ -3,7 +3,8 @@
 //! `A A^T = diag(m²)`, so `gram_solve` and `pinv` are exact elementwise divisions, and its
 //! SVD is `U = V = I` with singular values `m`.
 //!
-//! Masks are usually 0/1; any finite non-negative values are accepted (a soft mask).
+//! Masks are usually 0/1; any finite non-negative values are accepted (a soft mask). A batch
+//! `[N, C, H, W]` is masked in one broadcast product.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,10 +82,11 @@ impl Inpaint {
         Ok(t)
     }
 
-    /// Checks that `shape` is an image shape this mask applies to.
+    /// Checks that `shape` is an image shape this mask applies to, or a batch of them.
     fn check(&self, shape: &[usize], what: &str) -> Result<()> {
         let m = self.mask.dims();
-        let ok = shape.len() == 3 && shape[1..] == m[1..] && (m[0] == 1 || m[0] == shape[0]);
+        let image = if shape.len() == 4 { &shape[1..] } else { shape };
+        let ok = image.len() == 3 && image[1..] == m[1..] && (m[0] == 1 || m[0] == image[0]);
         if ok {
             Ok(())
         } else {
@@ -180,7 +182,12 @@ impl Svd for Inpaint {
 
     fn ut(&self, y: &Tensor, domain: &[usize]) -> Result<Tensor> {
         self.check(y.dims(), "a measurement")?;
-        if y.dims() != domain {
+        let image = if y.rank() == 4 {
+            &y.dims()[1..]
+        } else {
+            y.dims()
+        };
+        if image != domain {
             return Err(shape_error(
                 "inpaint",
                 format!(

@@ -5,11 +5,15 @@ use candle_core::{DType, Device, Tensor};
 use super::cg::{gram_solve_f64, pinv_f64};
 use super::error::Result;
 use super::separable::Separable;
+use super::tensors::per_item;
 
 /// A linear operator with its adjoint (trait object; built-ins implement it).
 ///
 /// Images are `[C, H, W]` tensors of any float dtype on any device; the operator is
-/// shape-polymorphic (a blur takes any H and W) and caches what depends on the shape.
+/// shape-polymorphic (a blur takes any H and W) and caches what depends on the shape. Every
+/// method also takes a batch `[N, C, H, W]` of images (or measurements) and treats each item
+/// on its own, with the same leading `N` in the result; shapes passed as `&[usize]`
+/// (`range_shape`, `domain_shape`) are those of one image.
 pub trait LinearOperator: Send + Sync + std::fmt::Debug {
     /// The name as the language writes it, e.g. `"downsample(4)"`.
     fn name(&self) -> String;
@@ -31,19 +35,23 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
     /// tolerance of `r`'s dtype). The pseudo-inverse where singular (a mask with `b = 0`:
     /// zero on missing pixels).
     fn gram_solve(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-        gram_solve_f64(
-            &self.name(),
-            &|z| self.apply(z),
-            &|z| self.adjoint(z),
-            r,
-            (a, b),
-        )
+        per_image(r, |r| {
+            gram_solve_f64(
+                &self.name(),
+                &|z| self.apply(z),
+                &|z| self.adjoint(z),
+                r,
+                (a, b),
+            )
+        })
     }
 
     /// `A^+ y`, the minimum-norm least-squares solution of `A x = y`, domain-shaped. This
-    /// default runs CGLS in f64 on the tensor's device.
+    /// default runs CGLS in f64 on the tensor's device (one image of a batch at a time).
     fn pinv(&self, y: &Tensor) -> Result<Tensor> {
-        pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y)
+        per_image(y, |y| {
+            pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y)
+        })
     }
 
     /// The SVD, when known.
@@ -60,6 +68,16 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
     fn visualize(&self, y: &Tensor) -> Result<Tensor>;
 }
 
+/// `f` for one image `[C, H, W]`; for a batch `[N, C, H, W]`, `f` of each image, stacked: an
+/// iterative solve stops on each image's own residual.
+pub(crate) fn per_image(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if x.rank() == 4 {
+        per_item(x, f)
+    } else {
+        f(x)
+    }
+}
+
 /// `A = U S V^T` with the spectral coefficients stored in a DOMAIN-shaped tensor.
 ///
 /// `vt(x)` (domain -> domain), `v(c)` (domain -> domain), `ut(y)` (range -> domain-shaped,
@@ -67,6 +85,7 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
 /// `singular_values(domain)` (domain-shaped, 0 for unobserved components), such that
 /// `A x = u(singular_values * vt(x))`, `v(vt(x)) = x`, `ut(u(c)) = c` on the observed
 /// components. This is the layout the stdlib's DDRM (`stdlib/solvers/ddrm.mapga`) relies on.
+/// The maps take one image or a batch `[N, ...]` of them; `domain` is the shape of one image.
 pub trait Svd {
     /// The singular values for images of shape `domain`, domain-shaped, in `dtype` on `device`.
     fn singular_values(&self, domain: &[usize], dtype: DType, device: &Device) -> Result<Tensor>;

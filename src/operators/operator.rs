@@ -11,6 +11,11 @@
 //! masks, pointwise maps) show their measurement as it is. Sums, differences and scalings
 //! show it as their first operand does; a user operator resizes to its domain by
 //! nearest-neighbour sampling.
+//!
+//! Every method takes one image or a batch `[N, ...]` of them (one more dimension than the
+//! operator's images) and returns the same leading `N`: masks, pointwise maps, separable
+//! operators and convolutions treat the whole batch in one go, iterative solves and user
+//! functions go one image at a time.
 
 use std::sync::Arc;
 
@@ -18,11 +23,11 @@ use candle_core::Tensor;
 
 use super::cg::{gram_solve_f64, pinv_f64};
 use super::error::{shape_error, OperatorError, Result};
-use super::linear::{LinearOperator, Svd};
+use super::linear::{per_image, LinearOperator, Svd};
 use super::linearise::Linearisation;
 use super::names::number;
 use super::pointwise::Pointwise;
-use super::tensors::{nearest_resize, shape_str};
+use super::tensors::{nearest_resize, shape_str, with_batch};
 
 /// A user function Tensor -> Tensor, supplied by the interpreter (a `fn` of the language).
 pub type TensorFn = Arc<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
@@ -203,13 +208,15 @@ impl Operator {
         match self {
             Operator::Linear(l) => l.gram_solve(r, a, b),
             Operator::Scale(c, inner) => inner.gram_solve(r, a * c * c, b),
-            _ => gram_solve_f64(
-                &self.name(),
-                &|z| self.apply(z),
-                &|z| self.adjoint(z),
-                r,
-                (a, b),
-            ),
+            _ => per_image(r, |r| {
+                gram_solve_f64(
+                    &self.name(),
+                    &|z| self.apply(z),
+                    &|z| self.adjoint(z),
+                    r,
+                    (a, b),
+                )
+            }),
         }
     }
 
@@ -227,7 +234,9 @@ impl Operator {
                     p.affine(1.0 / c, 0.0)?
                 })
             }
-            _ => pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y),
+            _ => per_image(y, |y| {
+                pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y)
+            }),
         }
     }
 
@@ -256,7 +265,10 @@ impl Operator {
             Operator::Sum(a, _) | Operator::Difference(a, _) | Operator::Scale(_, a) => {
                 a.visualize(y)
             }
-            Operator::User { domain, .. } => nearest_resize(y, domain),
+            Operator::User { domain, .. } => {
+                let batch = (y.rank() == domain.len() + 1).then(|| y.dims()[0]);
+                nearest_resize(y, &with_batch(batch, domain))
+            }
         }
     }
 
@@ -325,6 +337,52 @@ mod tests {
         // visualize: the mask keeps the shape, downsampling repeats pixels.
         let pic = ok(down_mask.visualize(&randn(&[1, 3, 4], 1)));
         assert_eq!(pic.dims(), &[1, 6, 8]);
+    }
+
+    #[test]
+    fn every_operator_kind_batches_like_one_image_at_a_time() {
+        use super::super::builtin::{
+            bicubic_downsample, clipping, gamma_curve, to_grey, uniform_blur,
+        };
+        use super::super::conv::{kernel_blur, motion_blur};
+        use super::super::testing::check_batched;
+        let blur = ok(gaussian_blur(0.7, 0));
+        let kernel = randn(&[3, 2], 5).abs().unwrap_or_else(|e| panic!("{e}"));
+        let mut g = crate::random::generator(0, "batch-test", 1);
+        let soft = randn(&[2, 6, 8], 6).abs().unwrap_or_else(|e| panic!("{e}"));
+        let f: TensorFn = Arc::new(|x: &Tensor| Ok(x.sqr()?.sum_keepdim(0)?.tanh()?));
+        let cases: Vec<(Operator, Vec<usize>)> = vec![
+            (identity(), vec![2, 6, 8]),
+            (mask_op(6, 8), vec![2, 6, 8]),
+            (ok(inpaint(&soft)), vec![2, 6, 8]),
+            (blur.clone(), vec![1, 6, 8]),
+            (ok(uniform_blur(3)), vec![2, 6, 8]),
+            (ok(kernel_blur(&kernel)), vec![2, 6, 8]),
+            (ok(motion_blur(3, 0.5, &mut g)), vec![1, 6, 8]),
+            (ok(downsample(2)), vec![2, 6, 8]),
+            (ok(bicubic_downsample(2)), vec![1, 6, 8]),
+            (to_grey(), vec![3, 6, 8]),
+            (ok(clipping(-0.5, 0.5)), vec![1, 4, 4]),
+            (ok(gamma_curve(2.2)), vec![1, 4, 4]),
+            (ok(saturation(1.5)), vec![2, 4, 4]),
+            (user(f, "square_sum", &[3, 4, 4]), vec![3, 4, 4]),
+            (Operator::compose(&ok(downsample(2)), &blur), vec![2, 6, 8]),
+            (Operator::compose(&blur, &mask_op(6, 8)), vec![1, 6, 8]),
+            (
+                Operator::compose(&blur, &ok(saturation(1.5))),
+                vec![1, 6, 8],
+            ),
+            (Operator::sum(&identity(), &blur), vec![1, 6, 8]),
+            (Operator::difference(&blur, &mask_op(6, 8)), vec![2, 6, 8]),
+            (Operator::scale(-2.0, &mask_op(6, 8)), vec![1, 6, 8]),
+            (
+                Operator::scale(0.5, &ok(kernel_blur(&kernel))),
+                vec![1, 6, 8],
+            ),
+        ];
+        for (op, domain) in &cases {
+            check_batched(op, domain);
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! `U` and `V`). The SVD of the whole operator is the Kronecker product of the axes' SVDs;
 //! it gives exact `gram_solve` and `pinv`. Singular values below `max(m, n) eps s_max` on an
 //! axis are set to 0 (the usual numerical rank). Tensors of the factors are cached per dtype
-//! and device; `apply`, `adjoint` and the SVD maps are candle matmuls (differentiable).
+//! and device; `apply`, `adjoint` and the SVD maps are candle matmuls (differentiable). A
+//! batch `[N, C, H, W]` goes through the same products at once, every image by the same
+//! matrices.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +22,8 @@ use super::axis::AxisMap;
 use super::error::{shape_error, Result};
 use super::linear::{LinearOperator, Svd};
 use super::tensors::{
-    apply_axes, device_key, image_dims, nearest_resize, shape_str, AxisMatrix, DeviceKey,
+    apply_axes, device_key, image_dims, item_dims, nearest_resize, shape_str, split_batch,
+    with_batch, AxisMatrix, DeviceKey,
 };
 
 /// A separable linear operator on `[C, H, W]` images (see the module doc).
@@ -355,8 +358,9 @@ impl Separable {
         self.factors(domain)?.tensors(like.dtype(), like.device())
     }
 
+    /// Checks that `y` is a measurement of shape `expected` or a batch of them.
     fn check_range(&self, y: &Tensor, expected: &[usize]) -> Result<()> {
-        if y.dims() != expected {
+        if item_dims(&self.name, y.dims())? != expected {
             return Err(shape_error(
                 self.name.clone(),
                 format!(
@@ -408,18 +412,18 @@ impl LinearOperator for Separable {
     }
 
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let t = self.tensors_for(x.dims(), x)?;
+        let t = self.tensors_for(&item_dims(&self.name, x.dims())?, x)?;
         run(x, refs(&t.fwd, false))
     }
 
     fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
-        let domain = self.domain_shape(y.dims())?;
+        let domain = self.domain_shape(&item_dims(&self.name, y.dims())?)?;
         let t = self.tensors_for(&domain, y)?;
         run(y, refs(&t.fwd, true))
     }
 
     fn gram_solve(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-        let domain = self.domain_shape(r.dims())?;
+        let domain = self.domain_shape(&item_dims(&self.name, r.dims())?)?;
         let t = self.tensors_for(&domain, r)?;
         let coeffs = run(r, refs(&t.u, true))?;
         let d = t.gram_spectrum.affine(a, b)?;
@@ -434,11 +438,11 @@ impl LinearOperator for Separable {
         let floor = top * 10.0 * super::tensors::dtype_epsilon(r.dtype());
         let zero = d.zeros_like()?;
         let inv = d.gt(floor)?.where_cond(&d.recip()?, &zero)?;
-        run(&coeffs.mul(&inv)?, refs(&t.u, false))
+        run(&coeffs.broadcast_mul(&inv)?, refs(&t.u, false))
     }
 
     fn pinv(&self, y: &Tensor) -> Result<Tensor> {
-        let domain = self.domain_shape(y.dims())?;
+        let domain = self.domain_shape(&item_dims(&self.name, y.dims())?)?;
         let t = self.tensors_for(&domain, y)?;
         run(y, refs(&t.pinv, false))
     }
@@ -452,8 +456,9 @@ impl LinearOperator for Separable {
     }
 
     fn visualize(&self, y: &Tensor) -> Result<Tensor> {
-        let domain = self.domain_shape(y.dims())?;
-        nearest_resize(y, &domain)
+        let (batch, range) = split_batch(&self.name, y.dims())?;
+        let domain = self.domain_shape(&range)?;
+        nearest_resize(y, &with_batch(batch, &domain))
     }
 }
 
@@ -467,12 +472,12 @@ impl Svd for Separable {
     }
 
     fn vt(&self, x: &Tensor) -> Result<Tensor> {
-        let t = self.tensors_for(x.dims(), x)?;
+        let t = self.tensors_for(&item_dims(&self.name, x.dims())?, x)?;
         run(x, refs(&t.v, true))
     }
 
     fn v(&self, c: &Tensor) -> Result<Tensor> {
-        let t = self.tensors_for(c.dims(), c)?;
+        let t = self.tensors_for(&item_dims(&self.name, c.dims())?, c)?;
         run(c, refs(&t.v, false))
     }
 
@@ -484,7 +489,7 @@ impl Svd for Separable {
     }
 
     fn u(&self, c: &Tensor) -> Result<Tensor> {
-        let t = self.tensors_for(c.dims(), c)?;
+        let t = self.tensors_for(&item_dims(&self.name, c.dims())?, c)?;
         run(c, refs(&t.u_layout, false))
     }
 }

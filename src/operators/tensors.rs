@@ -31,6 +31,43 @@ pub(crate) fn image_dims(operator: &str, shape: &[usize]) -> Result<(usize, usiz
     }
 }
 
+/// An image `[C, H, W]` or a batch of images `[N, C, H, W]`: the batch size (`None` for one
+/// image) and the image shape; a shape error of `operator` for any other rank.
+pub(crate) fn split_batch(operator: &str, shape: &[usize]) -> Result<(Option<usize>, Vec<usize>)> {
+    match shape {
+        [_, _, _] => Ok((None, shape.to_vec())),
+        [n, rest @ ..] if rest.len() == 3 => Ok((Some(*n), rest.to_vec())),
+        _ => Err(shape_error(
+            operator,
+            format!(
+                "needs a [C, H, W] image or a [N, C, H, W] batch, got {}",
+                shape_str(shape)
+            ),
+        )),
+    }
+}
+
+/// The image shape of an image or a batch of images (see [`split_batch`]).
+pub(crate) fn item_dims(operator: &str, shape: &[usize]) -> Result<Vec<usize>> {
+    Ok(split_batch(operator, shape)?.1)
+}
+
+/// `shape` with a leading batch dimension when `batch` is given.
+pub(crate) fn with_batch(batch: Option<usize>, shape: &[usize]) -> Vec<usize> {
+    batch.into_iter().chain(shape.iter().copied()).collect()
+}
+
+/// `f` applied to each item of a batch `[N, ...]` (split along the first dimension) and the
+/// results stacked; differentiable, since narrowing and stacking are.
+pub(crate) fn per_item(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let items = (0..n).map(|i| f(&x.get(i)?)).collect::<Result<Vec<_>>>()?;
+    if items.is_empty() {
+        return Ok(x.clone());
+    }
+    Ok(Tensor::stack(&items, 0)?)
+}
+
 /// A dense f64 matrix as a row-major `[rows, cols]` tensor of `dtype` on `device`.
 pub(crate) fn matrix_tensor(m: &DMatrix<f64>, dtype: DType, device: &Device) -> Result<Tensor> {
     let (rows, cols) = m.shape();
@@ -72,34 +109,54 @@ impl AxisMatrix {
     }
 }
 
-/// `x` (a `[C, H, W]` tensor) with one matrix applied along each axis; `None` is the
-/// identity. Built from candle matmuls, so autograd goes through it.
+/// `x` (a `[C, H, W]` image or a `[N, C, H, W]` batch) with one matrix applied along each
+/// image axis; `None` is the identity. Built from candle matmuls, so autograd goes through it.
+/// The items of a batch go through the same matmuls together (the batch is folded into the
+/// rows of each product).
 pub(crate) fn apply_axes(x: &Tensor, mats: [Option<&AxisMatrix>; 3]) -> Result<Tensor> {
-    let mut x = x.clone();
+    let (batch, item) = split_batch("apply_axes", x.dims())?;
+    let n = batch.unwrap_or(1);
+    let (mut c, mut h, mut w) = (item[0], item[1], item[2]);
+    // [N * C, H, W] while the width and the height change.
+    let mut x = x.reshape((n * c, h, w))?;
     let [mc, mh, mw] = mats;
     if let Some(m) = mw {
-        let (c, h, w) = x.dims3()?;
+        let w2 = m.rows()?;
         x = x
-            .reshape((c * h, w))?
+            .reshape((n * c * h, w))?
             .matmul(&m.mt)?
-            .reshape((c, h, m.rows()?))?;
+            .reshape((n * c, h, w2))?;
+        w = w2;
     }
     if let Some(m) = mh {
-        let (c, h, w) = x.dims3()?;
-        x = x.transpose(0, 1)?.contiguous()?.reshape((h, c * w))?;
+        let h2 = m.rows()?;
+        x = x.transpose(0, 1)?.contiguous()?.reshape((h, n * c * w))?;
         x =
             m.m.matmul(&x)?
-                .reshape((m.rows()?, c, w))?
+                .reshape((h2, n * c, w))?
                 .transpose(0, 1)?
                 .contiguous()?;
+        h = h2;
     }
     if let Some(m) = mc {
-        let (c, h, w) = x.dims3()?;
-        x =
+        let c2 = m.rows()?;
+        x = if n == 1 {
             m.m.matmul(&x.reshape((c, h * w))?)?
-                .reshape((m.rows()?, h, w))?;
+        } else {
+            // [C, N * H * W]: every item's channels mixed by one product.
+            let cols = x
+                .reshape((n, c, h * w))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((c, n * h * w))?;
+            m.m.matmul(&cols)?
+                .reshape((c2, n, h * w))?
+                .transpose(0, 1)?
+                .contiguous()?
+        };
+        c = c2;
     }
-    Ok(x)
+    Ok(x.reshape(with_batch(batch, &[c, h, w]))?)
 }
 
 /// The inner product `<a, b>` in f64.

@@ -274,3 +274,144 @@ pub fn check_autograd_is_adjoint(op: &Operator, domain: &[usize]) {
     let adjoint = op.adjoint(&w).unwrap_or_else(|e| panic!("{e}"));
     assert_close(&values(g), &values(&adjoint), 1e-13, "autograd");
 }
+
+/// Checks that `op` treats a batch `[3, ...domain]` exactly as it treats each of its images
+/// one at a time: `apply`, `visualize`, the linearisation (`J`, `J^T`, its solve), and for a
+/// linear operator `adjoint`, `gram_solve`, `pinv` and the SVD maps; plus the gradient of a
+/// batched objective through `apply`, which must be each image's own.
+pub fn check_batched(op: &Operator, domain: &[usize]) {
+    let name = op.name();
+    let n = 3;
+    let mut batch_shape = vec![n];
+    batch_shape.extend_from_slice(domain);
+    let x = randn(&batch_shape, 11);
+    let item = |t: &Tensor, i: usize| t.get(i).unwrap_or_else(|e| panic!("{e}"));
+    // Compares a batched result with the per-image results of `f` on `input`'s images.
+    let same = |what: &str, batched: Tensor, input: &Tensor, f: &dyn Fn(&Tensor) -> Tensor| {
+        assert_eq!(
+            batched.dim(0).ok(),
+            Some(n),
+            "{name}: {what} keeps the batch"
+        );
+        for i in 0..n {
+            let one = f(&item(input, i));
+            assert_eq!(item(&batched, i).dims(), one.dims(), "{name}: {what} shape");
+            assert_close(
+                &values(&item(&batched, i)),
+                &values(&one),
+                1e-9,
+                &format!("{name}: batched {what}, image {i}"),
+            );
+        }
+    };
+    let ax = op.apply(&x).unwrap_or_else(|x| panic!("{name}: {x}"));
+    same("apply", ax.clone(), &x, &|t| {
+        op.apply(t).unwrap_or_else(|x| panic!("{name}: {x}"))
+    });
+    let y = randn(ax.dims(), 12);
+    let pic = op.visualize(&y).unwrap_or_else(|x| panic!("{name}: {x}"));
+    same("visualize", pic, &y, &|t| {
+        op.visualize(t).unwrap_or_else(|x| panic!("{name}: {x}"))
+    });
+    // The linearisation at each image of the batch.
+    let lin = op.linearise(&x).unwrap_or_else(|x| panic!("{name}: {x}"));
+    let v = randn(&batch_shape, 13);
+    let jv = lin.apply_j(&v).unwrap_or_else(|x| panic!("{name}: {x}"));
+    let jtw = lin.apply_jt(&y).unwrap_or_else(|x| panic!("{name}: {x}"));
+    let solved = lin
+        .solve(&y, 0.7, 0.05)
+        .unwrap_or_else(|x| panic!("{name}: {x}"));
+    for i in 0..n {
+        let one = op
+            .linearise(&item(&x, i))
+            .unwrap_or_else(|x| panic!("{name}: {x}"));
+        for (what, batched, single) in [
+            ("J v", &jv, one.apply_j(&item(&v, i))),
+            ("J^T w", &jtw, one.apply_jt(&item(&y, i))),
+            ("solve", &solved, one.solve(&item(&y, i), 0.7, 0.05)),
+        ] {
+            let single = single.unwrap_or_else(|x| panic!("{name}: {x}"));
+            assert_close(
+                &values(&item(batched, i)),
+                &values(&single),
+                1e-7,
+                &format!("{name}: batched {what}, image {i}"),
+            );
+        }
+    }
+    // The gradient of sum_i <w_i, A x_i> is A^T w_i (or J_i^T w_i) image by image.
+    let var = candle_core::Var::from_tensor(&x).unwrap_or_else(|e| panic!("{e}"));
+    let out = op
+        .apply(var.as_tensor())
+        .unwrap_or_else(|x| panic!("{name}: {x}"));
+    let grads = out
+        .mul(&y)
+        .and_then(|t| t.sum_all())
+        .and_then(|t| t.backward())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let g = grads
+        .get(var.as_tensor())
+        .unwrap_or_else(|| panic!("{name}: no gradient"))
+        .clone();
+    assert_close(
+        &values(&g),
+        &values(&jtw),
+        1e-9,
+        &format!("{name}: gradient"),
+    );
+    if !op.is_linear() {
+        return;
+    }
+    let aty = op.adjoint(&y).unwrap_or_else(|x| panic!("{name}: {x}"));
+    same("adjoint", aty, &y, &|t| {
+        op.adjoint(t).unwrap_or_else(|x| panic!("{name}: {x}"))
+    });
+    for (a, b) in [(1.0, 0.5), (2.0, 0.0)] {
+        let got = op
+            .gram_solve(&y, a, b)
+            .unwrap_or_else(|x| panic!("{name}: {x}"));
+        same("gram_solve", got, &y, &|t| {
+            op.gram_solve(t, a, b)
+                .unwrap_or_else(|x| panic!("{name}: {x}"))
+        });
+    }
+    let p = op.pinv(&y).unwrap_or_else(|x| panic!("{name}: {x}"));
+    same("pinv", p, &y, &|t| {
+        op.pinv(t).unwrap_or_else(|x| panic!("{name}: {x}"))
+    });
+    if let Some(svd) = op.svd() {
+        let vt = svd.vt(&x).unwrap_or_else(|x| panic!("{name}: {x}"));
+        same("vt", vt.clone(), &x, &|t| {
+            svd.vt(t).unwrap_or_else(|x| panic!("{name}: {x}"))
+        });
+        same(
+            "v",
+            svd.v(&vt).unwrap_or_else(|x| panic!("{name}: {x}")),
+            &vt,
+            &|t| svd.v(t).unwrap_or_else(|x| panic!("{name}: {x}")),
+        );
+        let ut = svd.ut(&y, domain).unwrap_or_else(|x| panic!("{name}: {x}"));
+        same("ut", ut.clone(), &y, &|t| {
+            svd.ut(t, domain).unwrap_or_else(|x| panic!("{name}: {x}"))
+        });
+        same(
+            "u",
+            svd.u(&ut).unwrap_or_else(|x| panic!("{name}: {x}")),
+            &ut,
+            &|t| svd.u(t).unwrap_or_else(|x| panic!("{name}: {x}")),
+        );
+        // The domain-shaped singular values broadcast over the batch.
+        let s = svd
+            .singular_values(domain, DType::F64, &Device::Cpu)
+            .unwrap_or_else(|x| panic!("{name}: {x}"));
+        let usv = svd
+            .u(&vt.broadcast_mul(&s).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|x| panic!("{name}: {x}"));
+        assert_close(
+            &values(&usv),
+            &values(&ax),
+            1e-11,
+            &format!("{name}: u(s vt(x))"),
+        );
+    }
+}

@@ -153,7 +153,7 @@ pub fn call(
     it: &mut Interp,
     n: NodeId,
     name: &str,
-    _variadic: Option<u32>,
+    variadic: Option<u32>,
     values: Vec<Value>,
 ) -> Result<Value, RunError> {
     let prog = it.prog.clone();
@@ -214,6 +214,16 @@ pub fn call(
                     .and_then(|t| t.to_device(&device))
                     .at(span)?,
             )
+        }
+        "batch_shape" => {
+            let (mut shape, count) = (a.shape(0)?, a.size(1)?);
+            if count > 0 {
+                shape.insert(0, count);
+            }
+            Value::Shape(shape)
+        }
+        "norms" => {
+            Value::Tensor(norms(&a.tensor(0)?, &a.shape(1)?).map_err(|e| RunError::at(span, e))?)
         }
         "sum" => scalar(a.tensor(0)?.sum_all(), span)?,
         "mean" => scalar(a.tensor(0)?.mean_all(), span)?,
@@ -341,7 +351,9 @@ pub fn call(
             } else {
                 a.float(4)?
             };
-            Value::Tensor(diffusion::exact::exact_map_eps(prior, &op, &y, sigma_y, eps).at(span)?)
+            Value::Tensor(
+                diffusion::exact::exact_map_eps_batch(prior, &op, &y, sigma_y, eps).at(span)?,
+            )
         }
         "gaussian_prior_low_rank" => {
             let p = diffusion::GaussianPrior::low_rank(&a.tensor(0)?, &a.tensor(1)?, &a.tensor(2)?)
@@ -568,6 +580,12 @@ pub fn call(
                 .map_err(|e| RunError::at(span, e))?,
             )
         }
+        "as_int64" => Value::Tensor(
+            a.tensor(0)?
+                .round()
+                .and_then(|t| t.to_dtype(candle_core::DType::I64))
+                .at(span)?,
+        ),
         "captioned_grid" => {
             let captions: Vec<String> = match a.get(0)? {
                 Value::List(xs) => xs
@@ -579,35 +597,56 @@ pub fn call(
                     .collect::<Result<_, _>>()?,
                 _ => return Err(a.wrong(0, "a List of Strings")),
             };
-            let images = (1..a.values.len())
+            let count = variadic.map_or(a.values.len() - 2, |v| v as usize);
+            let images = (1..1 + count)
                 .map(|i| a.tensor(i))
                 .collect::<Result<Vec<_>, _>>()?;
-            Value::Tensor(crate::io::grid::grid(&images, Some(&captions)).at(span)?)
+            let rows = a.size(1 + count)?;
+            Value::Tensor(crate::io::grid::grid_rows(&images, Some(&captions), rows).at(span)?)
         }
         "grid" => {
-            let images = (0..a.values.len())
+            let count = variadic.map_or(a.values.len() - 1, |v| v as usize);
+            let images = (0..count)
                 .map(|i| a.tensor(i))
                 .collect::<Result<Vec<_>, _>>()?;
-            Value::Tensor(crate::io::grid::grid(&images, None).at(span)?)
+            let rows = a.size(count)?;
+            Value::Tensor(crate::io::grid::grid_rows(&images, None, rows).at(span)?)
         }
 
         // ── metrics ──
         "psnr" | "ssim" | "mse" => {
             let (x, r) = (a.tensor(0)?, a.tensor(1)?);
-            let v = match name {
-                "psnr" => crate::metrics::psnr(&x, &r),
-                "ssim" => crate::metrics::ssim(&x, &r),
-                _ => crate::metrics::mse(&x, &r),
+            let metric = match name {
+                "psnr" => crate::metrics::psnr,
+                "ssim" => crate::metrics::ssim,
+                _ => crate::metrics::mse,
+            };
+            if x.rank() == 4 {
+                let each = crate::metrics::per_item(&x, &r, metric).at(span)?;
+                per_item_values(each, dtype, &device).at(span)?
+            } else {
+                Value::Float(metric(&x, &r).at(span)?)
             }
-            .at(span)?;
-            Value::Float(v)
         }
         "data_consistency" => {
             let (y, op, x) = (a.tensor(0)?, a.operator(1)?, a.tensor(2)?);
-            let r = (op.apply(&x).map_err(op_err)? - &y).at(span)?;
-            let m = r.elem_count().max(1) as f64;
-            let ss = crate::diffusion::gaussian::flat_f64(&r).at(span)?;
-            Value::Float((ss.iter().map(|v| v * v).sum::<f64>() / m).sqrt())
+            let r = op.apply(&x).map_err(op_err)?.broadcast_sub(&y).at(span)?;
+            let rms = |r: &Tensor| -> candle_core::Result<f64> {
+                let m = r.elem_count().max(1) as f64;
+                let ss = crate::diffusion::gaussian::flat_f64(r)?;
+                Ok((ss.iter().map(|v| v * v).sum::<f64>() / m).sqrt())
+            };
+            let batched = matches!(&node.ty, crate::check::types::Type::Tensor(_));
+            if batched {
+                let n = r.dim(0).at(span)?;
+                let each = (0..n)
+                    .map(|i| r.get(i).and_then(|ri| rms(&ri)))
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .at(span)?;
+                per_item_values(each, dtype, &device).at(span)?
+            } else {
+                Value::Float(rms(&r).at(span)?)
+            }
         }
         other => {
             return Err(RunError::at(
@@ -628,6 +667,49 @@ fn norm(x: &Tensor) -> candle_core::Result<Tensor> {
         _ => f32::MIN_POSITIVE as f64,
     };
     s.broadcast_div(&s.maximum(tiny)?.sqrt()?)
+}
+
+/// One value per item of a batch, as a `[N]` tensor.
+fn per_item_values(
+    values: Vec<f64>,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> candle_core::Result<Value> {
+    let n = values.len();
+    Ok(Value::Tensor(
+        Tensor::from_vec(values, n, &candle_core::Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)?,
+    ))
+}
+
+/// The norm of each item of shape `item` in `x`: `[N]` for a batch `[N, ...item]`, `[1]` for
+/// one item; differentiable, with the gradient 0 at a zero item (as [`norm`]).
+fn norms(x: &Tensor, item: &[usize]) -> Result<Tensor, String> {
+    let dims = x.dims();
+    let n = if dims == item {
+        1
+    } else if dims.len() == item.len() + 1 && dims[1..] == *item {
+        dims[0]
+    } else {
+        return Err(format!(
+            "`norms` needs items of shape {item:?} or a batch of them, not {dims:?}"
+        ));
+    };
+    let per_item = item.iter().product::<usize>();
+    let flat = x.reshape((n, per_item)).map_err(|e| e.to_string())?;
+    let s = flat
+        .sqr()
+        .and_then(|t| t.sum(1))
+        .map_err(|e| e.to_string())?;
+    let tiny = match x.dtype() {
+        candle_core::DType::F64 => f64::MIN_POSITIVE,
+        _ => f32::MIN_POSITIVE as f64,
+    };
+    s.maximum(tiny)
+        .and_then(|m| m.sqrt())
+        .and_then(|r| s.div(&r))
+        .map_err(|e| e.to_string())
 }
 
 /// A tensor read from `path` at node `n`, checked against the shape the checker read from the

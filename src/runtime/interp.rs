@@ -385,6 +385,13 @@ impl Interp {
                 let a = args(self)?;
                 super::members::index(span, &a[0], &a[1])?
             }
+            Op::Slice { start, end } => {
+                let a = args(self)?;
+                let mut bounds = a[1..].iter();
+                let from = if *start { bounds.next() } else { None };
+                let to = if *end { bounds.next() } else { None };
+                super::members::slice(span, &a[0], from, to)?
+            }
             Op::Project(i) => {
                 let a = args(self)?;
                 match &a[0] {

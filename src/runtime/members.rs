@@ -1,5 +1,5 @@
-//! Fields, methods and indexing of run-time values: `A.domain`, `A.adjoint(v)`, `ts.pairs`,
-//! `xs[i]`.
+//! Fields, methods, indexing and slicing of run-time values: `A.domain`, `A.adjoint(v)`,
+//! `ts.pairs`, `xs[i]`, `x[a:b]`.
 
 use candle_core::Tensor;
 
@@ -111,6 +111,9 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
         "adjoint" => op.adjoint(&tensor(1)?).map_err(e)?,
         "pinv" => op.pinv(&tensor(1)?).map_err(e)?,
         "visualize" => op.visualize(&tensor(1)?).map_err(e)?,
+        "domain_for" => {
+            return shape_value(span, type_dims(it, n), "the operator's domain");
+        }
         "gram_solve" => op
             .gram_solve(&tensor(1)?, number(2)?, number(3)?)
             .map_err(e)?,
@@ -121,7 +124,14 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
             let domain = type_dims(it, n).ok_or_else(|| {
                 RunError::at(span, "the operator's domain is not known before running")
             })?;
-            svd()?.ut(&tensor(1)?, &domain).map_err(e)?
+            // The result of a batch is a batch: the domain of one image follows its batch size.
+            let y = tensor(1)?;
+            let image = if domain.len() == 4 {
+                &domain[1..]
+            } else {
+                &domain[..]
+            };
+            svd()?.ut(&y, image).map_err(e)?
         }
         "singular_values" => {
             let domain = type_dims(it, n).ok_or_else(|| {
@@ -184,4 +194,52 @@ pub fn index(span: Span, base: &Value, idx: &Value) -> Result<Value, RunError> {
             ))
         }
     })
+}
+
+/// `base[from:to]`: a range of a tensor's first dimension or of a list; `from` defaults to 0
+/// and `to` (excluded) to the length.
+pub fn slice(
+    span: Span,
+    base: &Value,
+    from: Option<&Value>,
+    to: Option<&Value>,
+) -> Result<Value, RunError> {
+    let bound = |v: Option<&Value>, default: usize| -> Result<i64, RunError> {
+        match v {
+            None => Ok(default as i64),
+            Some(Value::Int(i)) => Ok(*i),
+            Some(other) => Err(RunError::at(
+                span,
+                format!("a slice bound must be an Int, not {}", other.kind()),
+            )),
+        }
+    };
+    // The range `a..b` of a first dimension of length `len`.
+    let range = |len: usize| -> Result<(usize, usize), RunError> {
+        let (a, b) = (bound(from, 0)?, bound(to, len)?);
+        if a < 0 || b < a || b > len as i64 {
+            return Err(RunError::at(
+                span,
+                format!("the slice {a}:{b} is out of range for a length of {len}"),
+            ));
+        }
+        Ok((a as usize, b as usize))
+    };
+    match base {
+        Value::List(xs) => {
+            let (a, b) = range(xs.len())?;
+            Ok(Value::list(xs[a..b].to_vec()))
+        }
+        Value::Tensor(t) if t.rank() > 0 => {
+            let (a, b) = range(t.dims()[0])?;
+            let part = t
+                .narrow(0, a, b - a)
+                .map_err(|e| RunError::at(span, e.to_string()))?;
+            Ok(Value::Tensor(part))
+        }
+        other => Err(RunError::at(
+            span,
+            format!("{} cannot be sliced", other.kind()),
+        )),
+    }
 }

@@ -348,6 +348,8 @@ pub enum ExprKind {
     Field(Box<Expr>, Ident),
     /// `x[i]`.
     Index(Box<Expr>, Box<Expr>),
+    /// `x[a:b]`, `x[:b]`, `x[a:]`: a range of the first dimension (start, end excluded).
+    Slice(Box<Expr>, Option<Box<Expr>>, Option<Box<Expr>>),
     /// `if c { a } else { b }`.
     If(Box<Expr>, Block, Option<Box<Expr>>),
     /// `{ stmts  value }`.

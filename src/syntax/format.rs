@@ -509,6 +509,10 @@ impl<'a> Fmt<'a> {
             ExprKind::Binary(_, a, b) | ExprKind::Index(a, b) => {
                 (inside(a) && self.placeable_expr(a, p)) || (inside(b) && self.placeable_expr(b, p))
             }
+            ExprKind::Slice(x, from, to) => std::iter::once(&**x)
+                .chain(from.as_deref())
+                .chain(to.as_deref())
+                .any(|y| inside(y) && self.placeable_expr(y, p)),
             ExprKind::If(c, then, els) => {
                 if inside(c) {
                     self.placeable_expr(c, p)
@@ -1236,6 +1240,18 @@ impl<'a> Fmt<'a> {
             }
             ExprKind::Field(x, name) => concat(vec![self.expr(x), text(format!(".{}", name.node))]),
             ExprKind::Index(x, i) => concat(vec![self.expr(x), text("["), self.expr(i), text("]")]),
+            ExprKind::Slice(x, from, to) => {
+                let mut parts = vec![self.expr(x), text("[")];
+                if let Some(a) = from {
+                    parts.push(self.expr(a));
+                }
+                parts.push(text(":"));
+                if let Some(b) = to {
+                    parts.push(self.expr(b));
+                }
+                parts.push(text("]"));
+                concat(parts)
+            }
             ExprKind::If(..) => self.if_chain(e),
             ExprKind::Block(b) => {
                 let entries = self.block_entries(b);

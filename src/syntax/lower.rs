@@ -575,8 +575,17 @@ impl Lowerer {
                 }
                 Rule::index => {
                     let mut k = Kids::of(p);
-                    let i = self.expect_expr(&mut k, pspan);
-                    Spanned::new(ExprKind::Index(Box::new(e), Box::new(i)), full)
+                    let first = k.take(Rule::expr).map(|x| self.lower_expr(x));
+                    if k.take(Rule::slice_colon).is_some() {
+                        let end = k.take(Rule::expr).map(|x| Box::new(self.lower_expr(x)));
+                        Spanned::new(ExprKind::Slice(Box::new(e), first.map(Box::new), end), full)
+                    } else {
+                        let i = first.unwrap_or_else(|| {
+                            self.diags.push(shape_bug(pspan, "expected an expression"));
+                            Spanned::new(ExprKind::Error, pspan)
+                        });
+                        Spanned::new(ExprKind::Index(Box::new(e), Box::new(i)), full)
+                    }
                 }
                 _ => {
                     let mut k = Kids::of(p);

@@ -40,6 +40,7 @@ fn phrase(rule: Rule) -> Option<&'static str> {
         pattern | tuple_pattern => "a name or a tuple pattern",
         call_args => "`(`",
         index => "`[`",
+        slice_colon => "`:`",
         field => "`.`",
         named_arg | misnamed_arg => "an argument",
         infix_op | or_op | and_op | eq | ne | le | ge | lt | gt | compose | add | sub | mul

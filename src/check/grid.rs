@@ -1,0 +1,135 @@
+//! Shape rules of `grid` and `captioned_grid`: the layout of [`crate::io::grid`], known before
+//! running. Images go side by side; when some are batches `[N, C, H, W]` (all of one `N`),
+//! each of the first `rows` items (all `N` when `rows` is 0) makes one row and images without
+//! a batch repeat on every row: truth | measurement | restoration for each digit of a batch.
+
+use super::builtins::{shape_of, Args};
+use super::types::{Dim, Shape, Type};
+use super::Checker;
+use crate::diagnostics::{Code, Diag};
+use crate::graph::Const;
+
+impl Checker {
+    /// `grid(images..., rows)` and, with the caption band, `captioned_grid`.
+    pub(super) fn grid_rule(&mut self, name: &str, args: &Args, declared: Type) -> Type {
+        if name == "captioned_grid" && !self.caption_count(args) {
+            return Type::Error;
+        }
+        let Some((c, h, w, rows)) = self.grid_layout(args) else {
+            return declared;
+        };
+        if c == 0 {
+            return Type::Error;
+        }
+        let gap = crate::io::grid::GAP as u64;
+        let mut height = rows * h + gap * rows.saturating_sub(1);
+        if name == "captioned_grid" {
+            height += crate::io::grid::CAPTION_HEIGHT as u64;
+        }
+        Type::Tensor(Shape::known(&[c, height, w]))
+    }
+
+    /// One caption per image (column); false after a report.
+    fn caption_count(&mut self, args: &Args) -> bool {
+        let Some(Const::List(c)) = args.get("captions").and_then(|v| v.konst.clone()) else {
+            return true;
+        };
+        if c.len() == args.rest.len() {
+            return true;
+        }
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        self.invalid(
+            args,
+            "captions",
+            format!(
+                "{} caption{} for {} image{}",
+                c.len(),
+                plural(c.len()),
+                args.rest.len(),
+                plural(args.rest.len())
+            ),
+            "give one caption per image",
+        );
+        false
+    }
+
+    /// The channels, the height of one row, the width and the number of rows of the grid;
+    /// `None` when a shape is not known before running, channels 0 after a report.
+    fn grid_layout(&mut self, args: &Args) -> Option<(u64, u64, u64, u64)> {
+        let mut cols = Vec::new();
+        let mut batch = None;
+        for v in &args.rest {
+            let Shape::Dims(d) = self.dims.resolve_shape(&shape_of(&v.ty)?) else {
+                return None;
+            };
+            // A batch of images is the only tensor of rank 4 a grid lays out.
+            let (n, item) = match d.as_slice() {
+                [n, rest @ ..] if rest.len() == 3 => (Some(*n), rest.to_vec()),
+                _ => (None, d.clone()),
+            };
+            let known: Option<Vec<u64>> = item
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(n) => Some(*n),
+                    Dim::Var(_) => None,
+                })
+                .collect();
+            match known.as_deref() {
+                Some([c, h, w]) if *c == 1 || *c == 3 => cols.push((*c, *h, *w)),
+                Some([h, w]) if n.is_none() => cols.push((1, *h, *w)),
+                Some(_) => {
+                    let shown = Shape::Dims(d);
+                    self.report(
+                        Diag::error(
+                            Code::ShapeMismatch,
+                            v.span,
+                            format!("`grid` lays out images [1 or 3, H, W] and batches of them [N, 1 or 3, H, W], not {shown}"),
+                            "this tensor",
+                        ),
+                    );
+                    return Some((0, 0, 0, 0));
+                }
+                None => return None,
+            }
+            if let Some(n) = n {
+                match &batch {
+                    None => batch = Some((v.clone(), n)),
+                    Some((first, m)) => {
+                        let (first, m) = (first.clone(), *m);
+                        if !self.same_batch(&first, m, v, n) {
+                            return Some((0, 0, 0, 0));
+                        }
+                    }
+                }
+            }
+        }
+        if cols.is_empty() {
+            return None;
+        }
+        let n = match batch {
+            None => 1,
+            Some((_, n)) => match self.dims.resolve(n) {
+                Dim::Known(n) => n,
+                Dim::Var(_) => return None,
+            },
+        };
+        let rows = match args.int("rows") {
+            Some(r) if r < 0 => {
+                self.invalid(
+                    args,
+                    "rows",
+                    format!("`rows` is 0 (all) or more, not {r}"),
+                    "",
+                );
+                return Some((0, 0, 0, 0));
+            }
+            Some(r) if r > 0 => n.min(r as u64),
+            _ => n,
+        };
+        let c = if cols.iter().any(|d| d.0 == 3) { 3 } else { 1 };
+        let h = cols.iter().map(|d| d.1).max().unwrap_or(0);
+        let gap = crate::io::grid::GAP as u64;
+        let w = cols.iter().map(|d| d.2).sum::<u64>() + gap * (cols.len() as u64 - 1);
+        Some((c, h, w, rows))
+    }
+}
