@@ -11,10 +11,12 @@ weights as an uninterrupted one on the same machine):
 
 1. `classifier`: the digit classifier on the TRAIN split (for evaluation only).
 2. `denoiser`: the EDM denoiser D (ALGORITHMS.md 3.1-3.2): ln(sigma) ~ N(-1.2, 1.2^2), loss
-   weight (sigma^2 + sd^2) / (sigma sd)^2, Adam, EMA of the weights (the EMA is shipped).
+   weight (sigma^2 + sd^2) / (sigma sd)^2, Adam with warm-up and a linear decay to 0 over the
+   last 30% of the steps (the final weights are shipped).
 3. `cm`: the consistency model f by consistency distillation from D (ALGORITHMS.md 4.1-4.3):
    student initialised from D, one Heun step of the teacher on an N-point Karras grid, L2
-   distance, target EMA mu = 0.95, evaluation EMA shipped.
+   distance, target EMA mu = 0.95, learning rate decayed to 0 over the last 30%, evaluation EMA
+   (0.999 with a warm-up) shipped.
 4. `export`: safetensors + RON model cards in `models/mnist/`, and the parity fixtures
    (`tests/fixtures/parity/*.safetensors`: inputs and float64 reference outputs) that
    `tests/parity.rs` compares the Rust forward against.
@@ -66,9 +68,9 @@ def parse_args() -> argparse.Namespace:
                    default="all")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--denoiser-steps", type=int, default=3000)
+    p.add_argument("--denoiser-steps", type=int, default=2000)
     p.add_argument("--denoiser-lr", type=float, default=2e-3)
-    p.add_argument("--cm-steps", type=int, default=1500)
+    p.add_argument("--cm-steps", type=int, default=1000)
     p.add_argument("--cm-lr", type=float, default=4e-4)
     p.add_argument("--cm-grid", type=int, default=18, help="N, the Karras grid of distillation")
     p.add_argument("--classifier-epochs", type=int, default=30)
@@ -133,12 +135,17 @@ def batches(x: torch.Tensor, batch: int, seed: int, skip: int = 0):
             yield perm[i:i + batch]
 
 
+def learning_rate(base: float, step: int, total: int, warmup: int = 200) -> float:
+    """Linear warm-up over `warmup` steps, constant, then a linear decay to 0 over the last 30%
+    of the steps (so the last weights are already averaged out; no EMA needed)."""
+    return base * min(1.0, step / warmup) * min(1.0, (total - step + 1) / (0.3 * total))
+
+
 def train_denoiser(args, x: torch.Tensor, dev) -> UNet:
     net = UNet(CONFIG).to(dev)
-    ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=args.denoiser_lr)
     ckpt = Checkpointed("denoiser")
-    state = {"net": net, "ema": ema, "opt": opt}
+    state = {"net": net, "opt": opt}
     start = ckpt.load(state)
     if start:
         log("denoiser", f"resumed at step {start}")
@@ -151,19 +158,18 @@ def train_denoiser(args, x: torch.Tensor, dev) -> UNet:
         noisy = y + torch.randn_like(y) * sigma.to(y.dtype).view(-1, 1, 1, 1)
         weight = (sigma**2 + SIGMA_DATA**2) / (sigma * SIGMA_DATA) ** 2
         loss = (weight.to(y.dtype).view(-1, 1, 1, 1) * (denoise(net, noisy, sigma) - y) ** 2).mean()
-        for g in opt.param_groups:  # linear warm-up, then constant
-            g["lr"] = args.denoiser_lr * min(1.0, step / 200)
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(args.denoiser_lr, step, args.denoiser_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema_update(ema, net, 0.999)
         running += loss.item()
         if step % 100 == 0:
             log("denoiser", f"step {step}/{args.denoiser_steps} loss {running / 100:.4f} "
                 f"({time.time() - t0:.0f} s)")
             running = 0.0
         ckpt.save(state, step, force=step == args.denoiser_steps)
-    return ema
+    return net.eval()
 
 
 def train_cm(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
@@ -191,11 +197,14 @@ def train_cm(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
             x_hat = heun_step(teacher, noisy, t_next, t_cur)
             want = consistency(target, x_hat, t_cur)
         loss = ((consistency(student, noisy, t_next) - want) ** 2).mean()
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(args.cm_lr, step, args.cm_steps, warmup=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ema_update(target, student, 0.95)
-        ema_update(ema, student, 0.999)
+        # Evaluation EMA with a warm-up, so the initial weights fade out within a few steps.
+        ema_update(ema, student, min(0.999, (1 + step) / (10 + step)))
         running += loss.item()
         if step % 100 == 0:
             log("cm", f"step {step}/{args.cm_steps} loss {running / 100:.6f} "
@@ -257,7 +266,7 @@ def export(args, denoiser: UNet, cm: UNet, classifier: Classifier) -> None:
     write_card(out / "denoiser.ron", {
         "name": "mnist-edm-denoiser", "kind": "Denoiser", **common,
         "provenance": provenance + f"; EDM loss, {args.denoiser_steps} Adam steps of batch "
-                      f"{args.batch}, lr {args.denoiser_lr}, EMA 0.999",
+                      f"{args.batch}, lr {args.denoiser_lr} (warm-up, linear decay over the last 30%)",
         "weights_sha256": sha,
     })
     sha = save_weights(cm, out / "cm.safetensors")
@@ -265,8 +274,8 @@ def export(args, denoiser: UNet, cm: UNet, classifier: Classifier) -> None:
         "name": "mnist-consistency", "kind": "Consistency", **common,
         "provenance": provenance + f"; consistency distillation from mnist-edm-denoiser, "
                       f"Heun teacher on a {args.cm_grid}-point Karras grid, L2, target EMA 0.95, "
-                      f"{args.cm_steps} Adam steps of batch {args.batch}, lr {args.cm_lr}, "
-                      f"EMA 0.999",
+                      f"{args.cm_steps} Adam steps of batch {args.batch}, lr {args.cm_lr} "
+                      f"(linear decay over the last 30%), EMA 0.999 with warm-up",
         "weights_sha256": sha,
     })
     sha = save_weights(classifier, out / "classifier.safetensors")
@@ -330,7 +339,8 @@ def main() -> None:
             sys.exit(f"error: stage `{stage}` has not run yet ({ckpt} is missing)")
         saved = torch.load(ckpt, weights_only=False)
         net = Classifier() if stage == "classifier" else UNet(CONFIG)
-        net.load_state_dict(saved["ema"] if stage != "classifier" else saved)
+        shipped = {"denoiser": "net", "cm": "ema"}  # which weights of the checkpoint ship
+        net.load_state_dict(saved[shipped[stage]] if stage != "classifier" else saved)
         return net.to(dev).eval()
 
     for stage in stages:
