@@ -140,3 +140,33 @@ report norm(prior_grad(d, x) - score(d, x, 0.5)) / norm(score(d, x, 0.5)) as "re
     assert_eq!(report(&s, "value"), 0.0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn networks_take_a_batch_in_one_call() {
+    // A batch [2, 1, 28, 28] goes through the U-Net in one call and gives each image's own
+    // output; MAP-GA restores a batch with one network call per step.
+    let dir = temp_dir("network-batch");
+    write(&dir, "net", ModelKind::Denoiser);
+    write(&dir, "cm", ModelKind::Consistency);
+    let source = r#"
+use std.solvers.mapga
+
+model d = denoiser("net.safetensors")
+model f = consistency("cm.safetensors")
+let xs = gaussian_like(shape(2, 1, 28, 28), seed: 3)
+let ds = d(xs, 1.0)
+let fs = f(xs, 2.0)
+let A = inpaint(random_mask(28, 28, keep: 0.6, seed: 2))
+let x = mapga(A(xs) + gaussian_noise(0.1, seed: 1), A, 0.1, f, d, karras(steps: 3), iters: 2)
+report norm(ds[0] - d(xs[0], 1.0)) + norm(ds[1] - d(xs[1], 1.0)) as "denoiser",
+    norm(fs[0] - f(xs[0], 2.0)) + norm(fs[1] - f(xs[1], 2.0)) as "consistency",
+    x.shape[0] as "n",
+    norm(x) as "norm"
+"#;
+    let s = run_ok(&dir, source, DType::F64, 0);
+    assert!(report(&s, "denoiser") < 1e-9, "{:?}", s.reports);
+    assert!(report(&s, "consistency") < 1e-9, "{:?}", s.reports);
+    assert_eq!(report(&s, "n"), 2.0);
+    assert!(report(&s, "norm").is_finite());
+    let _ = std::fs::remove_dir_all(dir);
+}

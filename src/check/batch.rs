@@ -269,3 +269,93 @@ impl Checker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{check_source, CheckOptions};
+
+    /// The type of each expression of `exprs`, written one per line after `prelude`: the type
+    /// of the last node emitted for exactly that source text (the outermost expression).
+    fn types_of(prelude: &str, exprs: &[&str]) -> Vec<String> {
+        let mut program = prelude.to_string();
+        let mut spans = Vec::new();
+        for (i, e) in exprs.iter().enumerate() {
+            let line = format!("let _e{i} = ");
+            program.push_str(&line);
+            spans.push((program.len(), program.len() + e.len()));
+            program.push_str(e);
+            program.push('\n');
+        }
+        let checked = check_source(
+            "t.mapga",
+            &program,
+            std::path::Path::new("."),
+            &CheckOptions::default(),
+        );
+        assert!(!checked.diags.has_errors(), "{:?}", checked.diags);
+        spans
+            .iter()
+            .map(|&(start, end)| {
+                let node = checked
+                    .graph
+                    .nodes
+                    .iter()
+                    .rev()
+                    .find(|n| (n.span.start as usize, n.span.end as usize) == (start, end));
+                node.map_or("?".to_string(), |n| n.ty.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splitting_and_joining_a_batch() {
+        let image = Shape::known(&[1, 28, 28]);
+        let (n, item) = split_batch(&Shape::known(&[8, 1, 28, 28]), &image);
+        assert_eq!((n, &item), (Some(Dim::Known(8)), &image));
+        assert_eq!(join_batch(n, &item), Shape::known(&[8, 1, 28, 28]));
+        // Same rank: no batch; two more dimensions: no batch either.
+        assert_eq!(split_batch(&image, &image), (None, image.clone()));
+        let two_more = Shape::known(&[2, 8, 1, 28, 28]);
+        assert_eq!(split_batch(&two_more, &image), (None, two_more));
+        assert_eq!(
+            batched(Some(Dim::Known(3)), Type::ShapeVal(image)),
+            Type::ShapeVal(Shape::known(&[3, 1, 28, 28]))
+        );
+    }
+
+    #[test]
+    fn batched_values_keep_their_batch_through_every_rule() {
+        let prelude = r#"
+model prior = gaussian_prior(zeros(shape(1, 8, 8)), ones(shape(1, 8, 8)))
+let xs = gaussian_like(shape(5, 1, 8, 8), seed: 1)
+let A = downsample(2)
+let y = A(xs)
+"#;
+        let cases = [
+            ("psnr(xs, xs)", "Tensor[5]"),
+            ("psnr(xs[0], xs[0])", "Float"),
+            ("data_consistency(y, A, xs)", "Tensor[5]"),
+            ("mean(psnr(xs, xs))", "Float"),
+            ("psnr(xs, xs)[4]", "Float"),
+            ("norms(y, A.range)", "Tensor[5]"),
+            ("norms(y[0], A.range)", "Tensor[1]"),
+            ("A.domain_for(y)", "Shape[5, 1, 8, 8]"),
+            ("A.domain_for(y[1])", "Shape[1, 8, 8]"),
+            ("A.adjoint(y)", "Tensor[5, 1, 8, 8]"),
+            ("exact_map(prior, A, y, 0.1)", "Tensor[5, 1, 8, 8]"),
+            ("prior(xs, 1.0)", "Tensor[5, 1, 8, 8]"),
+            ("batch_shape(prior.shape, 3)", "Shape[3, 1, 8, 8]"),
+            ("batch_shape(prior.shape, 0)", "Shape[1, 8, 8]"),
+            ("xs[1:4]", "Tensor[3, 1, 8, 8]"),
+            ("xs[:2][1:]", "Tensor[1, 1, 8, 8]"),
+            ("[1, 2, 3, 4][1:3]", "List[Int]"),
+            ("xs - xs[0]", "Tensor[5, 1, 8, 8]"),
+            ("grid(xs, A.visualize(y[0]), rows: 2)", "Tensor[1, 18, 18]"),
+        ];
+        let exprs: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        for ((expr, want), got) in cases.iter().zip(types_of(prelude, &exprs)) {
+            assert_eq!(&got, want, "{expr}");
+        }
+    }
+}

@@ -9,24 +9,43 @@ use super::Checker;
 use crate::diagnostics::{Code, Diag};
 use crate::graph::Const;
 
+/// What is known of a grid before running.
+enum Layout {
+    /// A shape is not known yet.
+    Unknown,
+    /// An argument does not fit, already reported.
+    Failed,
+    /// The grid's channels, the height of one row, its width and its number of rows.
+    Known {
+        channels: u64,
+        row_height: u64,
+        width: u64,
+        rows: u64,
+    },
+}
+
 impl Checker {
     /// `grid(images..., rows)` and, with the caption band, `captioned_grid`.
     pub(super) fn grid_rule(&mut self, name: &str, args: &Args, declared: Type) -> Type {
         if name == "captioned_grid" && !self.caption_count(args) {
             return Type::Error;
         }
-        let Some((c, h, w, rows)) = self.grid_layout(args) else {
-            return declared;
+        let (channels, row_height, width, rows) = match self.grid_layout(args) {
+            Layout::Unknown => return declared,
+            Layout::Failed => return Type::Error,
+            Layout::Known {
+                channels,
+                row_height,
+                width,
+                rows,
+            } => (channels, row_height, width, rows),
         };
-        if c == 0 {
-            return Type::Error;
-        }
         let gap = crate::io::grid::GAP as u64;
-        let mut height = rows * h + gap * rows.saturating_sub(1);
+        let mut height = rows * row_height + gap * rows.saturating_sub(1);
         if name == "captioned_grid" {
             height += crate::io::grid::CAPTION_HEIGHT as u64;
         }
-        Type::Tensor(Shape::known(&[c, height, w]))
+        Type::Tensor(Shape::known(&[channels, height, width]))
     }
 
     /// One caption per image (column); false after a report.
@@ -53,14 +72,13 @@ impl Checker {
         false
     }
 
-    /// The channels, the height of one row, the width and the number of rows of the grid;
-    /// `None` when a shape is not known before running, channels 0 after a report.
-    fn grid_layout(&mut self, args: &Args) -> Option<(u64, u64, u64, u64)> {
+    /// The layout of the grid of `args.rest`, one column per argument.
+    fn grid_layout(&mut self, args: &Args) -> Layout {
         let mut cols = Vec::new();
         let mut batch = None;
         for v in &args.rest {
-            let Shape::Dims(d) = self.dims.resolve_shape(&shape_of(&v.ty)?) else {
-                return None;
+            let Some(Shape::Dims(d)) = shape_of(&v.ty).map(|s| self.dims.resolve_shape(&s)) else {
+                return Layout::Unknown;
             };
             // A batch of images is the only tensor of rank 4 a grid lays out.
             let (n, item) = match d.as_slice() {
@@ -87,9 +105,9 @@ impl Checker {
                             "this tensor",
                         ),
                     );
-                    return Some((0, 0, 0, 0));
+                    return Layout::Failed;
                 }
-                None => return None,
+                None => return Layout::Unknown,
             }
             if let Some(n) = n {
                 match &batch {
@@ -97,20 +115,20 @@ impl Checker {
                     Some((first, m)) => {
                         let (first, m) = (first.clone(), *m);
                         if !self.same_batch(&first, m, v, n) {
-                            return Some((0, 0, 0, 0));
+                            return Layout::Failed;
                         }
                     }
                 }
             }
         }
         if cols.is_empty() {
-            return None;
+            return Layout::Unknown;
         }
         let n = match batch {
             None => 1,
             Some((_, n)) => match self.dims.resolve(n) {
                 Dim::Known(n) => n,
-                Dim::Var(_) => return None,
+                Dim::Var(_) => return Layout::Unknown,
             },
         };
         let rows = match args.int("rows") {
@@ -121,15 +139,17 @@ impl Checker {
                     format!("`rows` is 0 (all) or more, not {r}"),
                     "",
                 );
-                return Some((0, 0, 0, 0));
+                return Layout::Failed;
             }
             Some(r) if r > 0 => n.min(r as u64),
             _ => n,
         };
-        let c = if cols.iter().any(|d| d.0 == 3) { 3 } else { 1 };
-        let h = cols.iter().map(|d| d.1).max().unwrap_or(0);
         let gap = crate::io::grid::GAP as u64;
-        let w = cols.iter().map(|d| d.2).sum::<u64>() + gap * (cols.len() as u64 - 1);
-        Some((c, h, w, rows))
+        Layout::Known {
+            channels: if cols.iter().any(|d| d.0 == 3) { 3 } else { 1 },
+            row_height: cols.iter().map(|d| d.1).max().unwrap_or(0),
+            width: cols.iter().map(|d| d.2).sum::<u64>() + gap * (cols.len() as u64 - 1),
+            rows,
+        }
     }
 }

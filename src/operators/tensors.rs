@@ -58,13 +58,17 @@ pub(crate) fn with_batch(batch: Option<usize>, shape: &[usize]) -> Vec<usize> {
 }
 
 /// `f` applied to each item of a batch `[N, ...]` (split along the first dimension) and the
-/// results stacked; differentiable, since narrowing and stacking are.
+/// results stacked; differentiable, since narrowing and stacking are. An empty batch is an
+/// error: without an item, the shape of what `f` gives is not known.
 pub(crate) fn per_item(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let n = x.dim(0)?;
-    let items = (0..n).map(|i| f(&x.get(i)?)).collect::<Result<Vec<_>>>()?;
-    if items.is_empty() {
-        return Ok(x.clone());
+    if n == 0 {
+        return Err(shape_error(
+            "a batch",
+            format!("{} has no items to work on", shape_str(x.dims())),
+        ));
     }
+    let items = (0..n).map(|i| f(&x.get(i)?)).collect::<Result<Vec<_>>>()?;
     Ok(Tensor::stack(&items, 0)?)
 }
 

@@ -597,7 +597,7 @@ pub fn call(
                     .collect::<Result<_, _>>()?,
                 _ => return Err(a.wrong(0, "a List of Strings")),
             };
-            let count = variadic.map_or(a.values.len() - 2, |v| v as usize);
+            let count = variadic.map_or(a.values.len().saturating_sub(2), |v| v as usize);
             let images = (1..1 + count)
                 .map(|i| a.tensor(i))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -605,7 +605,7 @@ pub fn call(
             Value::Tensor(crate::io::grid::grid_rows(&images, Some(&captions), rows).at(span)?)
         }
         "grid" => {
-            let count = variadic.map_or(a.values.len() - 1, |v| v as usize);
+            let count = variadic.map_or(a.values.len().saturating_sub(1), |v| v as usize);
             let images = (0..count)
                 .map(|i| a.tensor(i))
                 .collect::<Result<Vec<_>, _>>()?;
