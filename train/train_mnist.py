@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--denoiser-steps", type=int, default=2000)
     p.add_argument("--denoiser-lr", type=float, default=2e-3)
-    p.add_argument("--cm-steps", type=int, default=1000)
+    p.add_argument("--cm-steps", type=int, default=600)
     p.add_argument("--cm-lr", type=float, default=4e-4)
     p.add_argument("--cm-grid", type=int, default=18, help="N, the Karras grid of distillation")
     p.add_argument("--classifier-epochs", type=int, default=30)

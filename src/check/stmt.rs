@@ -353,6 +353,19 @@ impl Checker {
         self.rebind_carried(&carried, &types, node, 0, span);
     }
 
+    /// Forgets the value errors (`invalid_value`) reported since `mark`: those of a branch
+    /// that a constant condition rules out.
+    fn drop_value_errors_since(&mut self, mark: usize) {
+        let mut i = mark;
+        while i < self.diags.0.len() {
+            if self.diags.0[i].code == Code::InvalidValue {
+                self.diags.0.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// `if c { a } else { b }`, as an expression (`want_value`) or a statement.
     pub(super) fn if_expr(
         &mut self,
@@ -385,6 +398,12 @@ impl Checker {
                 cx.set_var(n, *node, t.clone());
             }
         };
+        // A condition known at check time (usually from a `param`) rules one branch out: value
+        // checks there (`sigma_max` must exceed `sigma_min`, ...) would be about a run that
+        // cannot happen, so only its type errors are kept.
+        let dead_then = matches!(c.konst, Some(Const::Bool(false)));
+        let dead_else = matches!(c.konst, Some(Const::Bool(true)));
+        let mark = self.diags.0.len();
         let then_r = self.emit.graph.add_region("then", 0);
         let tv = self.in_region(then_r, |cx| {
             let v = cx.block(then);
@@ -394,6 +413,10 @@ impl Checker {
             v
         });
         restore(self);
+        if dead_then {
+            self.drop_value_errors_since(mark);
+        }
+        let mark = self.diags.0.len();
         let else_r = self.emit.graph.add_region("else", 0);
         let ev = self.in_region(else_r, |cx| {
             let v = match otherwise {
@@ -406,6 +429,9 @@ impl Checker {
             v
         });
         restore(self);
+        if dead_else {
+            self.drop_value_errors_since(mark);
+        }
         let ty = if !want_value {
             Type::Unit
         } else if otherwise.is_none() {

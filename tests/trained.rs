@@ -1,0 +1,154 @@
+//! The shipped MNIST models (`models/mnist/`) in the shipped pipelines and examples: every one
+//! runs end to end on a tiny budget (2 digits, 2 levels, 1 ascent step) and writes what its
+//! header promises; the classifier is accurate on the held-out digits; the noisy branch
+//! (MAP-GA-PGDM) runs too. Quality itself is measured by `scripts/mnist_quality.py`, not here.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::temp_dir;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `--set` flags that shrink a pipeline to a smoke run, for the params it declares.
+fn tiny_budget(text: &str) -> Vec<String> {
+    let tiny = [
+        ("n", "2"),
+        ("count", "2"),
+        ("rows", "2"),
+        ("steps", "2"),
+        ("iters", "1"),
+    ];
+    tiny.iter()
+        .filter(|(name, _)| text.contains(&format!("param {name} =")))
+        .flat_map(|(name, value)| ["--set".to_string(), format!("{name}={value}")])
+        .collect()
+}
+
+/// Runs `file` with the tiny budget and `extra` flags; returns the output folder.
+fn run_tiny(file: &Path, extra: &[&str]) -> PathBuf {
+    let text = std::fs::read_to_string(file).unwrap();
+    let out = temp_dir(&format!(
+        "trained-{}",
+        file.file_stem().unwrap().to_string_lossy()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .args(["run", "--quiet", "--out"])
+        .arg(&out)
+        .args(tiny_budget(&text))
+        .args(extra)
+        .arg(file)
+        .current_dir(root())
+        .output()
+        .expect("run mapga");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.join("run.ron").exists());
+    out
+}
+
+/// The header of an .npy file: (descr, shape).
+fn npy_header(path: &Path) -> (String, String) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + len]).to_string();
+    let field = |key: &str| {
+        let start = header.find(key).expect("header field") + key.len();
+        let rest = &header[start..];
+        let end = if key.contains("shape") {
+            rest.find(')').unwrap() + 1
+        } else {
+            rest[1..].find('\'').unwrap() + 2
+        };
+        rest[..end].trim().to_string()
+    };
+    (field("'descr': "), field("'shape': "))
+}
+
+#[test]
+fn every_pipeline_with_the_trained_models_runs() {
+    let mut ran = 0;
+    for folder in ["pipelines", "examples"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(folder))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "mapga"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let trained = text.contains("models/mnist/");
+            let is_pipeline = text.contains("save ") || text.contains("report ");
+            if !trained || !is_pipeline {
+                continue;
+            }
+            let out = run_tiny(&file, &[]);
+            if text.contains("\"restored.npy\"") {
+                assert_eq!(
+                    npy_header(&out.join("restored.npy")),
+                    ("'<f4'".into(), "(2, 1, 28, 28)".into()),
+                    "{}",
+                    file.display()
+                );
+                assert_eq!(
+                    npy_header(&out.join("indices.npy")),
+                    ("'<i8'".into(), "(2,)".into()),
+                    "{}",
+                    file.display()
+                );
+                let metrics = std::fs::read_to_string(out.join("metrics.json")).unwrap();
+                for key in ["PSNR", "SSIM", "accuracy", "baseline accuracy"] {
+                    assert!(metrics.contains(&format!("\"{key}\"")), "{metrics}");
+                }
+            }
+            assert!(out.join("grid.png").exists(), "{}", file.display());
+            let _ = std::fs::remove_dir_all(out);
+            ran += 1;
+        }
+    }
+    assert!(ran >= 11, "only {ran} pipelines with trained models ran");
+}
+
+#[test]
+fn noisy_inpainting_takes_the_pgdm_branch() {
+    let file = root().join("pipelines/mnist_inpaint_box50.mapga");
+    let out = run_tiny(&file, &["--set", "sigma_y=0.05"]);
+    let manifest = std::fs::read_to_string(out.join("run.ron")).unwrap();
+    assert!(manifest.contains("0.05"), "{manifest}");
+    assert!(out.join("restored.npy").exists());
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn the_shipped_classifier_recognises_held_out_digits() {
+    let dir = temp_dir("trained-classifier");
+    let file = dir.join("acc.mapga");
+    let data = root().join("data/mnist/test");
+    let model = root().join("models/mnist/classifier.safetensors");
+    std::fs::write(
+        &file,
+        format!(
+            "model clf = classifier({model:?})\n\
+             let x = load_npy({digits:?}) / 127.5 - 1.0\n\
+             report accuracy(clf, x, load_npy({labels:?})) as \"accuracy\"\n",
+            digits = data.join("digits.npy"),
+            labels = data.join("labels.npy"),
+        ),
+    )
+    .unwrap();
+    let out = run_tiny(&file, &[]);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let accuracy = metrics["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.98, "accuracy {accuracy} on the 1,000 held-out digits");
+    let _ = std::fs::remove_dir_all(dir);
+}
