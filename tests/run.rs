@@ -282,23 +282,37 @@ fn every_shipped_pipeline_without_a_trained_model_runs() {
             ran += 1;
         }
     }
-    assert!(ran >= 10, "only {ran} pipelines ran");
+    // The pipelines with trained models run in tests/trained.rs.
+    assert!(ran >= 8, "only {ran} pipelines ran");
 }
 
 #[test]
 fn the_readme_pipeline_runs() {
+    // The README's pipeline is pipelines/mnist_inpaint_box25.mapga, abridged: it must check and
+    // run as shown (on 2 digits and a tiny budget here; paths made absolute).
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let start = readme
-        .find("```\nuse std.solvers.mapga")
+        .find("```\nuse \"./mnist_restore.mapga\"")
         .expect("the README shows a pipeline")
         + 4;
     let end = start + readme[start..].find("```").unwrap();
-    let data = root.join("data");
-    let source = readme[start..end].replace("../data", &data.display().to_string());
+    let pipelines = root.join("pipelines");
+    let source = readme[start..end]
+        .replace(
+            "./mnist_restore.mapga",
+            &pipelines.join("mnist_restore.mapga").display().to_string(),
+        )
+        .replace("../models", &root.join("models").display().to_string())
+        .replace("param n = 10", "param n = 2")
+        .replace("cm, d, 10, 5, 0)", "cm, d, 2, 1, 0)");
+    assert!(source.contains("param n = 2") && source.contains("cm, d, 2, 1, 0)"));
     let dir = temp_dir("readme");
     let s = run_ok(&dir, &source, DType::F32, 0);
-    assert!(common::report(&s, "PSNR") > 10.0, "{:?}", s.reports);
+    // Two levels of one step restore little; the README's budget is measured in the table.
+    let psnr = common::report(&s, "PSNR");
+    assert!(psnr.is_finite() && psnr > 5.0, "{:?}", s.reports);
+    assert!((0.0..=1.0).contains(&common::report(&s, "accuracy")));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -149,6 +149,9 @@ fn the_shipped_classifier_recognises_held_out_digits() {
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let accuracy = metrics["accuracy"].as_f64().unwrap();
-    assert!(accuracy >= 0.98, "accuracy {accuracy} on the 1,000 held-out digits");
+    assert!(
+        accuracy >= 0.98,
+        "accuracy {accuracy} on the 1,000 held-out digits"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

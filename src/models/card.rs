@@ -448,7 +448,7 @@ ModelCard(
         assert!(
             err.to_string().contains(
                 "unknown value `Denoisr` (did you mean `Denoiser`?) \
-                 (expected one of: Denoiser, Consistency)"
+                 (expected one of: Denoiser, Consistency, Classifier)"
             ),
             "{err}"
         );
