@@ -169,22 +169,7 @@ fn a_file_broken_after_the_check_is_a_run_time_error_naming_it() {
 fn example_02_matches_the_exact_map() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = temp_dir("example02");
-    let status = Command::new(env!("CARGO_BIN_EXE_mapga"))
-        .args([
-            "run",
-            "--quiet",
-            "examples/02_gaussian_images.mapga",
-            "--out",
-        ])
-        .arg(&out)
-        .current_dir(root)
-        .output()
-        .expect("run mapga");
-    assert!(
-        status.status.success(),
-        "mapga run failed:\n{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let status = common::run_cli(&root.join("examples/02_gaussian_images.mapga"), &[], &out);
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     let rel = metrics["rel_err_vs_exact"]
@@ -264,19 +249,7 @@ fn every_shipped_pipeline_without_a_trained_model_runs() {
                 "shipped-{}",
                 file.file_stem().unwrap().to_string_lossy()
             ));
-            let status = Command::new(env!("CARGO_BIN_EXE_mapga"))
-                .args(["run", "--quiet", "--out"])
-                .arg(&out)
-                .arg(&file)
-                .current_dir(root)
-                .output()
-                .expect("run mapga");
-            assert!(
-                status.status.success(),
-                "{} failed:\n{}",
-                file.display(),
-                String::from_utf8_lossy(&status.stderr)
-            );
+            common::run_cli(&file, &[], &out);
             assert!(out.join("run.ron").exists());
             let _ = std::fs::remove_dir_all(out);
             ran += 1;
@@ -320,24 +293,12 @@ fn the_readme_pipeline_runs() {
 fn the_batched_pipeline_writes_a_batch_and_its_indices() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = temp_dir("batch-pipeline");
-    let status = Command::new(env!("CARGO_BIN_EXE_mapga"))
-        .args(["run", "--quiet", "pipelines/mnist_batch_gaussian.mapga"])
-        .args([
-            "--set", "n=3", "--set", "steps=10", "--set", "iters=5", "--out",
-        ])
-        .arg(&out)
-        .current_dir(root)
-        .output()
-        .expect("run mapga");
-    assert!(
-        status.status.success(),
-        "mapga run failed:\n{}",
-        String::from_utf8_lossy(&status.stderr)
+    common::run_cli(
+        &root.join("pipelines/mnist_batch_gaussian.mapga"),
+        &["--set", "n=3", "--set", "steps=10", "--set", "iters=5"],
+        &out,
     );
-    let header = |name: &str| {
-        let h = mapga::io::npy::npy_header(&out.join(name)).unwrap();
-        (h.dtype.as_str().to_string(), h.shape)
-    };
+    let header = |name: &str| common::npy_dtype_and_shape(&out.join(name));
     assert_eq!(header("restored.npy"), ("<f4".into(), vec![3, 1, 28, 28]));
     let restored = common::read_npy(&out.join("restored.npy"));
     assert!(restored.iter().all(|v| (0.0..=1.0).contains(v)));

@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::temp_dir;
+use common::{npy_dtype_and_shape, run_cli, temp_dir};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,41 +35,15 @@ fn run_tiny(file: &Path, extra: &[&str]) -> PathBuf {
         "trained-{}",
         file.file_stem().unwrap().to_string_lossy()
     ));
-    let output = Command::new(env!("CARGO_BIN_EXE_mapga"))
-        .args(["run", "--quiet", "--out"])
-        .arg(&out)
-        .args(tiny_budget(&text))
-        .args(extra)
-        .arg(file)
-        .current_dir(root())
-        .output()
-        .expect("run mapga");
-    assert!(
-        output.status.success(),
-        "{} failed:\n{}",
-        file.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let tiny = tiny_budget(&text);
+    let args: Vec<&str> = tiny
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
+    run_cli(file, &args, &out);
     assert!(out.join("run.ron").exists());
     out
-}
-
-/// The header of an .npy file: (descr, shape).
-fn npy_header(path: &Path) -> (String, String) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = String::from_utf8_lossy(&bytes[10..10 + len]).to_string();
-    let field = |key: &str| {
-        let start = header.find(key).expect("header field") + key.len();
-        let rest = &header[start..];
-        let end = if key.contains("shape") {
-            rest.find(')').unwrap() + 1
-        } else {
-            rest[1..].find('\'').unwrap() + 2
-        };
-        rest[..end].trim().to_string()
-    };
-    (field("'descr': "), field("'shape': "))
 }
 
 #[test]
@@ -94,14 +67,14 @@ fn every_pipeline_with_the_trained_models_runs() {
             let out = run_tiny(&file, &[]);
             if text.contains("\"restored.npy\"") {
                 assert_eq!(
-                    npy_header(&out.join("restored.npy")),
-                    ("'<f4'".into(), "(2, 1, 28, 28)".into()),
+                    npy_dtype_and_shape(&out.join("restored.npy")),
+                    ("<f4".into(), vec![2, 1, 28, 28]),
                     "{}",
                     file.display()
                 );
                 assert_eq!(
-                    npy_header(&out.join("indices.npy")),
-                    ("'<i8'".into(), "(2,)".into()),
+                    npy_dtype_and_shape(&out.join("indices.npy")),
+                    ("<i8".into(), vec![2]),
                     "{}",
                     file.display()
                 );

@@ -90,3 +90,30 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     let den: f64 = b.iter().map(|y| y * y).sum();
     (num / den).sqrt()
 }
+
+/// Runs `mapga run --quiet --out OUT [ARGS] FILE` from the repository root (the shipped
+/// pipelines' relative paths resolve as for a user), fails the test if it does not succeed, and
+/// returns what it printed.
+pub fn run_cli(file: &Path, args: &[&str], out: &Path) -> std::process::Output {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .args(["run", "--quiet", "--out"])
+        .arg(out)
+        .args(args)
+        .arg(file)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run mapga");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The dtype and shape of an `.npy` file, e.g. `("<f4", [3, 1, 28, 28])`.
+pub fn npy_dtype_and_shape(path: &Path) -> (String, Vec<u64>) {
+    let h = mapga::io::npy::npy_header(path).expect("an .npy header");
+    (h.dtype.as_str().to_string(), h.shape)
+}
