@@ -128,3 +128,35 @@ fn the_shipped_classifier_recognises_held_out_digits() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn mapga_runs_with_a_consistency_function_integrated_from_the_trained_denoiser() {
+    let dir = temp_dir("trained-ode-consistency");
+    let file = dir.join("ode.mapga");
+    let digits = root().join("data/mnist/test/digits.npy");
+    let model = root().join("models/mnist/denoiser.safetensors");
+    std::fs::write(
+        &file,
+        format!(
+            "use std.solvers.mapga\n\
+             use std.operators.{{inpaint, center_box_mask}}\n\
+             model d = denoiser({model:?})\n\
+             let cm = ode_consistency(d, steps: 2)\n\
+             let x = (load_npy({digits:?}) / 127.5 - 1.0)[:2]\n\
+             let A = inpaint(center_box_mask(28, 28, fraction: 0.25))\n\
+             let ts = karras(sigma_min: 0.002, sigma_max: 80.0, steps: 3, rho: 7.0)\n\
+             let x_hat = mapga(A(x), A, 0.0, cm: cm, prior: d, schedule: ts, iters: 1)\n\
+             save x_hat to \"x_hat.npy\"\n\
+             report mean(psnr(x_hat, x)) as \"PSNR\"\n",
+        ),
+    )
+    .unwrap();
+    let out = run_tiny(&file, &[]);
+    let (dtype, shape) = npy_dtype_and_shape(&out.join("x_hat.npy"));
+    assert_eq!((dtype.as_str(), shape), ("<f4", vec![2, 1, 28, 28]));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let psnr = metrics["PSNR"].as_f64().unwrap();
+    assert!(psnr.is_finite() && psnr > 5.0, "PSNR {psnr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
