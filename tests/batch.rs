@@ -337,6 +337,8 @@ use std.solvers.pigdm
 use std.solvers.ddrm
 use std.solvers.cm_sampling.{cm_sample, ct_zsie}
 use std.solvers.edm_sample
+use std.solvers.diffpir
+use std.solvers.reddiff
 
 model prior = gaussian_prior(zeros(shape(1, 8, 8)), ones(shape(1, 8, 8)) * 0.3)
 let x_true = gaussian_like(shape(2, 1, 8, 8), seed: 1) * 0.5
@@ -357,6 +359,8 @@ report bad(mapga(y, A, 0.1, prior, prior, ts, iters: 2, optimizer: adam(lr: 0.01
     bad(dps(y, A, prior, ts)) as "dps",
     bad(pigdm(y, A, 0.1, prior, ts)) as "pigdm",
     bad(ddrm(y, A, 0.1, prior, ts)) as "ddrm",
+    bad(diffpir(y, A, 0.1, prior, ts)) as "diffpir",
+    bad(reddiff(y, A, prior, ts)) as "reddiff",
     bad(ct_zsie(A(x_true), A, prior, ts)) as "ct_zsie",
     bad(cm_sample(prior, ts, count: 2)) as "cm_sample",
     bad(edm_sample(prior, ts, count: 2)) as "edm_sample",

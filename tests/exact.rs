@@ -381,3 +381,61 @@ fn batched_mapga_lands_on_each_items_exact_map() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn diffpir_data_step_is_the_proximal_point() {
+    // (A^T A + rho I)^-1 (A^T y + rho x0), computed here with dense matrices.
+    let p = problem();
+    let rho = 0.3;
+    for op in [Op::Inpaint, Op::Blur, Op::Downsample] {
+        let dir = prepared(&format!("diffpir-prox-{op:?}"), &p);
+        let source = format!(
+            "use std.solvers.diffpir.diffpir_prox\n{PRELUDE}\
+             let A = {}\n\
+             let y = A(x_true) + gaussian_noise(0.1, seed: 1)\n\
+             save diffpir_prox(y, A, z0, {rho}) to \"prox.npy\"\n\
+             save y to \"y.npy\"\n\
+             save mask to \"mask.npy\"\n",
+            op.source()
+        );
+        run_ok(&dir, &source, DType::F64, 0);
+        let out = dir.join("out");
+        let a = op.matrix(&read_npy(&out.join("mask.npy")));
+        let y = DVector::from_vec(read_npy(&out.join("y.npy")));
+        let lhs = a.transpose() * &a + DMatrix::identity(N, N) * rho;
+        let want = lhs
+            .lu()
+            .solve(&(a.transpose() * y + &p.z * rho))
+            .unwrap();
+        let got = read_npy(&out.join("prox.npy"));
+        let err = rel_err(&got, want.as_slice());
+        assert!(err < 1e-8, "{op:?}: relative error {err:.3e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn noiseless_baselines_are_consistent_with_the_measurement() {
+    // DiffPIR ends with the unfloored data step (a projection when sigma_y = 0) and CT-ZSIE pastes
+    // the observed pixels: A x = y exactly. DDRM keeps the observed spectral components up to
+    // the noise of its last level (0.002) and then denoises once: A x = y to about that level.
+    let p = problem();
+    let dir = prepared("baselines-consistent", &p);
+    let source = format!(
+        "use std.solvers.diffpir\n\
+         use std.solvers.ddrm\n\
+         use std.solvers.cm_sampling.ct_zsie\n{PRELUDE}\
+         let A = inpaint(mask)\n\
+         let y = A(x_true)\n\
+         let ts = karras(steps: 6)\n\
+         report norm(A(diffpir(y, A, 0.0, prior, ts)) - y) / norm(y) as \"diffpir\",\n\
+         \x20   norm(A(ddrm(y, A, 0.0, prior, ts)) - y) / norm(y) as \"ddrm\",\n\
+         \x20   norm(A(ct_zsie(y, A, prior, ts)) - y) / norm(y) as \"ct_zsie\"\n",
+    );
+    let s = run_ok(&dir, &source, DType::F64, 0);
+    for (solver, tolerance) in [("diffpir", 1e-8), ("ct_zsie", 1e-8), ("ddrm", 1e-2)] {
+        let rel = common::report(&s, solver);
+        assert!(rel < tolerance, "{solver}: |A x - y| / |y| = {rel:.3e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

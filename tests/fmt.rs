@@ -210,7 +210,7 @@ fn literals_tuples_and_patterns() {
 fn blocks_loops_and_ascend() {
     check(
         "blocks",
-        "fn f(y:Tensor,A:Operator)->Tensor{\nlet x=A(y)\nvar z=x\nz+=1\nz*=2\nz-=1\nz/=2\nz=0\nfor (t,t_next) in ts.pairs { z = step(z,t,t_next) }\nfor s in ts { }\nrepeat 3 { z -= 1 }\nif z>0 { z = 0 } else if z<0 { z = 1 } else { z /= 2 }\nascend z with sgd(lr:0.1) for 20 steps { let x2=cm(z,t) maximize f(x2) }\ndescend z with adam(lr: 1e-3) for n steps { minimize g(z) }\nlet w = { let q = 1  q + 1 }\nz }\n",
+        "fn f(y:Tensor,A:Operator)->Tensor{\nlet x=A(y)\nvar z=x\nz+=1\nz*=2\nz-=1\nz/=2\nz=0\nfor (t,t_next) in ts.pairs { z = step(z,t,t_next) }\nfor s in ts { }\nrepeat 3 { z -= 1 }\nif z>0 { z = 0 } else if z<0 { z = 1 } else { z /= 2 }\nascend z with sgd(lr:0.1) for 20 steps { let x2=cm(z,t) maximize f(x2) }\ndescend z with adam(lr: 1e-3) for n steps { minimize g(z) }\ndescend z with o for 3 steps   as  k { minimize h(z, k) }\nlet w = { let q = 1  q + 1 }\nz }\n",
         "fn f(y: Tensor, A: Operator) -> Tensor {
     let x = A(y)
     var z = x
@@ -239,6 +239,9 @@ fn blocks_loops_and_ascend() {
     }
     descend z with adam(lr: 1e-3) for n steps {
         minimize g(z)
+    }
+    descend z with o for 3 steps as k {
+        minimize h(z, k)
     }
     let w = {
         let q = 1

@@ -130,13 +130,25 @@ fn climb() -> Tensor {
     x
 }
 
+/// `for n steps as k` counts the steps: each step moves x onto k exactly (sgd on (x - k)^2 with
+/// lr 0.5), so after steps 0, 1, 2 x is 2.
+fn counted() -> Tensor {
+    var x = zeros(shape(1))
+    descend x with sgd(lr: 0.5) for 3 steps as k {
+        minimize sum((x - k)^2)
+    }
+    x
+}
+
 report norm(fit(sgd(lr: 0.5), 60)) as "sgd",
+    sum(counted()) as "counted",
     norm(fit(momentum(lr: 0.1, beta: 0.5), 200)) as "momentum",
     norm(fit(adam(lr: 0.05), 2000)) as "adam",
     norm(climb()) as "ascend"
 "#,
     );
     assert!(report(&s, "sgd") < 1e-12);
+    assert_eq!(report(&s, "counted"), 2.0);
     assert!(report(&s, "momentum") < 1e-10);
     assert!(report(&s, "adam") < 1e-3, "adam: {}", report(&s, "adam"));
     assert!(report(&s, "ascend") < 1e-12);

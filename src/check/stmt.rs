@@ -598,7 +598,7 @@ impl Checker {
         let region = self
             .emit
             .graph
-            .add_region(format!("objective of {}", o.var.node), 1);
+            .add_region(format!("objective of {}", o.var.node), 1 + o.index.is_some() as u32);
         let Some(init) = var.node else { return };
         self.in_region(region, |cx| {
             cx.push_scope();
@@ -609,6 +609,14 @@ impl Checker {
             inner.used.set(true);
             if let Some(scope) = cx.scopes.last_mut() {
                 scope.names.insert(o.var.node.clone(), inner);
+            }
+            // `for n steps as k`: the step index, an Int input of the body.
+            if let Some(k) = &o.index {
+                let node = cx.add(Op::Input(1), vec![], Type::Int, k.span);
+                let index = super::scope::Binding::new(&k.node, BindKind::Let, Type::Int, Some(node), None, k.span);
+                if let Some(scope) = cx.scopes.last_mut() {
+                    scope.names.insert(k.node.clone(), index);
+                }
             }
             for s in &o.stmts {
                 cx.stmt(s);

@@ -555,6 +555,8 @@ impl Interp {
             crate::syntax::ast::Direction::Descend => "descend",
         };
         let mut state = OptimizerState::new(spec);
+        // `for n steps as k` gives the body the step index as a second input.
+        let with_index = self.prog.graph.region(body).inputs > 1;
         self.loops.push(LoopFrame {
             span,
             index: 0,
@@ -567,7 +569,11 @@ impl Interp {
                     l.index = k;
                 }
                 let var = Var::from_tensor(&z).at(span)?;
-                let out = self.eval_region(body, vec![Value::Tensor(var.as_tensor().clone())])?;
+                let mut inputs = vec![Value::Tensor(var.as_tensor().clone())];
+                if with_index {
+                    inputs.push(Value::Int(k as i64));
+                }
+                let out = self.eval_region(body, inputs)?;
                 let objective = out.into_iter().next().unwrap_or(Value::Float(0.0));
                 let (value, grad) = match &objective {
                     Value::Scalar(t) => {

@@ -304,6 +304,8 @@ pub struct Optimize {
     pub optimizer: Expr,
     /// The number of steps.
     pub steps: Expr,
+    /// The name of the step index in `for n steps as k`, if any (0, 1, ..., n - 1).
+    pub index: Option<Ident>,
     /// Statements computing the objective.
     pub stmts: Vec<Stmt>,
     /// `maximize` (true) or `minimize` (false) as written.
@@ -499,6 +501,7 @@ impl PartialEq for Optimize {
             && self.var == other.var
             && self.optimizer == other.optimizer
             && self.steps == other.steps
+            && self.index == other.index
             && self.stmts == other.stmts
             && self.goal == other.goal
             && self.objective == other.objective

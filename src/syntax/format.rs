@@ -1143,7 +1143,7 @@ impl<'a> Fmt<'a> {
                     Direction::Ascend => "ascend ",
                     Direction::Descend => "descend ",
                 };
-                let head = vec![
+                let mut head = vec![
                     text(dir),
                     text(o.var.node.clone()),
                     text(" with "),
@@ -1152,6 +1152,9 @@ impl<'a> Fmt<'a> {
                     self.expr(&o.steps),
                     text(" steps "),
                 ];
+                if let Some(k) = &o.index {
+                    head.push(text(format!("as {} ", k.node)));
+                }
                 let mut entries: Vec<Entry<'_>> = o.stmts.iter().map(Entry::Stmt).collect();
                 entries.push(Entry::Objective(o));
                 let b = self.block(&entries, o.body_span, Vec::new());

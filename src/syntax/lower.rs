@@ -953,6 +953,10 @@ impl Lowerer {
         k.take(Rule::kw_for);
         let steps = self.expect_expr(k, span);
         k.take(Rule::kw_steps);
+        let index = match k.take(Rule::kw_as) {
+            Some(_) => Some(self.expect_ident(k, span)),
+            None => None,
+        };
         let Some(body) = k.take(Rule::objective_block) else {
             self.diags.push(shape_bug(span, "optimization body"));
             return Optimize {
@@ -960,6 +964,7 @@ impl Lowerer {
                 var,
                 optimizer,
                 steps,
+                index,
                 stmts: Vec::new(),
                 goal: Spanned::new(Direction::Ascend, span),
                 objective: Spanned::new(ExprKind::Error, span),
@@ -1007,6 +1012,7 @@ impl Lowerer {
             var,
             optimizer,
             steps,
+            index,
             stmts,
             goal,
             objective,
