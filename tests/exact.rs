@@ -10,7 +10,10 @@
 //!   K = sigma_y^2 I + eps^2 A A^T, must match `grad` through the pipeline to 1e-5;
 //! * MAP-GA run to convergence must land on `exact_map_eps` (relative error < 1e-3), and with
 //!   a tiny eps on `exact_map`;
-//! * MAP-GA on a batch of three measurements must land on each one's `exact_map_eps` as well.
+//! * MAP-GA on a batch of three measurements must land on each one's `exact_map_eps` as well;
+//! * the baselines' exact pieces: DiffPIR's data step is the dense proximal point, Pi-GDM's
+//!   guidance is the exact likelihood score for an isotropic prior, and noiseless DiffPIR,
+//!   CT-ZSIE and DDRM outputs are consistent with y.
 //!
 //! Plain gradient ascent is very stiff here (ALGORITHMS.md section 6 warns about it): the
 //! tests use heavy-ball momentum with the step and momentum that are optimal for a quadratic
@@ -438,4 +441,43 @@ fn noiseless_baselines_are_consistent_with_the_measurement() {
         assert!(rel < tolerance, "{solver}: |A x - y| / |y| = {rel:.3e}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pigdm_guidance_is_the_exact_likelihood_score_for_an_isotropic_prior() {
+    // For x_0 ~ N(mu, s^2 I), p(x_0 | x_t) is exactly N(D(x_t, t), r_t^2 I) with Pi-GDM's
+    // r_t^2 = t^2 s^2 / (t^2 + s^2), so its guidance must equal grad_x log p(y | x_t = x)
+    // = c A^T (r_t^2 A A^T + sigma_y^2 I)^-1 (y - A D(x, t)), D = mu + c (x - mu),
+    // c = s^2 / (s^2 + t^2).
+    let p = problem();
+    let (s2, t) = (0.3, 0.7);
+    let c = s2 / (s2 + t * t);
+    let r2 = t * t * s2 / (t * t + s2);
+    for op in [Op::Inpaint, Op::Blur, Op::Downsample] {
+        for sigma_y in [0.01, 0.1] {
+            let dir = prepared(&format!("pigdm-guidance-{op:?}-{sigma_y}"), &p);
+            let source = format!(
+                "use std.solvers.pigdm.pigdm_guidance\n{PRELUDE}\
+                 model iso = gaussian_prior(mu, ones(shape(1, 8, 8)) * {s2})\n\
+                 let A = {}\n\
+                 let y = A(x_true) + gaussian_noise({sigma_y}, seed: 1)\n\
+                 let (x0, g) = pigdm_guidance(y, A, {sigma_y}, iso, z0, {t})\n\
+                 save g to \"g.npy\"\n\
+                 save y to \"y.npy\"\n\
+                 save mask to \"mask.npy\"\n",
+                op.source()
+            );
+            run_ok(&dir, &source, DType::F64, 0);
+            let out = dir.join("out");
+            let a = op.matrix(&read_npy(&out.join("mask.npy")));
+            let y = DVector::from_vec(read_npy(&out.join("y.npy")));
+            let m = a.nrows();
+            let d = &p.mu + (&p.z - &p.mu) * c;
+            let k = &a * a.transpose() * r2 + DMatrix::identity(m, m) * (sigma_y * sigma_y);
+            let want = a.transpose() * k.lu().solve(&(y - &a * d)).unwrap() * c;
+            let err = rel_err(&read_npy(&out.join("g.npy")), want.as_slice());
+            assert!(err < 1e-8, "{op:?}, sigma_y {sigma_y}: relative error {err:.3e}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
