@@ -319,3 +319,37 @@ fn the_batched_pipeline_writes_a_batch_and_its_indices() {
     assert!((psnr - mean).abs() < 1e-4 * mean.abs(), "{psnr} vs {mean}");
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn doc_shows_items_and_lists_modules() {
+    let bin = env!("CARGO_BIN_EXE_mapga");
+    let out = std::process::Command::new(bin)
+        .args(["doc", "reddiff"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("std.solvers.reddiff.reddiff  (function"),
+        "{text}"
+    );
+    assert!(text.contains("pub fn reddiff(") && text.contains("lambda: Float = 0.25"));
+    let out = std::process::Command::new(bin)
+        .args(["doc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for module in ["std.solvers.mapga", "std.operators", "std.metrics"] {
+        assert!(
+            text.contains(&format!("\n{module}\n")),
+            "{module} not listed"
+        );
+    }
+    let out = std::process::Command::new(bin)
+        .args(["doc", "redif"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `reddiff`?"));
+}

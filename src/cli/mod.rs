@@ -1,10 +1,12 @@
-//! The command-line interface: `mapga run`, `mapga check`, `mapga graph`, `mapga fmt`.
+//! The command-line interface: `mapga run`, `mapga check`, `mapga graph`, `mapga fmt`,
+//! `mapga doc`.
 //!
 //! Exit codes (the contract scripts rely on): 0 when clean (warnings allowed), 1 when the
 //! program has errors (or `fmt --check` finds files to reformat), 2 for usage and I/O errors
 //! (a file that cannot be read, a bad `--set`).
 
 mod check;
+mod doc;
 mod fmt;
 mod graph;
 mod run;
@@ -50,6 +52,12 @@ pub enum Command {
     /// Rewrites the files in place; with --check, only reports the files that would change
     /// (exit 1 if any).
     Fmt(FmtArgs),
+    /// Show the signature and doc comment of a built-in or standard-library item.
+    ///
+    /// Without a name, lists every module and item with its one-line summary. NAME is an
+    /// item (`mapga`, `std.solvers.dps.dps`) or a module (`std.solvers.dps`). Exits 2 when
+    /// nothing has that name.
+    Doc(DocArgs),
 }
 
 /// How diagnostics are printed.
@@ -161,6 +169,13 @@ pub struct FmtArgs {
     pub check: bool,
 }
 
+/// Arguments of `mapga doc`.
+#[derive(Debug, clap::Args)]
+pub struct DocArgs {
+    /// The item or module to show; omit it to list everything.
+    pub name: Option<String>,
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
@@ -168,6 +183,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(a) => check::run(&a),
         Command::Graph(a) => graph::run(&a),
         Command::Fmt(a) => fmt::run(&a),
+        Command::Doc(a) => doc::run(&a),
     };
     ExitCode::from(code)
 }
