@@ -18,7 +18,10 @@ fn json(path: &Path) -> serde_json::Value {
 fn pest_keywords() -> Vec<String> {
     let grammar = std::fs::read_to_string(root().join("grammar/mapga.pest")).unwrap();
     let start = grammar.find("keyword = @{").expect("a keyword rule");
-    let end = start + grammar[start..].find("~ !ident_char").expect("end of the keyword rule");
+    let end = start
+        + grammar[start..]
+            .find("~ !ident_char")
+            .expect("end of the keyword rule");
     grammar[start..end]
         .split('"')
         .skip(1)
@@ -43,7 +46,10 @@ fn the_vscode_extension_is_complete() {
     // Every pattern the top level includes exists in the repository.
     for p in tm["patterns"].as_array().unwrap() {
         let name = p["include"].as_str().unwrap().trim_start_matches('#');
-        assert!(tm["repository"].get(name).is_some(), "missing repository entry {name}");
+        assert!(
+            tm["repository"].get(name).is_some(),
+            "missing repository entry {name}"
+        );
     }
 }
 
@@ -63,6 +69,9 @@ fn every_keyword_is_highlighted() {
     let keywords = pest_keywords();
     assert!(keywords.len() > 20, "parsed {keywords:?}");
     for k in &keywords {
-        assert!(words.contains(&k.as_str()), "keyword `{k}` is not highlighted");
+        assert!(
+            words.contains(&k.as_str()),
+            "keyword `{k}` is not highlighted"
+        );
     }
 }

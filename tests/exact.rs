@@ -406,10 +406,7 @@ fn diffpir_data_step_is_the_proximal_point() {
         let a = op.matrix(&read_npy(&out.join("mask.npy")));
         let y = DVector::from_vec(read_npy(&out.join("y.npy")));
         let lhs = a.transpose() * &a + DMatrix::identity(N, N) * rho;
-        let want = lhs
-            .lu()
-            .solve(&(a.transpose() * y + &p.z * rho))
-            .unwrap();
+        let want = lhs.lu().solve(&(a.transpose() * y + &p.z * rho)).unwrap();
         let got = read_npy(&out.join("prox.npy"));
         let err = rel_err(&got, want.as_slice());
         assert!(err < 1e-8, "{op:?}: relative error {err:.3e}");
@@ -476,7 +473,10 @@ fn pigdm_guidance_is_the_exact_likelihood_score_for_an_isotropic_prior() {
             let k = &a * a.transpose() * r2 + DMatrix::identity(m, m) * (sigma_y * sigma_y);
             let want = a.transpose() * k.lu().solve(&(y - &a * d)).unwrap() * c;
             let err = rel_err(&read_npy(&out.join("g.npy")), want.as_slice());
-            assert!(err < 1e-8, "{op:?}, sigma_y {sigma_y}: relative error {err:.3e}");
+            assert!(
+                err < 1e-8,
+                "{op:?}, sigma_y {sigma_y}: relative error {err:.3e}"
+            );
             let _ = std::fs::remove_dir_all(&dir);
         }
     }

@@ -30,7 +30,10 @@ fn moments(samples: &[f64], missing: &[usize]) -> (Vec<f64>, Vec<f64>, f64) {
         .collect();
     let var: Vec<f64> = (0..PIXELS)
         .map(|p| {
-            (0..SAMPLES).map(|k| (px(k, p) - mean[p]).powi(2)).sum::<f64>() / (SAMPLES - 1) as f64
+            (0..SAMPLES)
+                .map(|k| (px(k, p) - mean[p]).powi(2))
+                .sum::<f64>()
+                / (SAMPLES - 1) as f64
         })
         .collect();
     let mut corr: f64 = 0.0;
@@ -49,9 +52,15 @@ fn moments(samples: &[f64], missing: &[usize]) -> (Vec<f64>, Vec<f64>, f64) {
 #[test]
 fn samplers_draw_the_closed_form_posterior_of_an_isotropic_prior() {
     let dir = temp_dir("posterior");
-    let mu: Vec<f64> = (0..PIXELS).map(|p| 0.3 * ((p as f64) * 0.7).sin()).collect();
-    let x: Vec<f64> = (0..PIXELS).map(|p| 0.5 * ((p as f64) * 1.3).cos()).collect();
-    let mask: Vec<f64> = (0..PIXELS).map(|p| ((p * 7) % 3 != 0) as u8 as f64).collect();
+    let mu: Vec<f64> = (0..PIXELS)
+        .map(|p| 0.3 * ((p as f64) * 0.7).sin())
+        .collect();
+    let x: Vec<f64> = (0..PIXELS)
+        .map(|p| 0.5 * ((p as f64) * 1.3).cos())
+        .collect();
+    let mask: Vec<f64> = (0..PIXELS)
+        .map(|p| ((p * 7) % 3 != 0) as u8 as f64)
+        .collect();
     let t = |v: &Vec<f64>| Tensor::from_slice(v, (1, SIDE, SIDE), &Device::Cpu).unwrap();
     write_npy(&dir.join("mu.npy"), &t(&mu));
     write_npy(&dir.join("x.npy"), &t(&x));
@@ -96,7 +105,10 @@ save dps(y, A, prior, ts, zeta: 0.05, seed: 3) to "dps.npy"
             );
         }
         // Independent pixels: sample correlations of about 1 / sqrt(n) = 0.016.
-        assert!(corr < 0.08, "{solver}: correlation {corr:.3} between missing pixels");
+        assert!(
+            corr < 0.08,
+            "{solver}: correlation {corr:.3} between missing pixels"
+        );
         for &p in &observed {
             assert!(
                 (mean[p] - x[p]).abs() < observed_tolerance && var[p].sqrt() < observed_tolerance,

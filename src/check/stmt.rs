@@ -595,10 +595,10 @@ impl Checker {
                 );
             }
         }
-        let region = self
-            .emit
-            .graph
-            .add_region(format!("objective of {}", o.var.node), 1 + o.index.is_some() as u32);
+        let region = self.emit.graph.add_region(
+            format!("objective of {}", o.var.node),
+            1 + o.index.is_some() as u32,
+        );
         let Some(init) = var.node else { return };
         self.in_region(region, |cx| {
             cx.push_scope();

@@ -953,10 +953,7 @@ impl Lowerer {
         k.take(Rule::kw_for);
         let steps = self.expect_expr(k, span);
         k.take(Rule::kw_steps);
-        let index = match k.take(Rule::kw_as) {
-            Some(_) => Some(self.expect_ident(k, span)),
-            None => None,
-        };
+        let index = k.take(Rule::kw_as).map(|_| self.expect_ident(k, span));
         let Some(body) = k.take(Rule::objective_block) else {
             self.diags.push(shape_bug(span, "optimization body"));
             return Optimize {
