@@ -371,6 +371,41 @@ def mapga_run_seconds(mapga: Path, iters: int, threads: int, out: Path) -> float
     return float(re.search(r'"run_seconds":\s*([0-9.eE+-]+)', text).group(1))
 
 
+def growth_of(rss: list[int]) -> dict:
+    """Peak RSS over the samples from 10% to 20% of a run against the last 10%, and the growth
+    per iteration that difference means (the windows' ends are 80% of the run apart)."""
+    n = len(rss)
+    if n < 10:
+        return {"early_kb": 0, "late_kb": 0, "kb_per_iteration": 0.0}
+    early, late = max(rss[n // 10:n // 5]), max(rss[n - n // 10:])
+    return {"early_kb": early, "late_kb": late,
+            "kb_per_iteration": (late - early) / (0.8 * n)}
+
+
+def mapga_run_rss(mapga: Path, iters: int, threads: int, out: Path) -> list[tuple[float, int]]:
+    """`mapga run bench/tax.mapga` at batch 1 with `iters` iterations: its RSS (kB) sampled
+    every 50 ms, as (seconds, kB) pairs. The samples are even in time, and so in iterations
+    after the first second or two (checking, loading), which growth_of's windows skip."""
+    proc = subprocess.Popen([str(mapga), "run", "--quiet", "--threads", str(threads), "--out",
+                             str(out), "--set", f"iters={iters}", "--set", "n=1",
+                             "bench/tax.mapga"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    status = Path(f"/proc/{proc.pid}/status")
+    trace, start = [], time.perf_counter()
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    trace.append((time.perf_counter() - start, int(line.split()[1])))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"mapga run bench/tax.mapga failed:\n{err}")
+    return trace
+
+
 # ── the run ────────────────────────────────────────────────────────────────────────────────
 
 
@@ -403,6 +438,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per side (default 2)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke test: 3 repetitions, 1 warm-up, short tax and growth runs")
+    p.add_argument("--gap-ms", type=float, default=20.0,
+                   help="pause before each timed repetition, so the other side's threads are "
+                        "idle (default 20)")
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.add_argument("--cases", default="mnist,in64", help="networks: mnist, in64 (comma-separated)")
     p.add_argument("--batches", default="1,16", help="batch sizes (comma-separated)")
@@ -470,6 +508,11 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
         raise RuntimeError(f"the worker runs {threads} threads, not {args.threads}")
     say(machine_line(torch, args.threads))
     results["machine"] = machine_line(torch, args.threads)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    results["load_average"] = load
+    if load > 0.25 * cores:
+        say(f"warning: load average {load:.1f} on {cores} cores before the run: other work is "
+            f"running, so these timings are noisy")
 
     # The GEMM ceiling, both sides.
     a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
@@ -508,6 +551,7 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
                 for rep in range(args.reps):
                     sides = ["torch", "mapga"] if rep % 2 == 0 else ["mapga", "torch"]
                     for side in sides:
+                        time.sleep(args.gap_ms / 1e3)  # let the other side's threads go idle
                         if side == "torch":
                             t_ms.append(time_once(lambda: p.run(op)))
                         else:
@@ -589,22 +633,31 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
 
     if "growth" not in args.skip:
         n = args.growth_iters
-        first = max(1, n // 10)
-        at = sorted({first, n // 4, n // 2, 3 * n // 4, n} - {0})
-        note(f"allocation growth: {n} MAP-GA iterations (MNIST, batch 1)")
+        note(f"allocation growth: {n} MAP-GA iterations (MNIST, batch 1), worker and mapga run")
         w = mnist_worker()
-        g = w("growth", "cm", "den", 1, n, ",".join(map(str, at)))
+        g = w("growth", "cm", "den", 1, n)
         w.close()
-        rss = {int(k): v for k, v in g["rss_kb"].items()}
-        per_iter = (rss[n] - rss[first]) / (n - first) if n > first else 0.0
-        growth = {"iterations": n, "rss_kb": rss, "kb_per_iteration": per_iter,
-                  "seconds": g["seconds"], "finite": g["finite"]}
+        hand = growth_of(g["rss_kb"])
+        trace = mapga_run_rss(mapga, n, args.threads, tmp / "growth")
+        run = growth_of([kb for _, kb in trace])
+        growth = {"iterations": n, "hand_loop": hand, "mapga_run": run,
+                  "hand_rss_kb": g["rss_kb"], "mapga_run_trace": trace,
+                  "hand_seconds": g["seconds"], "finite": g["finite"]}
         results["growth"] = growth
-        verdict = "no per-iteration growth" if per_iter < 1.0 else "GROWS"
+        ok = max(hand["kb_per_iteration"], run["kb_per_iteration"]) < 1.0
+        if n < 1000:
+            verdict = "too short a run for a verdict (the full run has 1,000 iterations)"
+        else:
+            verdict = "no per-iteration growth" if ok else "GROWS (over 1 kB/iteration)"
+        growth["verdict"] = verdict
         say("")
-        say(f"allocation growth ({n} MAP-GA iterations, MNIST box25, batch 1): RSS "
-            + ", ".join(f"{rss[k] / 1024:.1f} MB at {k}" for k in at)
-            + f"; {per_iter:+.2f} kB/iteration from {first} to {n}: {verdict}")
+        say(f"allocation growth ({n} MAP-GA iterations, MNIST box25, batch 1; peak RSS over "
+            f"iterations {n // 10}-{n // 5} against the last {n // 10}): hand-written loop "
+            f"{hand['early_kb'] / 1024:.1f} -> {hand['late_kb'] / 1024:.1f} MB "
+            f"({hand['kb_per_iteration']:+.2f} kB/iteration), `mapga run` "
+            f"{run['early_kb'] / 1024:.1f} -> {run['late_kb'] / 1024:.1f} MB "
+            f"({run['kb_per_iteration']:+.2f} kB/iteration, sampled every 50 ms): "
+            + verdict)
     finish(rows, results)
 
 

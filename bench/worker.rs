@@ -15,7 +15,7 @@
 //! | `time OP CM DEN BATCH REPS WARMUP`       | OP = fwd, vjp or iter (see `bench/problem.rs`); DEN may be `-` for fwd and vjp; `ms` of each rep, `median_ms` |
 //! | `gemm N REPS`                            | an N x N x N f32 matmul: `ms` of each rep, `median_ms` |
 //! | `mem CM BATCH`                           | peak RSS of one VJP over the RSS before it (`delta_kb`); run it first in a fresh worker |
-//! | `growth CM DEN BATCH ITERS AT,AT,..`     | ITERS MAP-GA steps; RSS (kB) after each step listed in AT |
+//! | `growth CM DEN BATCH ITERS`              | ITERS MAP-GA steps: `rss_kb` after each step      |
 //! | `loop CM DEN BATCH N`                    | N MAP-GA steps in a hand-written loop: `seconds`  |
 //! | `rss`                                    | current and peak RSS (kB)                         |
 //! | `quit`                                   | exits                                             |
@@ -177,20 +177,14 @@ impl Worker {
             "growth" => {
                 let (cm, den) = (arg(words, 1)?, arg(words, 2)?);
                 let (batch, iters) = (num(words, 3)?, num(words, 4)?);
-                let at: Vec<usize> = arg(words, 5)?
-                    .split(',')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()?;
                 let p = self.problem(cm, den, batch)?;
                 let mut state = Problem::optimizer();
                 let mut z = p.z.clone();
-                let mut samples = serde_json::Map::new();
+                let mut rss = Vec::with_capacity(iters);
                 let start = Instant::now();
-                for k in 1..=iters {
+                for _ in 0..iters {
                     z = p.step(&z, &mut state)?;
-                    if at.contains(&k) {
-                        samples.insert(k.to_string(), json!(rss_kb()?.0));
-                    }
+                    rss.push(rss_kb()?.0);
                 }
                 let finite = z
                     .to_dtype(DType::F64)?
@@ -200,7 +194,7 @@ impl Worker {
                     .all(|v| v.is_finite());
                 Ok(json!({
                     "ok": true,
-                    "rss_kb": samples,
+                    "rss_kb": rss,
                     "seconds": start.elapsed().as_secs_f64(),
                     "finite": finite,
                 }))
