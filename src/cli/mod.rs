@@ -130,6 +130,58 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Threads to compute with, at least 1 [default: all cores, or RAYON_NUM_THREADS when set].
+    ///
+    /// Sizes the thread pool of the tensor kernels (rayon's global pool, and candle's matrix
+    /// products, which read RAYON_NUM_THREADS).
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
+}
+
+/// `--threads N`: a whole number of at least 1.
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("the number of threads must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "`{s}` is not a number of threads (a whole number of at least 1)"
+        )),
+    }
+}
+
+/// The thread count `mapga` computes with when `--threads` is not given: RAYON_NUM_THREADS
+/// when it is set to a number of at least 1, else every core this process may use.
+pub fn default_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Makes every tensor kernel of this process use `n` threads (at least 1): builds rayon's
+/// global pool with `n` threads and sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS, which
+/// candle reads to split its matrix products and size its own pools. Call it once, early,
+/// before any tensor work and before other threads exist (it changes the environment). A
+/// second call with the same `n` is accepted; with another `n` it is an error.
+pub fn set_threads(n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err("the number of threads must be at least 1".into());
+    }
+    let value = n.to_string();
+    std::env::set_var("RAYON_NUM_THREADS", &value);
+    std::env::set_var("CANDLE_NUM_THREADS", &value);
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        Err(e) => Err(format!(
+            "cannot use {n} threads: the thread pool already has {} ({e})",
+            rayon::current_num_threads()
+        )),
+    }
 }
 
 /// Output formats of `mapga graph`.
@@ -179,7 +231,13 @@ pub struct DocArgs {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
-        Command::Run(a) => run::run(&a),
+        Command::Run(a) => match set_threads(a.threads.unwrap_or_else(default_threads)) {
+            Ok(()) => run::run(&a),
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
         Command::Check(a) => check::run(&a),
         Command::Graph(a) => graph::run(&a),
         Command::Fmt(a) => fmt::run(&a),
