@@ -340,6 +340,31 @@ report psnr(x_mapga, x_true) as \"PSNR MAP-GA\",
 }
 
 #[test]
+fn grids_round_trip_and_break_one_param_per_line() {
+    check(
+        "grid",
+        "param solver = \"mapga\"\nparam sigma_y = 0.0\n/// The cells.\ngrid solver in [\"mapga\",\"dps\"],sigma_y in [0.0,-1e-2] // noisy too\ngrid   solver in [\"ddrm\"]\ngrid solver in [\"mapga\", \"mapga_pgdm\", \"dps\", \"pigdm\", \"ddrm\"], task in [\"box25\", \"half\", \"expand\"], sigma_y in [0.0, 0.05, 0.1]\n",
+        "param solver = \"mapga\"
+param sigma_y = 0.0
+
+/// The cells.
+grid solver in [\"mapga\", \"dps\"], sigma_y in [0.0, -1e-2]  // noisy too
+grid solver in [\"ddrm\"]
+
+grid solver in [\"mapga\", \"mapga_pgdm\", \"dps\", \"pigdm\", \"ddrm\"],
+    task in [\"box25\", \"half\", \"expand\"],
+    sigma_y in [0.0, 0.05, 0.1]
+",
+    );
+    // `grid` stays an ordinary name elsewhere: the built-in `grid(...)`.
+    check(
+        "grid_call",
+        "save grid(a, b) to \"g.png\"\nlet grid_size = 3\n",
+        "save grid(a, b) to \"g.png\"\n\nlet grid_size = 3\n",
+    );
+}
+
+#[test]
 fn docs_are_printed_from_the_tree() {
     check(
         "docs",

@@ -40,6 +40,7 @@ mod scope;
 mod slice;
 mod stmt;
 mod suggest;
+pub mod suite;
 pub mod types;
 pub mod unify;
 
@@ -75,6 +76,8 @@ pub struct Checked {
     pub sources: SourceMap,
     /// Every file the pipeline depends on: imports, images, arrays, models and cards.
     pub dependencies: Vec<PathBuf>,
+    /// The pipeline's `grid` items that checked cleanly, in file order (for `mapga eval`).
+    pub grids: Vec<suite::GridSpec>,
 }
 
 /// Checks the pipeline file at `path`.
@@ -195,6 +198,11 @@ pub(crate) struct Checker {
     pub quiet_lints: bool,
     /// The span of the `as_int64(...)` call a `save` is writing, the one place it is allowed.
     pub int64_save: Option<Span>,
+    /// The pipeline's checked `grid` items.
+    pub grids: Vec<suite::GridSpec>,
+    /// Nodes emitted while checking a branch that a constant condition rules out (first id,
+    /// end id): they never run, so nothing needs to be known about them.
+    pub dead_nodes: Vec<(u32, u32)>,
 }
 
 impl Checker {
@@ -221,6 +229,8 @@ impl Checker {
             seen: Default::default(),
             quiet_lints: false,
             int64_save: None,
+            grids: Vec::new(),
+            dead_nodes: Vec::new(),
         };
         cx.load_prelude();
         cx
@@ -250,6 +260,7 @@ impl Checker {
             diags: self.diags,
             sources: self.sources,
             dependencies: self.dependencies,
+            grids: self.grids,
         }
     }
 

@@ -293,6 +293,9 @@ impl Checker {
         for item in &program.items {
             self.check_item(item);
         }
+        if self.modules[idx].root {
+            self.check_grids(&program);
+        }
         // Functions on their own last, so module-level bindings are visible in their bodies
         // wherever the function is written.
         for item in &program.items {
@@ -534,6 +537,15 @@ impl Checker {
         };
         match &item.kind {
             ItemKind::Use(_) | ItemKind::Fn(_) | ItemKind::Extern(_) => {}
+            // Checked once the file's params are all known (`check_grids`).
+            ItemKind::Grid(_) => {
+                if !root {
+                    self.report(
+                        not_here("grid")
+                            .with_help("move it into the suite file that `mapga eval` runs"),
+                    );
+                }
+            }
             ItemKind::Param { name, ty, default } => {
                 if !root {
                     self.report(not_here("param"));

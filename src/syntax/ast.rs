@@ -72,6 +72,17 @@ pub enum ItemKind {
     },
     /// `report psnr(x, y), ssim(x, y) as "SSIM"`.
     Report(Vec<ReportEntry>),
+    /// `grid solver in ["mapga", "dps"], sigma_y in [0.0, 0.05]`: cells of an evaluation suite.
+    Grid(Vec<GridAxis>),
+}
+
+/// One param of a `grid` and the values it takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridAxis {
+    /// The param.
+    pub name: Ident,
+    /// The values, as written: a list of literals in a program that checks.
+    pub values: Expr,
 }
 
 /// Where a `use` imports from.

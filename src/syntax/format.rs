@@ -342,6 +342,7 @@ fn item_group(k: &ItemKind) -> Option<u8> {
         ItemKind::Let { .. } => Some(3),
         ItemKind::Save { .. } => Some(4),
         ItemKind::Report(_) => Some(5),
+        ItemKind::Grid(_) => Some(6),
         ItemKind::Fn(_) | ItemKind::Extern(_) => None,
     }
 }
@@ -615,6 +616,7 @@ impl<'a> Fmt<'a> {
             ItemKind::Model { value, .. } | ItemKind::Let { value, .. } => in_expr(value),
             ItemKind::Save { value, path } => in_expr(value) || in_expr(path),
             ItemKind::Report(entries) => entries.iter().any(|en| in_expr(&en.value)),
+            ItemKind::Grid(axes) => axes.iter().any(|a| in_expr(&a.values)),
             ItemKind::Fn(f) => {
                 if self.within(f.body.span, p) {
                     return true;
@@ -858,6 +860,26 @@ impl<'a> Fmt<'a> {
                     }
                 }
                 group(concat(vec![text("report "), first, indent(concat(rest))]))
+            }
+            ItemKind::Grid(axes) => {
+                // `grid a in [..], b in [..]`; when too long, one param per line after the first.
+                let mut rest = Vec::new();
+                let mut first = nil();
+                for (k, axis) in axes.iter().enumerate() {
+                    let v = concat(vec![
+                        text(axis.name.node.clone()),
+                        text(" in "),
+                        self.expr(&axis.values),
+                    ]);
+                    if k == 0 {
+                        first = v;
+                    } else {
+                        rest.push(text(","));
+                        rest.push(Doc::Line);
+                        rest.push(v);
+                    }
+                }
+                group(concat(vec![text("grid "), first, indent(concat(rest))]))
             }
         }
     }

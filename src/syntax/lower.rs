@@ -169,6 +169,7 @@ impl Lowerer {
                 Rule::extern_item => ItemKind::Extern(self.lower_extern(p)),
                 Rule::save_item => self.lower_save(p),
                 Rule::report_item => self.lower_report(p),
+                Rule::grid_item => self.lower_grid(p),
                 _ => {
                     self.diags.push(shape_bug(span, "item"));
                     ItemKind::Report(Vec::new())
@@ -372,6 +373,22 @@ impl Lowerer {
             entries.push(ReportEntry { value, label });
         }
         ItemKind::Report(entries)
+    }
+
+    /// `grid_item`.
+    fn lower_grid(&mut self, pair: Pair<'_, Rule>) -> ItemKind {
+        let mut kids = Kids::of(pair);
+        kids.take(Rule::kw_grid);
+        let mut axes = Vec::new();
+        while let Some(a) = kids.take(Rule::grid_axis) {
+            let span = self.span(&a);
+            let mut k = Kids::of(a);
+            let name = self.expect_ident(&mut k, span);
+            k.take(Rule::kw_in);
+            let values = self.expect_expr(&mut k, span);
+            axes.push(GridAxis { name, values });
+        }
+        ItemKind::Grid(axes)
     }
 
     // ── types ──

@@ -30,8 +30,8 @@ pub struct Parsed {
 }
 
 /// Words that start a top-level declaration; parsing resumes at a line starting with one.
-const ITEM_STARTS: [&str; 10] = [
-    "use", "param", "model", "let", "fn", "pub", "extern", "save", "report", "///",
+const ITEM_STARTS: [&str; 11] = [
+    "use", "param", "model", "let", "fn", "pub", "extern", "save", "report", "grid", "///",
 ];
 
 /// Guards pest against pathological backtracking: at most this many rule calls per parse.

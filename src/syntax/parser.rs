@@ -28,7 +28,7 @@ fn phrase(rule: Rule) -> Option<&'static str> {
         EOI => "the end of the file",
         ident | keyword_as_name => "a name",
         item | use_item | param_item | model_item | let_item | fn_item | extern_item
-        | save_item | report_item => {
+        | save_item | report_item | grid_item => {
             "a declaration (`use`, `param`, `model`, `let`, `fn`, `save` or `report`)"
         }
         doc => "a `///` doc comment",
@@ -60,6 +60,8 @@ fn phrase(rule: Rule) -> Option<&'static str> {
         module_path => "a module path such as `std.solvers.mapga`",
         use_names => "`.{names}`",
         report_entry => "a value to report",
+        grid_axis => "a param and its values (`name in [a, b]`)",
+        kw_grid => "`grid`",
         kw_use => "`use`",
         kw_param => "`param`",
         kw_model => "`model`",
