@@ -271,7 +271,11 @@ impl Checker {
             return;
         }
         let mut unknown = Vec::new();
-        for n in &self.emit.graph.nodes {
+        for (id, n) in self.emit.graph.nodes.iter().enumerate() {
+            let id = id as u32;
+            if self.dead_nodes.iter().any(|&(a, b)| (a..b).contains(&id)) {
+                continue;
+            }
             let crate::graph::Op::Builtin { name, .. } = &n.op else {
                 continue;
             };

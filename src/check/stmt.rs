@@ -353,16 +353,39 @@ impl Checker {
         self.rebind_carried(&carried, &types, node, 0, span);
     }
 
-    /// Forgets the value errors (`invalid_value`) reported since `mark`: those of a branch
-    /// that a constant condition rules out.
-    fn drop_value_errors_since(&mut self, mark: usize) {
-        let mut i = mark;
+    /// Starts checking a branch that a constant condition rules out.
+    fn dead_begin(&self) -> DeadMark {
+        DeadMark {
+            diags: self.diags.0.len(),
+            nodes: self.emit.graph.nodes.len() as u32,
+            dims: self.dims.snapshot(),
+            instances: self.emit.instances.keys().cloned().collect(),
+        }
+    }
+
+    /// Ends a dead branch: forgets the errors in it that depend on values and types (see
+    /// [`depends_on_values`]), undoes what it taught the dimension table, forgets the function
+    /// instances made for it (they were specialised for a run that cannot happen, and a live
+    /// call must be checked afresh), and records its nodes as never run.
+    fn dead_end(&mut self, mark: DeadMark) {
+        let mut i = mark.diags;
         while i < self.diags.0.len() {
-            if self.diags.0[i].code == Code::InvalidValue {
+            let d = &self.diags.0[i];
+            if d.is_error() && depends_on_values(d.code) {
+                let key = (d.code, d.span());
+                self.seen.remove(&key);
                 self.diags.0.remove(i);
             } else {
                 i += 1;
             }
+        }
+        self.dims.rollback(mark.dims);
+        self.emit
+            .instances
+            .retain(|k, _| mark.instances.contains(k));
+        let end = self.emit.graph.nodes.len() as u32;
+        if end > mark.nodes {
+            self.dead_nodes.push((mark.nodes, end));
         }
     }
 
@@ -398,12 +421,13 @@ impl Checker {
                 cx.set_var(n, *node, t.clone());
             }
         };
-        // A condition known at check time (usually from a `param`) rules one branch out: value
-        // checks there (`sigma_max` must exceed `sigma_min`, ...) would be about a run that
-        // cannot happen, so only its type errors are kept.
+        // A condition known at check time (usually from a `param`) rules one branch out. Its
+        // names are still resolved, but what depends on values and types there (`sigma_max`
+        // must exceed `sigma_min`, shapes, `Operator[svd]`) would be about a run that cannot
+        // happen: those errors are dropped, and the `if` has the live branch's type and value.
         let dead_then = matches!(c.konst, Some(Const::Bool(false)));
         let dead_else = matches!(c.konst, Some(Const::Bool(true)));
-        let mark = self.diags.0.len();
+        let mark = dead_then.then(|| self.dead_begin());
         let then_r = self.emit.graph.add_region("then", 0);
         let tv = self.in_region(then_r, |cx| {
             let v = cx.block(then);
@@ -413,10 +437,10 @@ impl Checker {
             v
         });
         restore(self);
-        if dead_then {
-            self.drop_value_errors_since(mark);
+        if let Some(mark) = mark {
+            self.dead_end(mark);
         }
-        let mark = self.diags.0.len();
+        let mark = dead_else.then(|| self.dead_begin());
         let else_r = self.emit.graph.add_region("else", 0);
         let ev = self.in_region(else_r, |cx| {
             let v = match otherwise {
@@ -429,11 +453,15 @@ impl Checker {
             v
         });
         restore(self);
-        if dead_else {
-            self.drop_value_errors_since(mark);
+        if let Some(mark) = mark {
+            self.dead_end(mark);
         }
         let ty = if !want_value {
             Type::Unit
+        } else if dead_then && otherwise.is_some() {
+            ev.ty.clone()
+        } else if dead_else && otherwise.is_some() {
+            tv.ty.clone()
         } else if otherwise.is_none() {
             if !matches!(tv.ty, Type::Unit) && !tv.ty.is_open() {
                 self.report(
@@ -727,5 +755,140 @@ fn collect_assigned_expr(e: &Expr, out: &mut BTreeSet<String>) {
             }
         }
         _ => {}
+    }
+}
+
+/// What [`Checker::dead_end`] needs to undo a dead branch.
+struct DeadMark {
+    diags: usize,
+    nodes: u32,
+    dims: crate::check::unify::DimSnapshot,
+    instances: std::collections::HashSet<String>,
+}
+
+/// Errors that say a value or a type does not fit, dropped in a branch that cannot run;
+/// syntax errors, unknown names, arity and argument-name mistakes, and file errors are
+/// mistakes in the text whatever the values, and stay.
+fn depends_on_values(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidValue
+            | Code::TypeMismatch
+            | Code::ShapeMismatch
+            | Code::ModelMismatch
+            | Code::Capability
+            | Code::NotCallable
+            | Code::NotScalar
+            | Code::UnknownShape
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::check::{check_source, CheckOptions, Checked};
+    use crate::diagnostics::Code;
+
+    /// Checks `text` (with the repository as its folder) with these `--set` values.
+    fn check(text: &str, sets: &[(&str, &str)]) -> Checked {
+        let overrides: BTreeMap<String, String> = sets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        check_source(
+            "case.mapga",
+            text,
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+            &CheckOptions { overrides },
+        )
+    }
+
+    fn errors(c: &Checked) -> Vec<Code> {
+        c.diags
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.code)
+            .collect()
+    }
+
+    const TASKS: &str = r#"
+param task = "sr2x"
+let x = image("data/mnist/test/7.png")
+let A = if task == "sr2x" { downsample(2) } else { inpaint(center_box_mask(28, 28)) }
+let y: Tensor[1, 14, 14] = A(x)
+report sum(y)
+"#;
+
+    #[test]
+    fn a_constant_if_has_its_live_branch_type() {
+        // The branches are operators of different shapes: only the live one counts.
+        assert_eq!(errors(&check(TASKS, &[])), vec![]);
+        // With the other task, A maps 28 x 28 to 28 x 28, and the annotation no longer fits.
+        let other = check(TASKS, &[("task", "box25")]);
+        assert_eq!(
+            errors(&other),
+            vec![Code::ShapeMismatch],
+            "{:?}",
+            other.diags
+        );
+        // Strings compare as constants; the branches need not even be of one kind.
+        let mixed = "param s = \"a\"\nlet v = if s == \"a\" { 1 } else { \"one\" }\nreport v + 1\n";
+        assert_eq!(errors(&check(mixed, &[])), vec![]);
+        assert_eq!(
+            errors(&check(mixed, &[("s", "b")])),
+            vec![Code::TypeMismatch]
+        );
+    }
+
+    const SOLVERS: &str = r#"
+use std.solvers.ddrm
+use std.solvers.mapga
+param solver = "mapga"
+model prior = gaussian_prior(load_npy("data/mnist/prior/mean.npy"), load_npy("data/mnist/prior/var.npy"))
+let x = image("data/mnist/test/7.png")
+let A = motion_blur(size: 5)
+let ts = karras(steps: 5)
+let x_hat = if solver == "ddrm" { ddrm(A(x), A, 0.05, prior, ts) } else { mapga(A(x), A, 0.05, prior, prior, ts) }
+report psnr(x_hat, x)
+"#;
+
+    #[test]
+    fn dead_branch_capability_errors_are_dropped_and_live_ones_kept() {
+        // DDRM needs an SVD that a motion blur lacks: an error only where DDRM runs.
+        assert_eq!(errors(&check(SOLVERS, &[])), vec![]);
+        let ddrm = check(SOLVERS, &[("solver", "ddrm")]);
+        assert_eq!(errors(&ddrm), vec![Code::Capability], "{:?}", ddrm.diags);
+    }
+
+    #[test]
+    fn dead_branches_keep_name_errors_and_drop_value_errors() {
+        let text = "param k = 1\nlet v = if k == 2 { karras(steps: 0).first + 1 } else { 2.0 }\nreport v\n";
+        assert_eq!(errors(&check(text, &[])), vec![]);
+        assert_eq!(
+            errors(&check(text, &[("k", "2")])),
+            vec![Code::InvalidValue]
+        );
+        let typed = "param k = 1\nlet v = if k == 2 { 1 + \"a\" } else { 2 }\nreport v\n";
+        assert_eq!(errors(&check(typed, &[])), vec![]);
+        assert_eq!(
+            errors(&check(typed, &[("k", "2")])),
+            vec![Code::TypeMismatch]
+        );
+        // A misspelt name is a mistake whatever the values.
+        let named = "param k = 1\nlet v = if k == 2 { nope } else { 2 }\nreport v\n";
+        assert_eq!(errors(&check(named, &[])), vec![Code::UnknownName]);
+        // A condition that is not constant still joins both branches.
+        let open = "let x = image(\"data/mnist/test/7.png\")\nlet v = if sum(x) > 0.0 { 1 } else { \"a\" }\nreport 1\n";
+        assert_eq!(errors(&check(open, &[])), vec![Code::TypeMismatch]);
+    }
+
+    #[test]
+    fn a_function_checked_for_a_dead_branch_is_checked_again_when_live() {
+        // The dead call's instance of `f` (with its error) is forgotten: the live call with the
+        // same argument types reports the error.
+        let text = "fn f(s: Int) -> Float { karras(steps: s).first }\nparam k = 1\nlet a = if k == 2 { f(0) } else { 1.0 }\nlet b = f(0)\nreport a + b\n";
+        let c = check(text, &[]);
+        assert_eq!(errors(&c), vec![Code::InvalidValue], "{:?}", c.diags);
     }
 }

@@ -66,7 +66,30 @@ pub struct DimTable {
     scales: Vec<Scale>,
 }
 
+/// The state of a [`DimTable`] at one moment, to undo what a piece of code learned.
+#[derive(Debug, Clone)]
+pub struct DimSnapshot {
+    slots: Vec<Slot>,
+    scales: usize,
+}
+
 impl DimTable {
+    /// The current bindings, for [`DimTable::rollback`].
+    pub fn snapshot(&self) -> DimSnapshot {
+        DimSnapshot {
+            slots: self.slots.clone(),
+            scales: self.scales.len(),
+        }
+    }
+
+    /// Undoes every binding and scale constraint made since `snap`. Variables created since
+    /// stay (nodes may name them): a newer variable linked to an older one keeps its link to
+    /// the restored variable, and no older variable is bound through a newer one any more.
+    pub fn rollback(&mut self, snap: DimSnapshot) {
+        self.slots[..snap.slots.len()].copy_from_slice(&snap.slots);
+        self.scales.truncate(snap.scales);
+    }
+
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
