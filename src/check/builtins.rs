@@ -612,7 +612,7 @@ impl Checker {
             }
             "denoiser" => self.load_model(args, ModelKind::Denoiser),
             "classifier" => self.load_model(args, ModelKind::Classifier),
-            "classify" | "class_probabilities" | "classifier_features" => {
+            "classify" | "class_probabilities" | "classifier_features" | "correct" => {
                 self.check_classifier_input(args, name)
             }
             "accuracy" | "confident_share" => {
@@ -1127,7 +1127,7 @@ impl Checker {
             Shape::Unknown => None,
         };
         match (name, n) {
-            ("classify", Some(n)) => Type::Tensor(Shape::Dims(vec![n])),
+            ("classify" | "correct", Some(n)) => Type::Tensor(Shape::Dims(vec![n])),
             _ => Type::Tensor(Shape::Unknown),
         }
     }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use super::batch::is_call_of;
 use super::scope::{BindKind, Binding};
-use super::types::{FnRef, Type};
+use super::types::{FnRef, Shape, Type};
 use super::{Checker, Val};
 use crate::diagnostics::{Code, Diag};
 use crate::graph::{Const, Graph, Op, Output};
@@ -639,16 +639,26 @@ impl Checker {
                 }
                 for e in entries {
                     let v = self.expr(&e.value);
-                    if let Type::Tensor(_) = v.ty {
+                    // A number, or one number per item of a batch (`Tensor[N]`, e.g.
+                    // `psnr(x_hat, x_true)` of two batches): stored as a list, printed as
+                    // mean ± standard error.
+                    let per_item = match self.dims.resolve_type(&v.ty) {
+                        Type::Tensor(Shape::Dims(d)) => d.len() == 1,
+                        Type::Tensor(Shape::Unknown) => true,
+                        _ => false,
+                    };
+                    if per_item {
+                        // Fine: stored as a list.
+                    } else if let Type::Tensor(_) = v.ty {
                         let shown = self.dims.resolve_type(&v.ty);
                         self.report(
                             Diag::error(
                                 Code::TypeMismatch,
                                 e.value.span,
-                                "only numbers can be reported, and this is a tensor",
+                                "only numbers, or one number per item (`Tensor[N]`), can be reported, and this is a tensor",
                                 format!("this is {shown}"),
                             )
-                            .with_help("a metric of a batch has one value per item: report their mean, `mean(psnr(x_hat, x_true))`, or save them all with `save psnr(x_hat, x_true) to \"psnr.npy\"`"),
+                            .with_help("report a metric such as `psnr(x_hat, x_true)` (one value per item of a batch); save images and arrays with `save`"),
                         );
                     } else if !v.ty.is_number() && !v.ty.is_open() {
                         self.report(

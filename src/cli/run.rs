@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{print_diags, DeviceArg, DtypeArg, MessageFormat, RunArgs};
 use crate::check::{check_file, CheckOptions};
-use crate::runtime::{self, Env, Observer, RunOptions};
+use crate::runtime::{self, Env, Observer, ReportValue, RunOptions};
 
 /// A progress bar over the outermost loop, with the innermost optimization step and its
 /// objective as the message.
@@ -34,7 +34,7 @@ impl Observer for Progress {
 }
 
 /// The device to run on.
-fn device(arg: DeviceArg) -> Result<Device, String> {
+pub(super) fn device(arg: DeviceArg) -> Result<Device, String> {
     match arg {
         DeviceArg::Cpu => Ok(Device::Cpu),
         DeviceArg::Cuda => cuda(),
@@ -115,7 +115,7 @@ pub fn run(args: &RunArgs) -> u8 {
     bar.finish_and_clear();
     match result {
         Ok(summary) => {
-            print_summary(&summary.reports);
+            print_summary(&summary.values);
             eprintln!(
                 "wrote {} file{} to {} in {:.2} s",
                 summary.written.len(),
@@ -131,8 +131,8 @@ pub fn run(args: &RunArgs) -> u8 {
                 &checked.sources,
                 MessageFormat::Human,
             );
-            if !failure.partial.reports.is_empty() {
-                print_summary(&failure.partial.reports);
+            if !failure.partial.values.is_empty() {
+                print_summary(&failure.partial.values);
             }
             eprintln!(
                 "the run stopped; {} file{} written before it stopped are in {}",
@@ -149,16 +149,31 @@ pub fn run(args: &RunArgs) -> u8 {
     }
 }
 
-/// Prints the reported numbers as a two-column table on standard output.
-fn print_summary(reports: &[(String, f64)]) {
+/// Prints the reports as a two-column table on standard output: numbers as they are, per-item
+/// reports as `mean ± standard error (n = N)`.
+fn print_summary(reports: &[(String, ReportValue)]) {
     let width = reports
         .iter()
         .map(|(l, _)| l.chars().count())
         .max()
         .unwrap_or(0);
     for (label, value) in reports {
-        println!("{label:<width$}  {}", format_number(*value));
+        let shown = match value {
+            ReportValue::Number(v) => format_number(*v),
+            ReportValue::Items(xs) => format_items(xs),
+        };
+        println!("{label:<width$}  {shown}");
     }
+}
+
+/// Per-item values as `mean ± standard error (n = N)`; one value as `mean (n = 1)`.
+pub(crate) fn format_items(xs: &[f64]) -> String {
+    let (mean, se, n) = runtime::mean_and_error(xs);
+    if n <= 1 || !se.is_finite() {
+        return format!("{} (n = {n})", format_number(mean));
+    }
+    let (m, e) = runtime::mean_pm(mean, se);
+    format!("{m} ± {e} (n = {n})")
 }
 
 /// A number with six significant digits, in scientific notation when very small or large.
@@ -177,7 +192,14 @@ fn format_number(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::format_number;
+    use super::{format_items, format_number};
+
+    #[test]
+    fn per_item_reports_show_mean_and_standard_error() {
+        assert_eq!(format_items(&[1.0, 2.0, 3.0]), "2.00 ± 0.58 (n = 3)");
+        assert_eq!(format_items(&[4.0]), "4.00000 (n = 1)");
+        assert_eq!(format_items(&[1.0, f64::INFINITY]), "inf (n = 2)");
+    }
 
     #[test]
     fn numbers_keep_six_significant_digits() {

@@ -7,6 +7,7 @@
 pub mod exact;
 pub mod gaussian;
 pub mod gmm;
+pub mod nfe;
 pub mod ode;
 pub mod schedule;
 pub mod surrogate;
@@ -43,6 +44,14 @@ fn net_err(e: crate::models::ModelError) -> candle_core::Error {
 }
 
 impl Model {
+    /// Counts a call on `x` as network evaluations ([`nfe`]); a consistency function made from
+    /// a denoiser's ODE counts the denoiser calls it makes instead.
+    fn count(&self, x: &Tensor) {
+        if !matches!(self, Model::Ode(_)) {
+            nfe::record_tensor(x, self.shape());
+        }
+    }
+
     /// A short description for messages.
     pub fn name(&self) -> String {
         match self {
@@ -103,6 +112,7 @@ impl Model {
 
     /// The denoiser D(x, sigma), differentiable in x.
     pub fn denoise(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        self.count(x);
         match self {
             Model::Gaussian(p) => p.denoise(x, sigma),
             Model::Mixture(p) => p.denoise(x, sigma),
@@ -114,6 +124,7 @@ impl Model {
     /// The score grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2 (Tweedie), differentiable in x.
     /// Analytic priors compute it in closed form, free of the cancellation in D - x.
     pub fn score(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        self.count(x);
         match self {
             Model::Gaussian(p) => p.score(x, sigma),
             Model::Mixture(p) => p.score(x, sigma),
@@ -170,6 +181,7 @@ impl Model {
 
     /// The consistency function f(x, t), differentiable in x.
     pub fn consistency(&self, x: &Tensor, t: f64) -> candle_core::Result<Tensor> {
+        self.count(x);
         match self {
             Model::Gaussian(p) => p.consistency(x, t, self.sigma_min()),
             Model::Mixture(p) => p.consistency(x, t, self.sigma_min()),

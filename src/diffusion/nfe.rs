@@ -1,0 +1,120 @@
+//! Counting network evaluations (NFE): how many times a run asks a denoiser or a consistency
+//! model for an image, the cost measure diffusion solvers are compared by.
+//!
+//! Every call of a model's denoiser, score or consistency function counts once per item of its
+//! batch, whether the model is a trained network or an analytic prior (so a solver's count does
+//! not depend on which prior it is tried with); a consistency function made by integrating a
+//! denoiser's ODE (`ode_consistency`) counts the denoiser calls it makes. Backward passes are
+//! part of the evaluation they differentiate, and `grad`, which runs a forward pass again to
+//! differentiate it, does not count it twice ([`pause`]).
+//!
+//! The counter belongs to the thread: a run executes on one thread ([`crate::runtime::run`]
+//! starts it with [`reset`] and ends it with [`take`]), so runs on other threads (tests,
+//! several cells) never mix their counts.
+
+use std::cell::Cell;
+
+use serde::{Deserialize, Serialize};
+
+/// The network evaluations of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkEvaluations {
+    /// Model calls (a call on a batch counts once).
+    pub calls: u64,
+    /// Item evaluations: the sum over calls of the items in each call's batch.
+    pub item_evaluations: u64,
+    /// The largest batch any call evaluated: the number of items the run works on.
+    pub items: u64,
+}
+
+impl NetworkEvaluations {
+    /// Evaluations per item: `item_evaluations / items` (0 when no model was called). For a
+    /// solver that restores a whole batch with one call per step, this is its number of calls.
+    pub fn per_item(&self) -> f64 {
+        if self.items == 0 {
+            0.0
+        } else {
+            self.item_evaluations as f64 / self.items as f64
+        }
+    }
+}
+
+thread_local! {
+    static COUNT: Cell<NetworkEvaluations> = const { Cell::new(NetworkEvaluations {
+        calls: 0,
+        item_evaluations: 0,
+        items: 0,
+    }) };
+    static PAUSED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts one model call on `items` items (unless counting is paused).
+pub fn record(items: usize) {
+    if PAUSED.with(Cell::get) > 0 {
+        return;
+    }
+    COUNT.with(|c| {
+        let mut n = c.get();
+        n.calls += 1;
+        n.item_evaluations += items as u64;
+        n.items = n.items.max(items as u64);
+        c.set(n);
+    });
+}
+
+/// Counts one call of a model whose images have `shape` on the tensor `x` (one image or a
+/// batch of them).
+pub fn record_tensor(x: &candle_core::Tensor, shape: &[usize]) {
+    let per_item: usize = shape.iter().product::<usize>().max(1);
+    record((x.elem_count() / per_item).max(1));
+}
+
+/// Starts counting from zero on this thread.
+pub fn reset() {
+    COUNT.with(|c| c.set(NetworkEvaluations::default()));
+}
+
+/// The count so far on this thread, which starts again from zero.
+pub fn take() -> NetworkEvaluations {
+    COUNT.with(|c| c.replace(NetworkEvaluations::default()))
+}
+
+/// While the returned guard lives, calls are not counted (a forward pass run again).
+pub fn pause() -> Pause {
+    PAUSED.with(|p| p.set(p.get() + 1));
+    Pause(())
+}
+
+/// The guard of [`pause`]: counting resumes when it is dropped.
+#[derive(Debug)]
+pub struct Pause(());
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        PAUSED.with(|p| p.set(p.get().saturating_sub(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_items_per_call_and_pauses() {
+        reset();
+        record(10);
+        record(10);
+        {
+            let _p = pause();
+            record(10);
+        }
+        record(1);
+        let n = take();
+        assert_eq!(n.calls, 3);
+        assert_eq!(n.item_evaluations, 21);
+        assert_eq!(n.items, 10);
+        assert!((n.per_item() - 2.1).abs() < 1e-12);
+        assert_eq!(take(), NetworkEvaluations::default());
+        assert_eq!(NetworkEvaluations::default().per_item(), 0.0);
+    }
+}
