@@ -42,6 +42,7 @@ pub mod check;
 pub mod cli;
 pub mod diagnostics;
 pub mod diffusion;
+pub mod eval;
 pub mod graph;
 pub mod io;
 pub mod metrics;

@@ -50,6 +50,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::{Code, Diag, Diags};
 use crate::graph::{Const, FuncId, Graph, NodeId, Op, RegionId};
 use crate::source::{FileId, Origin, SourceMap, Span};
+pub use modules::parse_override;
 use modules::Module;
 use scope::Scope;
 use types::Type;

@@ -837,7 +837,7 @@ pub(super) fn pattern_names(p: &PatternKind) -> Vec<String> {
 }
 
 /// Parses a `--set` value: a number, a bool, a quoted string, or a bare word as a string.
-fn parse_override(text: &str) -> Option<(Const, Type)> {
+pub fn parse_override(text: &str) -> Option<(Const, Type)> {
     let t = text.trim();
     if let Ok(i) = t.replace('_', "").parse::<i64>() {
         return Some((Const::Int(i), Type::Int));

@@ -1,7 +1,7 @@
-//! `mapga check`.
+//! `mapga check`: each file with its defaults and, for a suite with `grid` items, as every
+//! cell (a problem found only in cells is reported once, with a note naming a cell).
 
 use super::{parse_sets, print_diags, CheckArgs};
-use crate::check::{check_file, CheckOptions};
 
 /// Checks each file; returns the exit code.
 pub fn run(args: &CheckArgs) -> u8 {
@@ -12,7 +12,6 @@ pub fn run(args: &CheckArgs) -> u8 {
             return 2;
         }
     };
-    let opts = CheckOptions { overrides };
     let (mut errors, mut warnings, mut unreadable) = (0usize, 0usize, false);
     for file in &args.files {
         if let Err(e) = std::fs::metadata(file) {
@@ -20,7 +19,7 @@ pub fn run(args: &CheckArgs) -> u8 {
             unreadable = true;
             continue;
         }
-        let checked = check_file(file, &opts);
+        let checked = crate::eval::check_suite(file, &overrides);
         print_diags(&checked.diags.0, &checked.sources, args.message_format);
         errors += checked.diags.error_count();
         warnings += checked.diags.warning_count();

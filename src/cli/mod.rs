@@ -7,6 +7,7 @@
 
 mod check;
 mod doc;
+mod eval;
 mod fmt;
 mod graph;
 mod run;
@@ -47,6 +48,14 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the typed graph a pipeline lowers to, as RON or Graphviz DOT.
     Graph(GraphArgs),
+    /// Run every cell of an evaluation suite (a pipeline with `grid` items), resumably.
+    ///
+    /// Checks every cell first, then runs each into `DIR/cells/<cell>/` (finished cells of
+    /// the same program are reused), and writes `results.csv`, `summary.md` and `figure.png`
+    /// from every finished cell. `--shard K/N` runs a slice; `--merge DIR SHARD_DIR...`
+    /// combines shard folders. Exits 0 when every cell finished, 1 on errors or a failed cell,
+    /// 2 for usage and I/O errors.
+    Eval(eval::EvalArgs),
     /// Format pipelines in the canonical style, keeping every comment.
     ///
     /// Rewrites the files in place; with --check, only reports the files that would change
@@ -242,6 +251,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Graph(a) => graph::run(&a),
         Command::Fmt(a) => fmt::run(&a),
         Command::Doc(a) => doc::run(&a),
+        Command::Eval(a) => eval::run(&a),
     };
     ExitCode::from(code)
 }

@@ -1,0 +1,402 @@
+//! The cells of a suite: which param values each run uses, their ids, and checking them all.
+//!
+//! A cell sets every param that some `grid` of the suite names: to its value in the cell's grid,
+//! or, for a param that grid does not name, to the param's default (or `--set` value). Cells
+//! come in a fixed order: the grids in file order, each row-major over its params as written
+//! (the last param changes fastest); a cell already listed by an earlier grid is not repeated.
+//! `--set` on a grid param narrows the grids to that one value. A suite without grids has one
+//! cell, `defaults`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::check::suite::GridSpec;
+use crate::check::{check_file, parse_override, CheckOptions, Checked};
+use crate::diagnostics::{Diag, Diags};
+use crate::graph::Const;
+use crate::source::{SourceMap, Span};
+
+/// One cell: the values of the suite's grid params for one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// Its position in the suite's order (0-based), which `--shard` splits.
+    pub index: usize,
+    /// Every grid param of the suite, in order of first appearance, with its value here.
+    pub params: Vec<(String, Const)>,
+}
+
+/// A param value as text: strings as they are, numbers as Rust prints them (`0`, `0.05`).
+pub fn value_text(c: &Const) -> String {
+    match c {
+        Const::Str(s) => s.clone(),
+        Const::Int(i) => i.to_string(),
+        Const::Float(f) => f.to_string(),
+        Const::Bool(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A param value as `--set` text: the literal that parses back to the same value and type.
+fn override_text(c: &Const) -> String {
+    match c {
+        Const::Str(s) => format!("\"{s}\""),
+        Const::Float(f) => format!("{f:?}"),
+        other => value_text(other),
+    }
+}
+
+/// Characters a cell id keeps; every other one becomes `_` (and the id gets a hash suffix).
+fn safe_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '=' | ',' | '+')
+}
+
+/// The longest id kept without a hash suffix.
+const MAX_ID: usize = 120;
+
+impl Cell {
+    /// The cell's folder name: `solver=mapga,task=box25,sigma_y=0`. Characters a file name
+    /// should not hold become `_`, and then (or when the id is very long) the first 10 hex
+    /// digits of the SHA-256 of the exact text are appended, so distinct cells keep distinct
+    /// ids; the same values always give the same id. A suite without grids has `defaults`.
+    pub fn id(&self) -> String {
+        if self.params.is_empty() {
+            return "defaults".to_string();
+        }
+        let exact = self
+            .params
+            .iter()
+            .map(|(n, v)| format!("{n}={}", value_text(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let safe: String = exact
+            .chars()
+            .map(|c| if safe_char(c) { c } else { '_' })
+            .collect();
+        if safe == exact && safe.len() <= MAX_ID {
+            return safe;
+        }
+        let hash = crate::runtime::outputs::sha256_hex(exact.as_bytes());
+        let cut: String = safe.chars().take(MAX_ID - 11).collect();
+        format!("{cut}-{}", &hash[..10])
+    }
+
+    /// For progress lines: `solver=mapga task=box25 sigma_y=0`.
+    pub fn label(&self) -> String {
+        if self.params.is_empty() {
+            return "defaults".to_string();
+        }
+        self.params
+            .iter()
+            .map(|(n, v)| format!("{n}={}", value_text(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// For diagnostics: `solver="ddrm", task="deblur", sigma_y=0.05`.
+    pub fn describe(&self) -> String {
+        if self.params.is_empty() {
+            return "defaults".to_string();
+        }
+        self.params
+            .iter()
+            .map(|(n, v)| match v {
+                Const::Str(s) => format!("{n}={s:?}"),
+                other => format!("{n}={}", value_text(other)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The `--set` overrides that make the program this cell: `base` with the cell's values.
+    pub fn overrides(&self, base: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = base.clone();
+        for (n, v) in &self.params {
+            out.insert(n.clone(), override_text(v));
+        }
+        out
+    }
+}
+
+/// The cells of `grids` in the suite's order. `params` are the program's params with their
+/// values (defaults with `--set` applied), which fill in grid params that a cell's grid does
+/// not name; `sets` (the `--set` texts) narrow a grid param to one value.
+pub fn enumerate(
+    grids: &[GridSpec],
+    params: &[crate::graph::Param],
+    sets: &BTreeMap<String, String>,
+) -> Vec<Cell> {
+    if grids.is_empty() {
+        return vec![Cell {
+            index: 0,
+            params: Vec::new(),
+        }];
+    }
+    let mut names: Vec<String> = Vec::new();
+    for g in grids {
+        for (n, _) in &g.axes {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let default_of = |name: &str| -> Const {
+        params
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.value.clone())
+            .unwrap_or(Const::Unit)
+    };
+    let mut cells: Vec<Cell> = Vec::new();
+    for g in grids {
+        let axes: Vec<(String, Vec<Const>)> = g
+            .axes
+            .iter()
+            .map(
+                |(n, vs)| match sets.get(n).and_then(|t| parse_override(t)) {
+                    Some((c, _)) => {
+                        let float = vs.iter().any(|v| matches!(v, Const::Float(_)));
+                        let c = match c {
+                            Const::Int(i) if float => Const::Float(i as f64),
+                            c => c,
+                        };
+                        (n.clone(), vec![c])
+                    }
+                    None => (n.clone(), vs.clone()),
+                },
+            )
+            .collect();
+        let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+        for k in 0..total {
+            // Row-major: the last param changes fastest.
+            let mut rest = k;
+            let mut picked = vec![Const::Unit; axes.len()];
+            for (a, (_, vs)) in axes.iter().enumerate().rev() {
+                picked[a] = vs[rest % vs.len()].clone();
+                rest /= vs.len();
+            }
+            let values: Vec<(String, Const)> = names
+                .iter()
+                .map(|n| match axes.iter().position(|(m, _)| m == n) {
+                    Some(a) => (n.clone(), picked[a].clone()),
+                    None => (n.clone(), default_of(n)),
+                })
+                .collect();
+            if !cells.iter().any(|c| c.params == values) {
+                cells.push(Cell {
+                    index: cells.len(),
+                    params: values,
+                });
+            }
+        }
+    }
+    cells
+}
+
+/// A suite checked as its defaults and as every cell.
+pub struct CheckedSuite {
+    /// Every cell with its checked program, in the suite's order (a suite without grids has
+    /// one cell, its defaults).
+    pub cells: Vec<(Cell, Checked)>,
+    /// The diagnostics of the defaults and of every cell, each reported once, with spans in
+    /// [`Self::sources`]. A problem found only in cells has a note naming the first of them.
+    pub diags: Diags,
+    /// The files the diagnostics point into.
+    pub sources: SourceMap,
+}
+
+impl CheckedSuite {
+    /// True when the defaults or a cell has an error.
+    pub fn has_errors(&self) -> bool {
+        self.diags.has_errors()
+    }
+}
+
+/// Checks the suite at `file` with the `--set` values `sets`: its defaults, then each cell
+/// (the program with the cell's params set, as `--set` would).
+pub fn check_suite(file: &Path, sets: &BTreeMap<String, String>) -> CheckedSuite {
+    let defaults = check_file(
+        file,
+        &CheckOptions {
+            overrides: sets.clone(),
+        },
+    );
+    let sources = defaults.sources.clone();
+    let diags = defaults.diags.clone();
+    if defaults.grids.is_empty() {
+        let cell = Cell {
+            index: 0,
+            params: Vec::new(),
+        };
+        return CheckedSuite {
+            cells: vec![(cell, defaults)],
+            diags,
+            sources,
+        };
+    }
+    let mut sources = sources;
+    let mut merged: Vec<(Diag, Vec<String>)> = diags.into_iter().map(|d| (d, Vec::new())).collect();
+    let mut cells = Vec::new();
+    for cell in enumerate(&defaults.grids, &defaults.graph.params, sets) {
+        let checked = check_file(
+            file,
+            &CheckOptions {
+                overrides: cell.overrides(sets),
+            },
+        );
+        for d in checked.diags.iter() {
+            let d = remap(d, &checked.sources, &mut sources);
+            match merged.iter_mut().find(|(m, _)| *m == d) {
+                // Found in the defaults: reported once, as it is.
+                Some((_, in_cells)) if in_cells.is_empty() => {}
+                Some((_, in_cells)) => in_cells.push(cell.describe()),
+                None => merged.push((d, vec![cell.describe()])),
+            }
+        }
+        cells.push((cell, checked));
+    }
+    let mut diags = Diags::new();
+    for (d, in_cells) in merged {
+        let d = match in_cells.len() {
+            0 => d,
+            1 => d.with_note(format!("in cell {}", in_cells[0])),
+            n => d.with_note(format!(
+                "in cell {} (and {} more cell{})",
+                in_cells[0],
+                n - 1,
+                if n == 2 { "" } else { "s" }
+            )),
+        };
+        diags.push(d);
+    }
+    CheckedSuite {
+        cells,
+        diags,
+        sources,
+    }
+}
+
+/// `d` with its spans moved from `from` into `to` (files are matched by origin; a file `to`
+/// lacks is added).
+fn remap(d: &Diag, from: &SourceMap, to: &mut SourceMap) -> Diag {
+    let mut d = d.clone();
+    for l in &mut d.labels {
+        let f = from.get(l.span.file);
+        let id = match to.find(&f.origin) {
+            Some(id) if to.get(id).text == f.text => id,
+            _ => to.add(f.name.clone(), f.origin.clone(), f.text.clone()),
+        };
+        l.span = Span { file: id, ..l.span };
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Span;
+
+    fn spec(axes: &[(&str, Vec<Const>)]) -> GridSpec {
+        GridSpec {
+            axes: axes
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect(),
+            span: Span::new(crate::source::FileId(0), 0, 0),
+        }
+    }
+
+    fn s(x: &str) -> Const {
+        Const::Str(x.into())
+    }
+
+    fn param(name: &str, value: Const) -> crate::graph::Param {
+        crate::graph::Param {
+            name: name.into(),
+            ty: crate::check::types::Type::Any,
+            value: Some(value),
+            node: crate::graph::NodeId(0),
+        }
+    }
+
+    #[test]
+    fn cells_are_row_major_over_grids_in_order_without_repeats() {
+        let grids = [
+            spec(&[
+                ("solver", vec![s("mapga"), s("dps")]),
+                ("task", vec![s("box25"), s("half")]),
+            ]),
+            spec(&[
+                ("solver", vec![s("mapga")]),
+                ("sigma_y", vec![Const::Float(0.0), Const::Float(0.05)]),
+            ]),
+        ];
+        let params = [
+            param("solver", s("mapga")),
+            param("task", s("box25")),
+            param("sigma_y", Const::Float(0.0)),
+        ];
+        let cells = enumerate(&grids, &params, &BTreeMap::new());
+        let ids: Vec<String> = cells.iter().map(Cell::id).collect();
+        assert_eq!(
+            ids,
+            [
+                "solver=mapga,task=box25,sigma_y=0",
+                "solver=mapga,task=half,sigma_y=0",
+                "solver=dps,task=box25,sigma_y=0",
+                "solver=dps,task=half,sigma_y=0",
+                "solver=mapga,task=box25,sigma_y=0.05",
+            ]
+        );
+        assert!(cells.iter().enumerate().all(|(i, c)| c.index == i));
+        assert_eq!(
+            cells[4].describe(),
+            "solver=\"mapga\", task=\"box25\", sigma_y=0.05"
+        );
+        assert_eq!(cells[4].label(), "solver=mapga task=box25 sigma_y=0.05");
+        let o = cells[4].overrides(&BTreeMap::from([("n".to_string(), "3".to_string())]));
+        assert_eq!(o["solver"], "\"mapga\"");
+        assert_eq!(o["sigma_y"], "0.05");
+        assert_eq!(o["n"], "3");
+        // `--set` narrows a grid param to one value.
+        let sets = BTreeMap::from([("solver".to_string(), "dps".to_string())]);
+        let narrowed: Vec<String> = enumerate(&grids, &params, &sets)
+            .iter()
+            .map(Cell::id)
+            .collect();
+        assert_eq!(
+            narrowed,
+            [
+                "solver=dps,task=box25,sigma_y=0",
+                "solver=dps,task=half,sigma_y=0",
+                "solver=dps,task=box25,sigma_y=0.05",
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_are_file_names_and_stay_distinct() {
+        let a = Cell {
+            index: 0,
+            params: vec![("path".into(), s("a/b"))],
+        };
+        let b = Cell {
+            index: 1,
+            params: vec![("path".into(), s("a_b"))],
+        };
+        assert_eq!(b.id(), "path=a_b");
+        assert!(a.id().starts_with("path=a_b-") && a.id().len() == "path=a_b-".len() + 10);
+        let long = Cell {
+            index: 0,
+            params: vec![("x".into(), s(&"y".repeat(300)))],
+        };
+        assert!(long.id().len() <= MAX_ID);
+        assert_eq!(
+            Cell {
+                index: 0,
+                params: vec![]
+            }
+            .id(),
+            "defaults"
+        );
+    }
+}
