@@ -1,13 +1,16 @@
 //! `mapga eval`: run every cell of a suite (or this shard's), then write its tables and figure;
 //! `mapga eval --merge DIR SHARD_DIR...` combines shard folders.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use candle_core::DType;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{print_diags, DeviceArg, DtypeArg, MessageFormat};
 use crate::eval::{self, EvalOptions, Outcome, Shard};
-use crate::runtime::Env;
+use crate::runtime::{Env, Observer};
 
 /// Arguments of `mapga eval`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +47,63 @@ pub struct EvalArgs {
     /// How to print diagnostics.
     #[arg(long, value_enum, default_value_t)]
     pub message_format: MessageFormat,
+}
+
+/// On a terminal, a progress bar for the cell that is running (its outer loop, and the ascent
+/// step and objective); the lines on standard output are the record of each cell.
+#[derive(Default)]
+struct CellBar(Mutex<Option<ProgressBar>>);
+
+impl CellBar {
+    /// A new bar for the cell `head` (`[2/4] solver=dps task=half`).
+    fn start(&self, head: String) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} {elapsed} [{bar:30}] step {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(head);
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    /// Removes the bar of the cell that ended.
+    fn stop(&self) {
+        if let Some(bar) = self.0.lock().ok().and_then(|mut s| s.take()) {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Some(bar) = self.0.lock().ok().as_ref().and_then(|s| s.as_ref()) {
+            f(bar);
+        }
+    }
+}
+
+impl Observer for CellBar {
+    fn loop_step(&self, depth: usize, index: usize, total: usize) {
+        if depth == 0 {
+            self.with(|b| {
+                b.set_length(total as u64);
+                b.set_position(index as u64);
+            });
+        }
+    }
+
+    fn optimize_step(&self, index: usize, total: usize, objective: f64) {
+        self.with(|b| {
+            b.set_message(format!(
+                "iteration {}/{total}, objective {objective:.6e}",
+                index + 1
+            ));
+        });
+    }
 }
 
 /// `--shard K/N`.
@@ -87,6 +147,7 @@ pub fn run(args: &EvalArgs) -> u8 {
             .unwrap_or_else(|| "suite".into());
         PathBuf::from("out").join("eval").join(stem)
     });
+    let bar = Arc::new(CellBar::default());
     let opts = EvalOptions {
         out_dir: out_dir.clone(),
         shard: args.shard,
@@ -99,6 +160,7 @@ pub fn run(args: &EvalArgs) -> u8 {
             seed: args.seed,
         },
         figure_items: args.figure_items,
+        observer: Some(bar.clone()),
     };
     let cells = suite.cells.len();
     match args.shard {
@@ -110,12 +172,15 @@ pub fn run(args: &EvalArgs) -> u8 {
         None => println!("{cells} cell{} checked", if cells == 1 { "" } else { "s" }),
     }
     let result = eval::evaluate(file, &suite, &opts, |p| {
+        let head = format!("[{}/{}] {}", p.position, p.total, p.cell.label());
         let what = match p.outcome {
+            Outcome::Running => return bar.start(head),
             Outcome::Ran(s) => format!("done in {s:.1} s"),
             Outcome::Reused => "reused".to_string(),
             Outcome::Failed(e) => format!("failed: {e}"),
         };
-        println!("[{}/{}] {}: {what}", p.position, p.total, p.cell.label());
+        bar.stop();
+        println!("{head}: {what}");
     });
     match result {
         Ok(s) => {

@@ -268,6 +268,7 @@ pub fn check_suite(file: &Path, sets: &BTreeMap<String, String>) -> CheckedSuite
         };
         diags.push(d);
     }
+    diags.sort_dedup();
     CheckedSuite {
         cells,
         diags,

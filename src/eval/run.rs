@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::cells::{Cell, CheckedSuite};
@@ -9,7 +10,7 @@ use super::shard::Shard;
 use super::store::{self, CellRecord};
 use super::{figure, table};
 use crate::diagnostics::render_plain;
-use crate::runtime::{self, Env, RunOptions};
+use crate::runtime::{self, Env, Observer, RunOptions};
 
 /// How to evaluate a suite.
 #[derive(Clone)]
@@ -22,11 +23,15 @@ pub struct EvalOptions {
     pub env: Env,
     /// Items per cell in the figure.
     pub figure_items: usize,
+    /// Hears of the loop steps of the cell that is running (progress bars).
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 /// What happened to one cell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// It starts running now (announced before it runs; one of the others follows).
+    Running,
     /// It ran to the end in this many seconds.
     Ran(f64),
     /// It was finished already, by the same program: not run again.
@@ -35,7 +40,7 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// One line of progress: the cell at `position` (from 1) of `total` in this run.
+/// Progress: the cell at `position` (from 1) of `total` in this run starts or ends.
 #[derive(Debug)]
 pub struct Progress<'a> {
     /// Which cell of this run, from 1.
@@ -112,12 +117,21 @@ pub fn evaluate(
         let dir = store::cell_dir(&opts.out_dir, &cell.id());
         let outcome = match store::read_record(&dir) {
             Some(r) if r.ok() && &r.hash == hash => Outcome::Reused,
-            _ => run_cell(file, cell, checked, hash, &dir, opts)?,
+            _ => {
+                progress(&Progress {
+                    position: position + 1,
+                    total: mine.len(),
+                    cell,
+                    outcome: &Outcome::Running,
+                });
+                run_cell(file, cell, checked, hash, &dir, opts)?
+            }
         };
         match &outcome {
             Outcome::Ran(_) => summary.ran += 1,
             Outcome::Reused => summary.reused += 1,
             Outcome::Failed(_) => summary.failed += 1,
+            Outcome::Running => {}
         }
         progress(&Progress {
             position: position + 1,
@@ -167,7 +181,7 @@ fn run_cell(
     let run_opts = RunOptions {
         out_dir: dir.to_path_buf(),
         env: opts.env.clone(),
-        observer: None,
+        observer: opts.observer.clone(),
         check_seconds: 0.0,
     };
     let seed = opts.env.seed;
