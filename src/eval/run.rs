@@ -88,7 +88,8 @@ pub struct Tables {
 
 /// Runs the cells of `suite` (checked, without errors) that this shard takes, reusing those
 /// finished before, and then writes the tables from every finished cell of the suite in the
-/// output folder (whichever run or shard made them). `progress` hears of each cell as it ends.
+/// output folder (whichever run or shard made them). `progress` hears of each cell when it
+/// starts running ([`Outcome::Running`]) and when it ends (or is reused).
 pub fn evaluate(
     file: &Path,
     suite: &CheckedSuite,
