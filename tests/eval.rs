@@ -192,6 +192,10 @@ fn bad_shards_are_usage_errors() {
         let o = mapga(&["eval", SUITE, "--shard", bad]);
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o.stderr));
     }
+    let o = mapga(&["eval", SUITE, "--threads", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let o = mapga(&["eval", "--merge", "only_one_folder"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
 
 /// Lines of the child's stdout, as they come.

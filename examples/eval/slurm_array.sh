@@ -36,7 +36,8 @@ ID=${SLURM_ARRAY_TASK_ID:?run this script with sbatch --array}
 mkdir -p runs/eval/logs
 # Every task checks every cell first (cheap), so a mistake in any cell stops all of them
 # before they spend compute. The same --seed everywhere gives the same results as one run.
-mapga eval "$SUITE" --shard "$ID/$SHARDS" --out "runs/eval/shard-$ID" --seed 0
+mapga eval "$SUITE" --shard "$ID/$SHARDS" --out "runs/eval/shard-$ID" --seed 0 \
+    --threads "${SLURM_CPUS_PER_TASK:-4}"
 
 # Then, once all tasks have finished (the sbatch --dependency line above):
 #   mapga eval --merge runs/eval/all runs/eval/shard-*

@@ -37,12 +37,15 @@ pub struct EvalArgs {
     /// The floating-point type of tensors.
     #[arg(long, value_enum, default_value_t)]
     pub dtype: DtypeArg,
+    /// Threads to compute with, at least 1 [default: all cores, or RAYON_NUM_THREADS when set].
+    #[arg(long, value_name = "N", value_parser = super::parse_threads)]
+    pub threads: Option<usize>,
     /// Items of each cell shown in figure.png.
     #[arg(long, value_name = "K", default_value_t = 3)]
     pub figure_items: usize,
     /// Copy the finished cells of shard folders into DIR and write its tables, running nothing:
     /// `--merge DIR SHARD_DIR...`.
-    #[arg(long, num_args = 2.., value_names = ["DIR", "SHARD_DIR"], conflicts_with_all = ["suite", "shard", "set", "out"])]
+    #[arg(long, num_args = 2.., value_names = ["DIR", "SHARD_DIR"], conflicts_with_all = ["suite", "shard", "set", "out", "threads"])]
     pub merge: Vec<PathBuf>,
     /// How to print diagnostics.
     #[arg(long, value_enum, default_value_t)]
@@ -126,6 +129,10 @@ pub fn run(args: &EvalArgs) -> u8 {
         Ok(o) => o,
         Err(code) => return code,
     };
+    if let Err(e) = super::set_threads(args.threads.unwrap_or_else(super::default_threads)) {
+        eprintln!("error: {e}");
+        return 2;
+    }
     let device = match super::run::device(args.device) {
         Ok(d) => d,
         Err(e) => {
