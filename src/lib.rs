@@ -44,6 +44,7 @@ pub mod diagnostics;
 pub mod diffusion;
 pub mod graph;
 pub mod io;
+pub mod kernels;
 pub mod metrics;
 pub mod models;
 pub mod operators;
