@@ -11,7 +11,10 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{cpu_slice, fast_path, gemm_parallelism, matmul, unsupported, with_data, Mat, Real};
+use super::{
+    cpu_slice, fast_path, gemm_parallelism, matmul, unsupported, vectorized_fn, with_data, Mat,
+    Real,
+};
 
 /// Elements of work below which a rayon task is not worth splitting further.
 const MIN_TASK: usize = 16 * 1024;
@@ -120,6 +123,41 @@ impl Geom {
     }
 }
 
+/// For a stride-1 conv that keeps the width (`W_out = W`, e.g. 3x3 with padding 1): the shift
+/// `delta` with `cols[r][d] = x[ci][d + delta]` for every valid output position `d` of tap
+/// row `r` (its rows `ylo..yhi` are then one contiguous stretch of the input plane), and the
+/// part `lo..hi` of the row where `d + delta` lies inside the plane.
+fn same_width_shift(g: &Geom, ky: usize, kx: usize) -> Option<(isize, usize, usize)> {
+    if g.stride != 1 || g.wo != g.w {
+        return None;
+    }
+    let (ylo, yhi) = g.valid(ky, g.h, g.ho);
+    let p = g.pad as isize;
+    let delta = (ky as isize - p) * g.w as isize + (kx as isize - p);
+    let plane = (g.h * g.w) as isize;
+    let lo = ((ylo * g.w) as isize).max(-delta);
+    let hi = ((yhi * g.w) as isize).min(plane - delta);
+    Some((delta, lo.max(0) as usize, hi.max(lo).max(0) as usize))
+}
+
+/// Zeroes, in the rows `ylo..yhi` of a `H_out x W_out` tap row, the columns outside
+/// `xlo..xhi` (where the tap reads padding), and all of the rows outside `ylo..yhi`.
+fn zero_invalid<T: Real>(
+    row: &mut [T],
+    g: &Geom,
+    (ylo, yhi): (usize, usize),
+    (xlo, xhi): (usize, usize),
+) {
+    row[..ylo * g.wo].fill(T::zero());
+    row[yhi * g.wo..].fill(T::zero());
+    if xlo > 0 || xhi < g.wo {
+        for seg in row[ylo * g.wo..yhi * g.wo].chunks_mut(g.wo) {
+            seg[..xlo].fill(T::zero());
+            seg[xhi..].fill(T::zero());
+        }
+    }
+}
+
 /// Writes the im2col matrix of one image `x` (`[C_in, H, W]`) into `cols` (`K x N`), every
 /// element (zeros where the kernel reads padding).
 fn im2col<T: Real>(x: &[T], cols: &mut [T], g: &Geom, parallel: bool) {
@@ -127,8 +165,18 @@ fn im2col<T: Real>(x: &[T], cols: &mut [T], g: &Geom, parallel: bool) {
     let fill = |(r, row): (usize, &mut [T])| {
         let (ci, ky, kx) = g.tap(r);
         let plane = &x[ci * g.h * g.w..][..g.h * g.w];
-        let (ylo, yhi) = g.valid(ky, g.h, g.ho);
-        let (xlo, xhi) = g.valid(kx, g.w, g.wo);
+        let ys = g.valid(ky, g.h, g.ho);
+        let xs = g.valid(kx, g.w, g.wo);
+        if let Some((delta, lo, hi)) = same_width_shift(g, ky, kx) {
+            // One copy of the shifted plane, then zeros where it wrapped round a row edge.
+            if lo < hi {
+                let src = (lo as isize + delta) as usize;
+                row[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+            }
+            zero_invalid(row, g, ys, xs);
+            return;
+        }
+        let ((ylo, yhi), (xlo, xhi)) = (ys, xs);
         for (oy, seg) in row.chunks_mut(g.wo).enumerate() {
             if oy < ylo || oy >= yhi {
                 seg.fill(T::zero());
@@ -160,15 +208,41 @@ fn im2col<T: Real>(x: &[T], cols: &mut [T], g: &Geom, parallel: bool) {
 }
 
 /// Adds the columns `cols` (`K x N`) back into the image `dx` (`[C_in, H, W]`): the adjoint of
-/// [`im2col`].
-fn col2im<T: Real>(cols: &[T], dx: &mut [T], g: &Geom, parallel: bool) {
+/// [`im2col`]. `cols` is scratch: the entries that stand for padding may be zeroed.
+fn col2im<T: Real>(cols: &mut [T], dx: &mut [T], g: &Geom, parallel: bool) {
     let (n, taps) = (g.n(), g.kh * g.kw);
-    let add = |(ci, plane): (usize, &mut [T])| {
-        for t in 0..taps {
+    let add = |(plane, rows): (&mut [T], &mut [T])| col2im_channel(plane, rows, g);
+    let plane = g.h * g.w;
+    if parallel {
+        dx.par_chunks_mut(plane)
+            .zip(cols.par_chunks_mut(taps * n))
+            .with_min_len(MIN_TASK.div_ceil(taps * n).max(1))
+            .for_each(add);
+    } else {
+        dx.chunks_mut(plane)
+            .zip(cols.chunks_mut(taps * n))
+            .for_each(add);
+    }
+}
+
+vectorized_fn! {
+    /// [`col2im`] of one channel: its rows of `cols` added into its `plane`.
+    fn col2im_channel<T: Real>(plane: &mut [T], rows: &mut [T], g: &Geom) {
+        for (t, row) in rows.chunks_mut(g.n()).enumerate() {
             let (ky, kx) = (t / g.kw, t % g.kw);
-            let row = &cols[(ci * taps + t) * n..][..n];
             let (ylo, yhi) = g.valid(ky, g.h, g.ho);
             let (xlo, xhi) = g.valid(kx, g.w, g.wo);
+            if let Some((delta, lo, hi)) = same_width_shift(g, ky, kx) {
+                // Zero what stands for padding, then one add over the shifted plane.
+                zero_invalid(row, g, (ylo, yhi), (xlo, xhi));
+                if lo < hi {
+                    let dst = (lo as isize + delta) as usize;
+                    for (d, &s) in plane[dst..dst + (hi - lo)].iter_mut().zip(&row[lo..hi]) {
+                        *d += s;
+                    }
+                }
+                continue;
+            }
             if xlo >= xhi {
                 continue;
             }
@@ -187,15 +261,6 @@ fn col2im<T: Real>(cols: &[T], dx: &mut [T], g: &Geom, parallel: bool) {
                 }
             }
         }
-    };
-    let plane = g.h * g.w;
-    if parallel {
-        dx.par_chunks_mut(plane)
-            .enumerate()
-            .with_min_len(MIN_TASK.div_ceil(taps * n).max(1))
-            .for_each(add);
-    } else {
-        dx.chunks_mut(plane).enumerate().for_each(add);
     }
 }
 

@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shap
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{cpu_slice, fast_path, unsupported, with_data, Real};
+use super::{cpu_slice, fast_path, unsupported, vectorized_fn, with_data, Real};
 
 /// The sizes of one GroupNorm: `b` images of `c` channels of `hw` elements, `groups` groups.
 #[derive(Debug, Clone, Copy)]
@@ -51,26 +51,45 @@ impl Geom {
     }
 }
 
-/// Sum of `f(x)` over `xs` in f64, four lanes so it vectorises.
-#[inline]
-fn sum_f64<T: Real>(xs: &[T], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let chunks = xs.chunks_exact(4);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v.to_f64());
+/// Elements summed in `T` lanes before the partial sums go into the f64 total.
+const BLOCK: usize = 64;
+/// Lanes of a block sum (independent chains, so the loop vectorises).
+const LANES: usize = 8;
+
+/// The sums of `f(a_i, b_i)` over `i`, two of them (`f` returns a pair): in blocks of
+/// [`BLOCK`] elements summed in [`LANES`] lanes of `T` (fast), the block sums added in f64.
+#[inline(always)]
+fn sums2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let (mut t0, mut t1) = (0.0f64, 0.0f64);
+    let (ab, bb) = (a.chunks_exact(BLOCK), b.chunks_exact(BLOCK));
+    let (ar, br) = (ab.remainder(), bb.remainder());
+    for (a, b) in ab.zip(bb) {
+        let (mut l0, mut l1) = ([T::zero(); LANES], [T::zero(); LANES]);
+        for (a, b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            for k in 0..LANES {
+                let (u, v) = f(a[k], b[k]);
+                l0[k] += u;
+                l1[k] += v;
+            }
         }
+        t0 += l0.iter().map(|v| v.to_f64()).sum::<f64>();
+        t1 += l1.iter().map(|v| v.to_f64()).sum::<f64>();
     }
-    let tail: f64 = rest.iter().map(|&v| f(v.to_f64())).sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    for (&a, &b) in ar.iter().zip(br) {
+        let (u, v) = f(a, b);
+        t0 += u.to_f64();
+        t1 += v.to_f64();
+    }
+    (t0, t1)
 }
 
-/// Mean and 1 / sqrt(var + eps) of one group.
+/// Mean and 1 / sqrt(var + eps) of one group, in two passes.
+#[inline(always)]
 fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = sum_f64(x, |v| v) / n;
-    let var = sum_f64(x, |v| (v - mean) * (v - mean)) / n;
+    let mean = sums2(x, x, |v, _| (v, T::zero())).0 / n;
+    let m = T::from_f64(mean);
+    let var = sums2(x, x, |v, _| ((v - m) * (v - m), T::zero())).0 / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -99,16 +118,23 @@ fn per_group<T: Real>(
         .for_each(|(i, (o, x))| f(i % g.groups, x, o));
 }
 
-/// The forward pass.
-fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], g: &Geom, eps: f64, silu: bool) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    per_group(x, &mut out, g, |group, x, out| {
+vectorized_fn! {
+    /// The normalised, affine (and SiLU) output of one group `x` with parameters `gamma`,
+    /// `beta` of its channels.
+    fn forward_group<T: Real>(
+        x: &[T],
+        out: &mut [T],
+        gamma: &[T],
+        beta: &[T],
+        hw: usize,
+        eps: f64,
+        silu: bool,
+    ) {
         let (mean, rstd) = stats(x, eps);
         let (mean, rstd) = (T::from_f64(mean), T::from_f64(rstd));
-        let channels = out.chunks_mut(g.hw).zip(x.chunks(g.hw));
-        for (j, (o, x)) in channels.enumerate() {
-            let ch = group * g.cpg() + j;
-            let (a, b) = (gamma[ch] * rstd, beta[ch]);
+        let channels = out.chunks_mut(hw).zip(x.chunks(hw));
+        for ((o, x), (&gm, &b)) in channels.zip(gamma.iter().zip(beta)) {
+            let a = gm * rstd;
             if silu {
                 for (o, &x) in o.iter_mut().zip(x) {
                     let y = (x - mean) * a + b;
@@ -120,6 +146,59 @@ fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], g: &Geom, eps: f64, silu: 
                 }
             }
         }
+    }
+}
+
+vectorized_fn! {
+    /// Turns the output gradient `d` of one group `x` into its input gradient, in place.
+    fn backward_group<T: Real>(
+        x: &[T],
+        d: &mut [T],
+        gamma: &[T],
+        beta: &[T],
+        hw: usize,
+        eps: f64,
+        silu: bool,
+    ) {
+        let (mean, rstd) = stats(x, eps);
+        let (mean, rstd) = (T::from_f64(mean), T::from_f64(rstd));
+        // Pass 1: dxhat = gamma dy (dy through the SiLU), and its sums with 1 and with x - mean.
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        let channels = d.chunks_mut(hw).zip(x.chunks(hw));
+        for ((d, x), (&gm, &b)) in channels.zip(gamma.iter().zip(beta)) {
+            if silu {
+                let a = gm * rstd;
+                for (d, &x) in d.iter_mut().zip(x) {
+                    let y = (x - mean) * a + b;
+                    let s = sigmoid(y);
+                    *d = *d * gm * s * (T::one() + y * (T::one() - s));
+                }
+            } else {
+                for d in d.iter_mut() {
+                    *d *= gm;
+                }
+            }
+            let (u, v) = sums2(d, x, |d, x| (d, d * (x - mean)));
+            s1 += u;
+            s2 += v;
+        }
+        let n = x.len() as f64;
+        let r = rstd.to_f64();
+        // Pass 2: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), xhat = (x - mean) rstd.
+        let (m1, c) = (T::from_f64(s1 / n), T::from_f64(s2 / n * r * r));
+        for (d, &x) in d.iter_mut().zip(x) {
+            *d = rstd * (*d - m1 - (x - mean) * c);
+        }
+    }
+}
+
+/// The forward pass.
+fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], g: &Geom, eps: f64, silu: bool) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    let cpg = g.cpg();
+    per_group(x, &mut out, g, |group, x, out| {
+        let params = (&gamma[group * cpg..][..cpg], &beta[group * cpg..][..cpg]);
+        forward_group(x, out, params.0, params.1, g.hw, eps, silu)
     });
     out
 }
@@ -136,40 +215,10 @@ fn backward<T: Real>(
 ) -> Vec<T> {
     // `dx` first holds the output gradient; each group turns its slice into dx in place.
     let mut dx = grad.to_vec();
+    let cpg = g.cpg();
     per_group(x, &mut dx, g, |group, x, dx| {
-        let (mean, rstd) = stats(x, eps);
-        let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
-        // Pass 1: dxhat = gamma dy (through the SiLU), and its two sums.
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for (j, (d, x)) in dx.chunks_mut(g.hw).zip(x.chunks(g.hw)).enumerate() {
-            let ch = group * g.cpg() + j;
-            let (gm, bt) = (gamma[ch], beta[ch]);
-            if silu {
-                for (d, &x) in d.iter_mut().zip(x) {
-                    let xhat = (x - mean_t) * rstd_t;
-                    let y = xhat * gm + bt;
-                    let s = sigmoid(y);
-                    *d = *d * s * (T::one() + y * (T::one() - s)) * gm;
-                }
-            } else {
-                for d in d.iter_mut() {
-                    *d *= gm;
-                }
-            }
-            s1 += sum_f64(d, |v| v);
-            let mut acc = 0.0f64;
-            for (&d, &x) in d.iter().zip(x) {
-                acc += d.to_f64() * ((x - mean_t) * rstd_t).to_f64();
-            }
-            s2 += acc;
-        }
-        let n = x.len() as f64;
-        let (m1, m2) = (T::from_f64(s1 / n), T::from_f64(s2 / n));
-        // Pass 2: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)).
-        for (d, &x) in dx.iter_mut().zip(x) {
-            let xhat = (x - mean_t) * rstd_t;
-            *d = rstd_t * (*d - m1 - xhat * m2);
-        }
+        let params = (&gamma[group * cpg..][..cpg], &beta[group * cpg..][..cpg]);
+        backward_group(x, dx, params.0, params.1, g.hw, eps, silu)
     });
     dx
 }
