@@ -45,6 +45,7 @@ pub mod diffusion;
 pub mod eval;
 pub mod graph;
 pub mod io;
+pub mod kernels;
 pub mod metrics;
 pub mod models;
 pub mod operators;

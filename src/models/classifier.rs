@@ -17,10 +17,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::card::{self, ModelCard, ModelKind};
 use super::network::ModelError;
+use crate::kernels::Conv2d;
 
 /// The architecture name a classifier's card gives.
 pub const ARCHITECTURE: &str = "mnist_cnn";
@@ -89,14 +90,10 @@ impl Classifier {
             converted.insert(name, t.to_dtype(dtype)?.to_device(device)?);
         }
         let vb = VarBuilder::from_tensors(converted, dtype, device);
-        let pad = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let flat = 64 * (shape[1] / 4) * (shape[2] / 4);
         Ok(Classifier {
-            conv1: candle_nn::conv2d(shape[0], 32, 3, pad, vb.pp("conv1"))?,
-            conv2: candle_nn::conv2d(32, 64, 3, pad, vb.pp("conv2"))?,
+            conv1: Conv2d::load(shape[0], 32, 3, 1, 1, vb.pp("conv1"))?,
+            conv2: Conv2d::load(32, 64, 3, 1, 1, vb.pp("conv2"))?,
             fc1: candle_nn::linear(flat, FEATURES, vb.pp("fc1"))?,
             fc2: candle_nn::linear(FEATURES, classes, vb.pp("fc2"))?,
             card,

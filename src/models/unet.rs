@@ -45,6 +45,10 @@
 //!
 //! GroupNorm epsilon is 1e-5 everywhere; every conv and linear layer has a bias.
 //!
+//! The convs, the GroupNorms (fused with the SiLU that follows them) and the upsamplings run
+//! on [`crate::kernels`]: fast CPU custom ops that treat the weights as constants and
+//! differentiate with respect to the input only (the network is never trained in Rust).
+//!
 //! # Tensor names
 //!
 //! The names are PyTorch `state_dict` style (a PyTorch reference must use exactly these).
@@ -75,7 +79,9 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder, VarMap};
+use candle_nn::{Linear, VarBuilder, VarMap};
+
+use crate::kernels::{self, Conv2d, GroupNorm};
 
 use super::card::HyperValue;
 
@@ -228,16 +234,15 @@ struct ResBlock {
 }
 
 fn conv3x3(i: usize, o: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: 1,
-        stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(i, o, 3, cfg, vb)
+    Conv2d::load(i, o, 3, stride, 1, vb)
 }
 
 fn conv1x1(i: usize, o: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
-    candle_nn::conv2d(i, o, 1, Conv2dConfig::default(), vb)
+    Conv2d::load(i, o, 1, 1, 0, vb)
+}
+
+fn group_norm(groups: usize, channels: usize, vb: VarBuilder) -> candle_core::Result<GroupNorm> {
+    GroupNorm::load(groups, channels, GROUP_NORM_EPS, vb)
 }
 
 impl ResBlock {
@@ -249,10 +254,10 @@ impl ResBlock {
     ) -> candle_core::Result<ResBlock> {
         let g = config.groups;
         Ok(ResBlock {
-            norm1: candle_nn::group_norm(g, i, GROUP_NORM_EPS, vb.pp("norm1"))?,
+            norm1: group_norm(g, i, vb.pp("norm1"))?,
             conv1: conv3x3(i, o, 1, vb.pp("conv1"))?,
             emb_proj: candle_nn::linear(config.embedding, o, vb.pp("emb_proj"))?,
-            norm2: candle_nn::group_norm(g, o, GROUP_NORM_EPS, vb.pp("norm2"))?,
+            norm2: group_norm(g, o, vb.pp("norm2"))?,
             conv2: conv3x3(o, o, 1, vb.pp("conv2"))?,
             skip: if i != o {
                 Some(conv1x1(i, o, vb.pp("skip"))?)
@@ -264,10 +269,10 @@ impl ResBlock {
 
     /// `x`: `[B, i, H, W]`, `emb`: `[B, E]` (already through SiLU).
     fn forward(&self, x: &Tensor, emb: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let e = self.emb_proj.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
@@ -288,7 +293,7 @@ struct Attention {
 impl Attention {
     fn new(c: usize, config: &UNetConfig, vb: VarBuilder) -> candle_core::Result<Attention> {
         Ok(Attention {
-            norm: candle_nn::group_norm(config.groups, c, GROUP_NORM_EPS, vb.pp("norm"))?,
+            norm: group_norm(config.groups, c, vb.pp("norm"))?,
             qkv: conv1x1(c, 3 * c, vb.pp("qkv"))?,
             proj: conv1x1(c, c, vb.pp("proj"))?,
             channels: c,
@@ -320,7 +325,8 @@ impl Attention {
 /// A stride-2 conv with padding 1 gives the same output with or without it (the extra row is
 /// where the padding already reads zeros), but candle 0.11's conv backward picks one output
 /// padding for both dimensions and fails when the height and width have different parities;
-/// with both even it is right.
+/// with both even it is right. The CPU kernel of [`kernels::conv2d`] needs no padding, but the
+/// stock conv it falls back to (other devices) does. Even sizes are not copied.
 fn pad_to_even(x: &Tensor) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let x = if h % 2 == 1 {
@@ -427,8 +433,7 @@ impl UNet {
             };
             up.push(UpLevel { res, upsample });
         }
-        let norm_out =
-            candle_nn::group_norm(config.groups, cur, GROUP_NORM_EPS, vb.pp("norm_out"))?;
+        let norm_out = group_norm(config.groups, cur, vb.pp("norm_out"))?;
         let conv_out = conv3x3(cur, config.in_channels, 1, vb.pp("conv_out"))?;
         Ok(UNet {
             config: config.clone(),
@@ -518,7 +523,7 @@ impl UNet {
             }
             if let Some(conv) = &level.upsample {
                 let (_, _, hh, ww) = h.dims4()?;
-                h = h.upsample_nearest2d(2 * hh, 2 * ww)?;
+                h = kernels::upsample_nearest2x(&h)?;
                 // The next skip is the activation before the matching downsampling; crop to it
                 // when that had an odd size.
                 if let Some(next) = skips.last() {
@@ -530,7 +535,7 @@ impl UNet {
                 h = conv.forward(&h)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

@@ -1,0 +1,725 @@
+//! 2-D convolution (cross-correlation, NCHW, groups 1, dilation 1) with constant weights.
+//!
+//! Forward, per image: im2col of the input into a `(C_in k_h k_w) x (H_out W_out)` matrix,
+//! then `out = W cols + bias` as one GEMM (the output is pre-filled with the bias and the GEMM
+//! accumulates into it). A 1x1 conv with stride 1 and no padding skips im2col: the image
+//! already is that matrix. Backward to the input: `cols = W^T g` as one GEMM, then col2im
+//! (the adjoint of im2col) sums the columns back into the image. No kernel or bias gradient
+//! is computed: the weights are constants of the op.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use super::{
+    cpu_slice, fast_path, gemm_parallelism, matmul, unsupported, vectorized_fn, with_data, Mat,
+    Real,
+};
+
+/// Elements of work below which a rayon task is not worth splitting further.
+const MIN_TASK: usize = 16 * 1024;
+
+/// The sizes of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    b: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geom {
+    /// The geometry of input `x_dims` `[B, C_in, H, W]` with weights `w_dims`
+    /// `[C_out, C_in, k_h, k_w]`, or the error candle would give.
+    fn new(x_dims: &[usize], w_dims: &[usize], stride: usize, pad: usize) -> Result<Geom> {
+        let (&[b, cin, h, w], &[cout, wcin, kh, kw]) = (x_dims, w_dims) else {
+            candle_core::bail!(
+                "conv2d: input {x_dims:?} and weights {w_dims:?} must both have rank 4"
+            )
+        };
+        if cin != wcin {
+            candle_core::bail!(
+                "conv2d: input has {cin} channels, the weights {w_dims:?} expect {wcin}"
+            )
+        }
+        if stride == 0 {
+            candle_core::bail!("conv2d: stride must be at least 1")
+        }
+        if h + 2 * pad < kh || w + 2 * pad < kw {
+            candle_core::bail!(
+                "conv2d: a {kh}x{kw} kernel does not fit a {h}x{w} input with padding {pad}"
+            )
+        }
+        Ok(Geom {
+            b,
+            cin,
+            h,
+            w,
+            cout,
+            kh,
+            kw,
+            stride,
+            pad,
+            ho: (h + 2 * pad - kh) / stride + 1,
+            wo: (w + 2 * pad - kw) / stride + 1,
+        })
+    }
+
+    /// Rows of the im2col matrix (the GEMM depth).
+    fn k(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
+    /// Output pixels per channel (the GEMM width).
+    fn n(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    fn in_len(&self) -> usize {
+        self.cin * self.h * self.w
+    }
+
+    fn out_len(&self) -> usize {
+        self.cout * self.n()
+    }
+
+    /// A 1x1 conv with stride 1 and no padding: im2col is the identity.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// The output positions `lo..hi` along a dimension of input size `size` (and output size
+    /// `out`) whose tap `t` reads inside the input: `0 <= o * stride + t - pad < size`.
+    fn valid(&self, t: usize, size: usize, out: usize) -> (usize, usize) {
+        let (s, p) = (self.stride, self.pad);
+        let lo = if t >= p { 0 } else { (p - t).div_ceil(s) };
+        let hi = if size + p <= t {
+            0
+        } else {
+            out.min((size - 1 + p - t) / s + 1)
+        };
+        (lo.min(hi), hi)
+    }
+
+    /// The input row or column `o * stride + t - pad` of a valid output position.
+    fn src(&self, o: usize, t: usize) -> usize {
+        o * self.stride + t - self.pad
+    }
+
+    /// Decomposes an im2col row index into (channel, ky, kx).
+    fn tap(&self, r: usize) -> (usize, usize, usize) {
+        (
+            r / (self.kh * self.kw),
+            (r / self.kw) % self.kh,
+            r % self.kw,
+        )
+    }
+}
+
+/// For a stride-1 conv that keeps the width (`W_out = W`, e.g. 3x3 with padding 1): the shift
+/// `delta` with `cols[r][d] = x[ci][d + delta]` for every valid output position `d` of tap
+/// row `r` (its rows `ylo..yhi` are then one contiguous stretch of the input plane), and the
+/// part `lo..hi` of the row where `d + delta` lies inside the plane.
+fn same_width_shift(g: &Geom, ky: usize, kx: usize) -> Option<(isize, usize, usize)> {
+    if g.stride != 1 || g.wo != g.w {
+        return None;
+    }
+    let (ylo, yhi) = g.valid(ky, g.h, g.ho);
+    let p = g.pad as isize;
+    let delta = (ky as isize - p) * g.w as isize + (kx as isize - p);
+    let plane = (g.h * g.w) as isize;
+    let lo = ((ylo * g.w) as isize).max(-delta);
+    let hi = ((yhi * g.w) as isize).min(plane - delta);
+    Some((delta, lo.max(0) as usize, hi.max(lo).max(0) as usize))
+}
+
+/// Zeroes, in the rows `ylo..yhi` of a `H_out x W_out` tap row, the columns outside
+/// `xlo..xhi` (where the tap reads padding), and all of the rows outside `ylo..yhi`.
+fn zero_invalid<T: Real>(
+    row: &mut [T],
+    g: &Geom,
+    (ylo, yhi): (usize, usize),
+    (xlo, xhi): (usize, usize),
+) {
+    row[..ylo * g.wo].fill(T::zero());
+    row[yhi * g.wo..].fill(T::zero());
+    if xlo > 0 || xhi < g.wo {
+        for seg in row[ylo * g.wo..yhi * g.wo].chunks_mut(g.wo) {
+            seg[..xlo].fill(T::zero());
+            seg[xhi..].fill(T::zero());
+        }
+    }
+}
+
+/// Writes the im2col matrix of one image `x` (`[C_in, H, W]`) into `cols` (`K x N`), every
+/// element (zeros where the kernel reads padding).
+fn im2col<T: Real>(x: &[T], cols: &mut [T], g: &Geom, parallel: bool) {
+    let n = g.n();
+    let fill = |(r, row): (usize, &mut [T])| {
+        let (ci, ky, kx) = g.tap(r);
+        let plane = &x[ci * g.h * g.w..][..g.h * g.w];
+        let ys = g.valid(ky, g.h, g.ho);
+        let xs = g.valid(kx, g.w, g.wo);
+        if let Some((delta, lo, hi)) = same_width_shift(g, ky, kx) {
+            // One copy of the shifted plane, then zeros where it wrapped round a row edge.
+            if lo < hi {
+                let src = (lo as isize + delta) as usize;
+                row[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+            }
+            zero_invalid(row, g, ys, xs);
+            return;
+        }
+        let ((ylo, yhi), (xlo, xhi)) = (ys, xs);
+        for (oy, seg) in row.chunks_mut(g.wo).enumerate() {
+            if oy < ylo || oy >= yhi {
+                seg.fill(T::zero());
+                continue;
+            }
+            let src = &plane[g.src(oy, ky) * g.w..][..g.w];
+            seg[..xlo].fill(T::zero());
+            seg[xhi..].fill(T::zero());
+            if xlo < xhi {
+                if g.stride == 1 {
+                    let start = g.src(xlo, kx);
+                    seg[xlo..xhi].copy_from_slice(&src[start..start + (xhi - xlo)]);
+                } else {
+                    for (ox, v) in seg[xlo..xhi].iter_mut().enumerate() {
+                        *v = src[g.src(ox + xlo, kx)];
+                    }
+                }
+            }
+        }
+    };
+    if parallel {
+        cols.par_chunks_mut(n)
+            .enumerate()
+            .with_min_len(MIN_TASK.div_ceil(n))
+            .for_each(fill);
+    } else {
+        cols.chunks_mut(n).enumerate().for_each(fill);
+    }
+}
+
+/// Adds the columns `cols` (`K x N`) back into the image `dx` (`[C_in, H, W]`): the adjoint of
+/// [`im2col`]. `cols` is scratch: the entries that stand for padding may be zeroed.
+fn col2im<T: Real>(cols: &mut [T], dx: &mut [T], g: &Geom, parallel: bool) {
+    let (n, taps) = (g.n(), g.kh * g.kw);
+    let add = |(plane, rows): (&mut [T], &mut [T])| col2im_channel(plane, rows, g);
+    let plane = g.h * g.w;
+    if parallel {
+        dx.par_chunks_mut(plane)
+            .zip(cols.par_chunks_mut(taps * n))
+            .with_min_len(MIN_TASK.div_ceil(taps * n).max(1))
+            .for_each(add);
+    } else {
+        dx.chunks_mut(plane)
+            .zip(cols.chunks_mut(taps * n))
+            .for_each(add);
+    }
+}
+
+vectorized_fn! {
+    /// [`col2im`] of one channel: its rows of `cols` added into its `plane`.
+    fn col2im_channel<T: Real>(plane: &mut [T], rows: &mut [T], g: &Geom) {
+        for (t, row) in rows.chunks_mut(g.n()).enumerate() {
+            let (ky, kx) = (t / g.kw, t % g.kw);
+            let (ylo, yhi) = g.valid(ky, g.h, g.ho);
+            let (xlo, xhi) = g.valid(kx, g.w, g.wo);
+            if let Some((delta, lo, hi)) = same_width_shift(g, ky, kx) {
+                // Zero what stands for padding, then one add over the shifted plane.
+                zero_invalid(row, g, (ylo, yhi), (xlo, xhi));
+                if lo < hi {
+                    let dst = (lo as isize + delta) as usize;
+                    for (d, &s) in plane[dst..dst + (hi - lo)].iter_mut().zip(&row[lo..hi]) {
+                        *d += s;
+                    }
+                }
+                continue;
+            }
+            if xlo >= xhi {
+                continue;
+            }
+            for oy in ylo..yhi {
+                let seg = &row[oy * g.wo..][xlo..xhi];
+                let dst = &mut plane[g.src(oy, ky) * g.w..][..g.w];
+                if g.stride == 1 {
+                    let start = g.src(xlo, kx);
+                    for (d, &s) in dst[start..start + seg.len()].iter_mut().zip(seg) {
+                        *d += s;
+                    }
+                } else {
+                    for (ox, &s) in seg.iter().enumerate() {
+                        dst[g.src(ox + xlo, kx)] += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f(image index, input chunk, output chunk, parallel inside, gemm parallelism)` for
+/// every image: in parallel over the images when there are at least as many as threads
+/// (each single-threaded), otherwise one after the other with the parallelism inside.
+fn per_image<T: Real>(
+    input: &[T],
+    in_len: usize,
+    output: &mut [T],
+    out_len: usize,
+    f: impl Fn(&[T], &mut [T], bool, gemm::Parallelism) + Sync,
+) {
+    if in_len == 0 || out_len == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let images = output.len() / out_len;
+    if threads > 1 && images >= threads {
+        output
+            .par_chunks_mut(out_len)
+            .zip(input.par_chunks(in_len))
+            .for_each(|(o, i)| f(i, o, false, gemm::Parallelism::None));
+    } else {
+        let par = gemm_parallelism();
+        for (o, i) in output.chunks_mut(out_len).zip(input.chunks(in_len)) {
+            f(i, o, threads > 1, par);
+        }
+    }
+}
+
+/// The forward conv of a batch `x` (`[B, C_in, H, W]`, contiguous), `[B, C_out, H_out, W_out]`.
+fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    let (m, n, k) = (g.cout, g.n(), g.k());
+    let mut out = vec![T::zero(); g.b * g.out_len()];
+    per_image(x, g.in_len(), &mut out, g.out_len(), |x, out, par, gp| {
+        if let Some(bias) = bias {
+            for (row, &b) in out.chunks_mut(n).zip(bias) {
+                row.fill(b);
+            }
+        }
+        let lhs = Mat::rows(w, k);
+        if g.pointwise() {
+            matmul(out, lhs, Mat::rows(x, n), (m, n, k), bias.is_some(), gp);
+        } else {
+            T::with_scratch(k * n, |cols| {
+                im2col(x, cols, g, par);
+                matmul(out, lhs, Mat::rows(cols, n), (m, n, k), bias.is_some(), gp);
+            });
+        }
+    });
+    out
+}
+
+/// The gradient with respect to the input of a batch of output gradients `grad`
+/// (`[B, C_out, H_out, W_out]`, contiguous): `[B, C_in, H, W]`.
+fn input_grad<T: Real>(grad: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let (m, n, k) = (g.k(), g.n(), g.cout);
+    let mut dx = vec![T::zero(); g.b * g.in_len()];
+    per_image(grad, g.out_len(), &mut dx, g.in_len(), |gr, dx, par, gp| {
+        let lhs = Mat::transposed(w, m);
+        if g.pointwise() {
+            matmul(dx, lhs, Mat::rows(gr, n), (m, n, k), false, gp);
+        } else {
+            T::with_scratch(m * n, |cols| {
+                matmul(cols, lhs, Mat::rows(gr, n), (m, n, k), false, gp);
+                col2im(cols, dx, g, par);
+            });
+        }
+    });
+    dx
+}
+
+/// The conv as a custom op on its input; the weights and bias are constants.
+struct Conv2dOp {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2dOp {
+    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l.dims(), self.weight.dims(), self.stride, self.padding)?;
+        if let Some(b) = &self.bias {
+            if b.dims() != [g.cout] {
+                candle_core::bail!("conv2d: bias {:?} for {} channels", b.dims(), g.cout)
+            }
+        }
+        let x = cpu_slice::<T>(s, l, "conv2d")?;
+        let out = with_data::<T, _>(&self.weight, "conv2d", |w| match &self.bias {
+            Some(b) => with_data::<T, _>(b, "conv2d", |b| Ok(forward(x, w, Some(b), &g))),
+            None => Ok(forward(x, w, None, &g)),
+        })?;
+        Ok((
+            T::to_cpu_storage_owned(out),
+            Shape::from((g.b, g.cout, g.ho, g.wo)),
+        ))
+    }
+}
+
+impl CustomOp1 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "mapga-conv2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l),
+            CpuStorage::F64(_) => self.run::<f64>(s, l),
+            other => Err(unsupported("conv2d", other)),
+        }
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let op = Conv2dInputGrad {
+            weight: self.weight.clone(),
+            stride: self.stride,
+            padding: self.padding,
+            input: arg.dims().to_vec(),
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+/// The input gradient of [`Conv2dOp`] as an op on the output gradient.
+struct Conv2dInputGrad {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+    input: Vec<usize>,
+}
+
+impl Conv2dInputGrad {
+    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(&self.input, self.weight.dims(), self.stride, self.padding)?;
+        if l.dims() != [g.b, g.cout, g.ho, g.wo] {
+            candle_core::bail!(
+                "conv2d backward: gradient {:?} for an output of {:?}",
+                l.dims(),
+                [g.b, g.cout, g.ho, g.wo]
+            )
+        }
+        let grad = cpu_slice::<T>(s, l, "conv2d backward")?;
+        let dx = with_data::<T, _>(&self.weight, "conv2d backward", |w| {
+            Ok(input_grad(grad, w, &g))
+        })?;
+        Ok((T::to_cpu_storage_owned(dx), Shape::from(self.input.clone())))
+    }
+}
+
+impl CustomOp1 for Conv2dInputGrad {
+    fn name(&self) -> &'static str {
+        "mapga-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l),
+            CpuStorage::F64(_) => self.run::<f64>(s, l),
+            other => Err(unsupported("conv2d", other)),
+        }
+    }
+}
+
+/// `x` (`[B, C_in, H, W]`) convolved with `weight` (`[C_out, C_in, k_h, k_w]`) plus `bias`
+/// (`[C_out]`), with `stride` and zero `padding` on every side: the same as candle's
+/// `x.conv2d(weight, padding, stride, 1, 1)` followed by the bias.
+///
+/// Differentiable in `x` only: `weight` and `bias` are treated as constants (no gradient
+/// reaches them). Off the fast path (see the module documentation) this is the stock candle
+/// conv, which does differentiate the weights.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if fast_path(x, &[Some(weight), bias])
+        && x.rank() == 4
+        && x.elem_count() > 0
+        && weight.elem_count() > 0
+    {
+        let op = Conv2dOp {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            stride,
+            padding,
+        };
+        return x.contiguous()?.apply_op1(op);
+    }
+    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// A conv layer with a bias, constant weights and the fast kernel ([`conv2d()`]).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// A layer from its tensors.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Conv2d {
+        Conv2d {
+            weight,
+            bias,
+            stride,
+            padding,
+        }
+    }
+
+    /// A square `kernel`-sized conv from `in_channels` to `out_channels` with a bias, loaded
+    /// from `vb` exactly as `candle_nn::conv2d` does (tensors `weight`
+    /// `[out, in, kernel, kernel]` and `bias` `[out]`, same initialisation hints).
+    pub fn load(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Conv2d> {
+        let weight = vb.get_with_hints(
+            (out_channels, in_channels, kernel, kernel),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bound = 1. / (in_channels as f64).sqrt();
+        let bias = vb.get_with_hints(
+            out_channels,
+            "bias",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        Ok(Conv2d::new(weight, Some(bias), stride, padding))
+    }
+
+    /// The weights `[C_out, C_in, k_h, k_w]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[C_out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{randn, rel_err, tolerance, value_and_vjp};
+    use candle_core::{DType, Device};
+
+    /// The stock candle conv with bias (what `candle_nn::Conv2d` computes).
+    fn stock(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+        x.conv2d(w, pad, stride, 1, 1)?
+            .broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)
+    }
+
+    /// The input gradient of `sum(conv(x) * v)` by direct summation in f64.
+    fn reference_input_grad(
+        x: &Tensor,
+        w: &Tensor,
+        v: &Tensor,
+        stride: usize,
+        pad: usize,
+    ) -> Tensor {
+        let g = Geom::new(x.dims(), w.dims(), stride, pad).unwrap();
+        let f64s = |t: &Tensor| {
+            t.to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+        };
+        let (wv, vv) = (f64s(w), f64s(v));
+        let mut dx = vec![0.0; g.b * g.in_len()];
+        for b in 0..g.b {
+            for co in 0..g.cout {
+                for oy in 0..g.ho {
+                    for ox in 0..g.wo {
+                        let gv = vv[((b * g.cout + co) * g.ho + oy) * g.wo + ox];
+                        for ci in 0..g.cin {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * stride + ky) as isize - pad as isize;
+                                    let ix = (ox * stride + kx) as isize - pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let wi = ((co * g.cin + ci) * g.kh + ky) * g.kw + kx;
+                                    let xi =
+                                        ((b * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize;
+                                    dx[xi] += gv * wv[wi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(dx, x.dims(), &Device::Cpu).unwrap()
+    }
+
+    /// Whether candle 0.11's conv backward handles the shape: it derives one output padding
+    /// from the height and uses it for the width too.
+    fn candle_backward_works(h: usize, w: usize, k: usize, stride: usize, pad: usize) -> bool {
+        (h + 2 * pad - k) % stride == (w + 2 * pad - k) % stride
+    }
+
+    /// (batch, in channels, height, width, out channels, kernel, stride, padding)
+    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+        (1, 3, 7, 5, 6, 3, 1, 1),
+        (2, 5, 8, 8, 13, 3, 2, 1),
+        (3, 7, 9, 11, 5, 3, 2, 1),
+        (1, 3, 9, 7, 4, 1, 1, 0),
+        (4, 6, 6, 10, 9, 1, 1, 0),
+        (2, 4, 7, 7, 3, 1, 2, 0),
+        (1, 5, 11, 9, 7, 5, 1, 2),
+        (3, 3, 10, 12, 1, 5, 2, 2),
+        (2, 9, 6, 7, 11, 3, 1, 0),
+        (1, 2, 5, 6, 3, 3, 2, 2),
+        (5, 17, 13, 13, 19, 3, 1, 1),
+        (2, 1, 6, 5, 2, 5, 1, 0),
+    ];
+
+    fn check_case(case: usize, dtype: DType) {
+        let (b, cin, h, w, cout, k, stride, pad) = CASES[case];
+        let seed = 100 * case as u64;
+        let x = randn(seed, &[b, cin, h, w], dtype);
+        let wt = randn(seed + 1, &[cout, cin, k, k], dtype);
+        let bias = randn(seed + 2, &[cout], dtype);
+        let what = format!("case {:?} {dtype:?}", CASES[case]);
+        let (out, grad) = value_and_vjp(&x, seed + 3, |x| conv2d(x, &wt, Some(&bias), stride, pad));
+        let want = stock(&x, &wt, &bias, stride, pad).unwrap();
+        let err = rel_err(&out, &want);
+        assert!(err < tolerance(dtype), "{what}: forward error {err:.2e}");
+        // value_and_vjp draws v from seed + 3 with the output's shape.
+        let v = randn(seed + 3, out.dims(), dtype);
+        let err = rel_err(&grad, &reference_input_grad(&x, &wt, &v, stride, pad));
+        assert!(
+            err < tolerance(dtype),
+            "{what}: input grad error {err:.2e} (direct sum)"
+        );
+        if candle_backward_works(h, w, k, stride, pad) {
+            let (_, want) = value_and_vjp(&x, seed + 3, |x| stock(x, &wt, &bias, stride, pad));
+            let err = rel_err(&grad, &want);
+            assert!(
+                err < tolerance(dtype),
+                "{what}: input grad error {err:.2e} (candle)"
+            );
+        }
+    }
+
+    fn check_all(threads: usize) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for case in 0..CASES.len() {
+                check_case(case, DType::F32);
+                check_case(case, DType::F64);
+            }
+        });
+    }
+
+    #[test]
+    fn conv2d_matches_candle_on_one_thread() {
+        check_all(1);
+    }
+
+    /// Two threads: batches of 1 go through the GEMM's own parallelism and a parallel
+    /// im2col/col2im, larger ones are split over the images.
+    #[test]
+    fn conv2d_matches_candle_on_two_and_three_threads() {
+        check_all(2);
+        check_all(3);
+    }
+
+    #[test]
+    fn conv2d_without_bias_and_the_layer() {
+        let x = randn(1, &[2, 3, 6, 5], DType::F32);
+        let w = randn(2, &[4, 3, 3, 3], DType::F32);
+        let got = conv2d(&x, &w, None, 1, 1).unwrap();
+        let err = rel_err(&got, &x.conv2d(&w, 1, 1, 1, 1).unwrap());
+        assert!(err < 1e-5, "{err:.2e}");
+        let b = randn(3, &[4], DType::F32);
+        let layer = Conv2d::new(w.clone(), Some(b.clone()), 2, 1);
+        let err = rel_err(
+            &layer.forward(&x).unwrap(),
+            &stock(&x, &w, &b, 2, 1).unwrap(),
+        );
+        assert!(err < 1e-5, "{err:.2e}");
+    }
+
+    #[test]
+    fn non_contiguous_inputs_and_other_dtypes_take_the_same_result() {
+        // A non-contiguous input (a transposed view) is made contiguous first.
+        let xt = randn(5, &[2, 3, 7, 6], DType::F32);
+        let x = xt.transpose(2, 3).unwrap();
+        assert!(!x.is_contiguous());
+        let w = randn(6, &[5, 3, 3, 3], DType::F32);
+        let b = randn(7, &[5], DType::F32);
+        let (out, grad) = value_and_vjp(&x, 8, |x| conv2d(x, &w, Some(&b), 1, 1));
+        let (want, want_grad) = value_and_vjp(&x.contiguous().unwrap(), 8, |x| {
+            conv2d(x, &w, Some(&b), 1, 1)
+        });
+        assert_eq!(rel_err(&out, &want), 0.0);
+        assert_eq!(rel_err(&grad, &want_grad), 0.0);
+        assert!(rel_err(&out, &stock(&x, &w, &b, 1, 1).unwrap()) < 1e-5);
+        // f16 is not a kernel dtype: the stock op runs, with its result.
+        let (xh, wh, bh) = (
+            x.to_dtype(DType::F16).unwrap(),
+            w.to_dtype(DType::F16).unwrap(),
+            b.to_dtype(DType::F16).unwrap(),
+        );
+        let got = conv2d(&xh, &wh, Some(&bh), 1, 1).unwrap();
+        assert_eq!(got.dtype(), DType::F16);
+        assert_eq!(rel_err(&got, &stock(&xh, &wh, &bh, 1, 1).unwrap()), 0.0);
+        // Parameters of another dtype than the input: candle's own error.
+        let wd = w.to_dtype(DType::F64).unwrap();
+        assert!(conv2d(&x, &wd, Some(&b), 1, 1).is_err());
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() {
+        let x = randn(1, &[1, 3, 6, 6], DType::F32);
+        let w = randn(2, &[4, 2, 3, 3], DType::F32);
+        assert!(conv2d(&x, &w, None, 1, 1).is_err());
+        let w = randn(2, &[4, 3, 3, 3], DType::F32);
+        let b = randn(3, &[5], DType::F32);
+        assert!(conv2d(&x, &w, Some(&b), 1, 1).is_err());
+        let w = randn(2, &[4, 3, 9, 9], DType::F32);
+        assert!(conv2d(&x, &w, None, 1, 1).is_err());
+    }
+}

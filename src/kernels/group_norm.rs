@@ -1,0 +1,509 @@
+//! GroupNorm with an optional fused SiLU, constant affine weight and bias.
+//!
+//! Forward, per (image, group) of `n` elements: mean and biased variance in two passes with
+//! f64 accumulators, then `y = (x - mean) / sqrt(var + eps) * gamma_c + beta_c` and, fused,
+//! `silu(y) = y / (1 + e^-y)`. Backward: the statistics are recomputed (nothing is saved),
+//! `dy` goes through the SiLU derivative `s (1 + y (1 - s))`, `s = sigmoid(y)`, and the
+//! closed-form GroupNorm input gradient
+//! `dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))` with `dxhat = gamma_c dy`.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use super::{cpu_slice, fast_path, unsupported, vectorized_fn, with_data, Real};
+
+/// The sizes of one GroupNorm: `b` images of `c` channels of `hw` elements, `groups` groups.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    c: usize,
+    hw: usize,
+    groups: usize,
+}
+
+impl Geom {
+    fn new(dims: &[usize], groups: usize, params: usize) -> Result<Geom> {
+        if dims.len() < 3 {
+            candle_core::bail!("input rank for GroupNorm should be at least 3")
+        }
+        let c = dims[1];
+        if groups == 0 || c % groups != 0 {
+            candle_core::bail!("GroupNorm: num_groups ({groups}) must divide num_channels ({c})")
+        }
+        if params != c {
+            candle_core::bail!("unexpected num-channels in GroupNorm ({c} <> {params})")
+        }
+        Ok(Geom {
+            c,
+            hw: dims[2..].iter().product(),
+            groups,
+        })
+    }
+
+    /// Channels per group.
+    fn cpg(&self) -> usize {
+        self.c / self.groups
+    }
+
+    /// Elements per group.
+    fn n(&self) -> usize {
+        self.cpg() * self.hw
+    }
+}
+
+/// Elements summed in `T` lanes before the partial sums go into the f64 total.
+const BLOCK: usize = 64;
+/// Lanes of a block sum (independent chains, so the loop vectorises).
+const LANES: usize = 8;
+
+/// The sums of `f(a_i, b_i)` over `i`, two of them (`f` returns a pair): in blocks of
+/// [`BLOCK`] elements summed in [`LANES`] lanes of `T` (fast), the block sums added in f64.
+#[inline(always)]
+fn sums2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let (mut t0, mut t1) = (0.0f64, 0.0f64);
+    let (ab, bb) = (a.chunks_exact(BLOCK), b.chunks_exact(BLOCK));
+    let (ar, br) = (ab.remainder(), bb.remainder());
+    for (a, b) in ab.zip(bb) {
+        let (mut l0, mut l1) = ([T::zero(); LANES], [T::zero(); LANES]);
+        for (a, b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            for k in 0..LANES {
+                let (u, v) = f(a[k], b[k]);
+                l0[k] += u;
+                l1[k] += v;
+            }
+        }
+        t0 += l0.iter().map(|v| v.to_f64()).sum::<f64>();
+        t1 += l1.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    for (&a, &b) in ar.iter().zip(br) {
+        let (u, v) = f(a, b);
+        t0 += u.to_f64();
+        t1 += v.to_f64();
+    }
+    (t0, t1)
+}
+
+/// Mean and 1 / sqrt(var + eps) of one group, in two passes.
+#[inline(always)]
+fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = sums2(x, x, |v, _| (v, T::zero())).0 / n;
+    let m = T::from_f64(mean);
+    let var = sums2(x, x, |v, _| ((v - m) * (v - m), T::zero())).0 / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// sigmoid(y).
+#[inline(always)]
+fn sigmoid<T: Real>(y: T) -> T {
+    T::one() / (T::one() + (-y).exp())
+}
+
+/// Runs `f(group index in the image, input group, output group)` over every group of a batch,
+/// in parallel.
+fn per_group<T: Real>(
+    input: &[T],
+    output: &mut [T],
+    g: &Geom,
+    f: impl Fn(usize, &[T], &mut [T]) + Sync,
+) {
+    let n = g.n();
+    if n == 0 {
+        return;
+    }
+    output
+        .par_chunks_mut(n)
+        .zip(input.par_chunks(n))
+        .enumerate()
+        .for_each(|(i, (o, x))| f(i % g.groups, x, o));
+}
+
+vectorized_fn! {
+    /// The normalised, affine (and SiLU) output of one group `x` with parameters `gamma`,
+    /// `beta` of its channels.
+    fn forward_group<T: Real>(
+        x: &[T],
+        out: &mut [T],
+        gamma: &[T],
+        beta: &[T],
+        hw: usize,
+        eps: f64,
+        silu: bool,
+    ) {
+        let (mean, rstd) = stats(x, eps);
+        let (mean, rstd) = (T::from_f64(mean), T::from_f64(rstd));
+        let channels = out.chunks_mut(hw).zip(x.chunks(hw));
+        for ((o, x), (&gm, &b)) in channels.zip(gamma.iter().zip(beta)) {
+            let a = gm * rstd;
+            if silu {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    let y = (x - mean) * a + b;
+                    *o = y * sigmoid(y);
+                }
+            } else {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = (x - mean) * a + b;
+                }
+            }
+        }
+    }
+}
+
+vectorized_fn! {
+    /// Turns the output gradient `d` of one group `x` into its input gradient, in place.
+    fn backward_group<T: Real>(
+        x: &[T],
+        d: &mut [T],
+        gamma: &[T],
+        beta: &[T],
+        hw: usize,
+        eps: f64,
+        silu: bool,
+    ) {
+        let (mean, rstd) = stats(x, eps);
+        let (mean, rstd) = (T::from_f64(mean), T::from_f64(rstd));
+        // Pass 1: dxhat = gamma dy (dy through the SiLU), and its sums with 1 and with x - mean.
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        let channels = d.chunks_mut(hw).zip(x.chunks(hw));
+        for ((d, x), (&gm, &b)) in channels.zip(gamma.iter().zip(beta)) {
+            if silu {
+                let a = gm * rstd;
+                for (d, &x) in d.iter_mut().zip(x) {
+                    let y = (x - mean) * a + b;
+                    let s = sigmoid(y);
+                    *d = *d * gm * s * (T::one() + y * (T::one() - s));
+                }
+            } else {
+                for d in d.iter_mut() {
+                    *d *= gm;
+                }
+            }
+            let (u, v) = sums2(d, x, |d, x| (d, d * (x - mean)));
+            s1 += u;
+            s2 += v;
+        }
+        let n = x.len() as f64;
+        let r = rstd.to_f64();
+        // Pass 2: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), xhat = (x - mean) rstd.
+        let (m1, c) = (T::from_f64(s1 / n), T::from_f64(s2 / n * r * r));
+        for (d, &x) in d.iter_mut().zip(x) {
+            *d = rstd * (*d - m1 - (x - mean) * c);
+        }
+    }
+}
+
+/// The forward pass.
+fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], g: &Geom, eps: f64, silu: bool) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    let cpg = g.cpg();
+    per_group(x, &mut out, g, |group, x, out| {
+        let params = (&gamma[group * cpg..][..cpg], &beta[group * cpg..][..cpg]);
+        forward_group(x, out, params.0, params.1, g.hw, eps, silu)
+    });
+    out
+}
+
+/// The input gradient for the output gradient `grad`.
+fn backward<T: Real>(
+    x: &[T],
+    grad: &[T],
+    gamma: &[T],
+    beta: &[T],
+    g: &Geom,
+    eps: f64,
+    silu: bool,
+) -> Vec<T> {
+    // `dx` first holds the output gradient; each group turns its slice into dx in place.
+    let mut dx = grad.to_vec();
+    let cpg = g.cpg();
+    per_group(x, &mut dx, g, |group, x, dx| {
+        let params = (&gamma[group * cpg..][..cpg], &beta[group * cpg..][..cpg]);
+        backward_group(x, dx, params.0, params.1, g.hw, eps, silu)
+    });
+    dx
+}
+
+/// The parameters of a GroupNorm op and its backward.
+#[derive(Clone)]
+struct GroupNormOp {
+    gamma: Tensor,
+    beta: Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl GroupNormOp {
+    fn params<T: Real, R>(&self, f: impl FnOnce(&[T], &[T]) -> Result<R>) -> Result<R> {
+        with_data::<T, _>(&self.gamma, "group_norm", |gamma| {
+            with_data::<T, _>(&self.beta, "group_norm", |beta| f(gamma, beta))
+        })
+    }
+
+    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l.dims(), self.groups, self.gamma.elem_count())?;
+        let x = cpu_slice::<T>(s, l, "group_norm")?;
+        let out = self
+            .params::<T, _>(|gamma, beta| Ok(forward(x, gamma, beta, &g, self.eps, self.silu)))?;
+        Ok((T::to_cpu_storage_owned(out), l.shape().clone()))
+    }
+
+    fn run_backward<T: Real>(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), self.groups, self.gamma.elem_count())?;
+        if l1.dims() != l2.dims() {
+            candle_core::bail!(
+                "group_norm backward: gradient {:?} for an input of {:?}",
+                l2.dims(),
+                l1.dims()
+            )
+        }
+        let x = cpu_slice::<T>(s1, l1, "group_norm backward")?;
+        let grad = cpu_slice::<T>(s2, l2, "group_norm backward")?;
+        let dx = self.params::<T, _>(|gamma, beta| {
+            Ok(backward(x, grad, gamma, beta, &g, self.eps, self.silu))
+        })?;
+        Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+    }
+}
+
+impl CustomOp1 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "mapga-group-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l),
+            CpuStorage::F64(_) => self.run::<f64>(s, l),
+            other => Err(unsupported("group_norm", other)),
+        }
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let op = GroupNormGrad(self.clone());
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &op)?))
+    }
+}
+
+/// The input gradient of [`GroupNormOp`], an op on (input, output gradient).
+struct GroupNormGrad(GroupNormOp);
+
+impl CustomOp2 for GroupNormGrad {
+    fn name(&self) -> &'static str {
+        "mapga-group-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1 {
+            CpuStorage::F32(_) => self.0.run_backward::<f32>((s1, l1), (s2, l2)),
+            CpuStorage::F64(_) => self.0.run_backward::<f64>((s1, l1), (s2, l2)),
+            other => Err(unsupported("group_norm", other)),
+        }
+    }
+}
+
+/// GroupNorm of `x` (`[B, C, ...]`) in `groups` groups with the affine `weight` and `bias`
+/// (`[C]`), followed by SiLU when `silu`: `candle_nn::GroupNorm` (then `.silu()`) in one op.
+///
+/// Differentiable in `x` only; `weight` and `bias` are constants. Off the fast path (see the
+/// module documentation) this is the stock `candle_nn` layer.
+pub fn group_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    if fast_path(x, &[Some(weight), Some(bias)]) && x.rank() >= 3 && x.elem_count() > 0 {
+        if weight.dims() != bias.dims() {
+            candle_core::bail!(
+                "GroupNorm: weight {:?} and bias {:?} differ",
+                weight.dims(),
+                bias.dims()
+            )
+        }
+        let op = GroupNormOp {
+            gamma: weight.clone(),
+            beta: bias.clone(),
+            groups,
+            eps,
+            silu,
+        };
+        return x.contiguous()?.apply_op1(op);
+    }
+    let channels = x.dims().get(1).copied().unwrap_or(0);
+    let norm = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
+    let y = norm.forward(x)?;
+    if silu {
+        y.silu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// A GroupNorm layer with constant affine parameters and the fast kernel ([`group_norm()`]).
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// A layer from its tensors.
+    pub fn new(weight: Tensor, bias: Tensor, groups: usize, eps: f64) -> GroupNorm {
+        GroupNorm {
+            weight,
+            bias,
+            groups,
+            eps,
+        }
+    }
+
+    /// `groups` groups over `channels` channels, loaded from `vb` as `candle_nn::group_norm`
+    /// does (tensors `weight` and `bias`, `[channels]`, initialised to ones and zeros).
+    pub fn load(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+        if groups == 0 || channels % groups != 0 {
+            candle_core::bail!(
+                "GroupNorm: num_groups ({groups}) must divide num_channels ({channels})"
+            )
+        }
+        let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+        let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+        Ok(GroupNorm::new(weight, bias, groups, eps))
+    }
+
+    /// GroupNorm then SiLU, fused.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{randn, rel_err, tolerance, value_and_vjp};
+    use candle_core::DType;
+
+    fn stock(x: &Tensor, w: &Tensor, b: &Tensor, groups: usize, silu: bool) -> Result<Tensor> {
+        let norm = candle_nn::GroupNorm::new(w.clone(), b.clone(), x.dim(1)?, groups, 1e-5)?;
+        let y = norm.forward(x)?;
+        if silu {
+            y.silu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// (input shape, groups)
+    fn cases() -> Vec<(Vec<usize>, usize)> {
+        vec![
+            (vec![1, 8, 7, 5], 4),
+            (vec![3, 6, 9, 9], 3),
+            (vec![2, 12, 5, 11], 4),
+            (vec![4, 5, 3, 3], 5),
+            (vec![1, 16, 14, 14], 8),
+            (vec![2, 9, 13], 3),
+            (vec![2, 7, 4, 6], 1),
+        ]
+    }
+
+    fn check(threads: usize) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (i, (shape, groups)) in cases().into_iter().enumerate() {
+                for dtype in [DType::F32, DType::F64] {
+                    for silu in [false, true] {
+                        let seed = 10 * i as u64;
+                        // An offset and a scale, as real activations have.
+                        let x = ((randn(seed, &shape, dtype) * 2.5).unwrap() + 0.7).unwrap();
+                        let w = (randn(seed + 1, &[shape[1]], dtype) + 1.0).unwrap();
+                        let b = randn(seed + 2, &[shape[1]], dtype);
+                        let what = format!("{shape:?} groups {groups} silu {silu} {dtype:?}");
+                        let (out, grad) = value_and_vjp(&x, seed + 3, |x| {
+                            group_norm(x, &w, &b, groups, 1e-5, silu)
+                        });
+                        let (want, want_grad) =
+                            value_and_vjp(&x, seed + 3, |x| stock(x, &w, &b, groups, silu));
+                        let err = rel_err(&out, &want);
+                        assert!(err < tolerance(dtype), "{what}: forward error {err:.2e}");
+                        let err = rel_err(&grad, &want_grad);
+                        assert!(err < tolerance(dtype), "{what}: input grad error {err:.2e}");
+                    }
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn group_norm_matches_candle_on_one_thread() {
+        check(1);
+    }
+
+    #[test]
+    fn group_norm_matches_candle_on_two_threads() {
+        check(2);
+    }
+
+    #[test]
+    fn the_layer_and_the_fallback() {
+        let x = randn(1, &[2, 6, 5, 4], DType::F32);
+        let w = randn(2, &[6], DType::F32);
+        let b = randn(3, &[6], DType::F32);
+        let layer = GroupNorm::new(w.clone(), b.clone(), 3, 1e-5);
+        assert!(
+            rel_err(
+                &layer.forward(&x).unwrap(),
+                &stock(&x, &w, &b, 3, false).unwrap()
+            ) < 1e-5
+        );
+        assert!(
+            rel_err(
+                &layer.forward_silu(&x).unwrap(),
+                &stock(&x, &w, &b, 3, true).unwrap()
+            ) < 1e-5
+        );
+        // Non-contiguous input: made contiguous, same result and gradient.
+        let xt = x.transpose(2, 3).unwrap();
+        let (out, grad) = value_and_vjp(&xt, 4, |x| layer.forward_silu(x));
+        let (want, want_grad) =
+            value_and_vjp(&xt.contiguous().unwrap(), 4, |x| layer.forward_silu(x));
+        assert_eq!(rel_err(&out, &want), 0.0);
+        assert_eq!(rel_err(&grad, &want_grad), 0.0);
+        // bf16 runs the stock layer.
+        let (xb, wb, bb) = (
+            x.to_dtype(DType::BF16).unwrap(),
+            w.to_dtype(DType::BF16).unwrap(),
+            b.to_dtype(DType::BF16).unwrap(),
+        );
+        let got = group_norm(&xb, &wb, &bb, 3, 1e-5, true).unwrap();
+        assert_eq!(got.dtype(), DType::BF16);
+        assert_eq!(rel_err(&got, &stock(&xb, &wb, &bb, 3, true).unwrap()), 0.0);
+        // Errors: groups not dividing the channels, wrong parameter length, rank 2.
+        assert!(group_norm(&x, &w, &b, 4, 1e-5, false).is_err());
+        let w5 = randn(2, &[5], DType::F32);
+        assert!(group_norm(&x, &w5, &w5, 5, 1e-5, false).is_err());
+        assert!(group_norm(&x.flatten_from(1).unwrap(), &w, &b, 3, 1e-5, false).is_err());
+    }
+}
