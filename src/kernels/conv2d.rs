@@ -622,7 +622,9 @@ mod tests {
     }
 
     /// (batch, in channels, height, width, out channels, kernel, stride, padding)
-    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+    const CASES: &[Case] = &[
         (1, 3, 7, 5, 6, 3, 1, 1),
         (2, 5, 8, 8, 13, 3, 2, 1),
         (3, 7, 9, 11, 5, 3, 2, 1),
