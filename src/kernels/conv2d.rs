@@ -112,48 +112,67 @@ impl Geom {
     fn src(&self, o: usize, t: usize) -> usize {
         o * self.stride + t - self.pad
     }
-
-    /// Decomposes an im2col row index into (channel, ky, kx).
-    fn tap(&self, r: usize) -> (usize, usize, usize) {
-        (
-            r / (self.kh * self.kw),
-            (r / self.kw) % self.kh,
-            r % self.kw,
-        )
-    }
 }
 
-/// For a stride-1 conv that keeps the width (`W_out = W`, e.g. 3x3 with padding 1): the shift
-/// `delta` with `cols[r][d] = x[ci][d + delta]` for every valid output position `d` of tap
-/// row `r` (its rows `ylo..yhi` are then one contiguous stretch of the input plane), and the
-/// part `lo..hi` of the row where `d + delta` lies inside the plane.
-fn same_width_shift(g: &Geom, ky: usize, kx: usize) -> Option<(isize, usize, usize)> {
-    if g.stride != 1 || g.wo != g.w {
-        return None;
+/// What one kernel tap `(ky, kx)` reads, the same for every channel.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    ky: usize,
+    kx: usize,
+    /// The output rows `ylo..yhi` and columns `xlo..xhi` where the tap reads inside the input.
+    ys: (usize, usize),
+    xs: (usize, usize),
+    /// For a stride-1 conv that keeps the width (`W_out = W`, e.g. 3x3 with padding 1): the
+    /// shift `delta` with `row[d] = plane[d + delta]` at every valid output position `d` (the
+    /// valid rows are one contiguous stretch of the input plane), and the part `lo..hi` of the
+    /// tap row where `d + delta` lies inside the plane.
+    shift: Option<(isize, usize, usize)>,
+}
+
+impl Geom {
+    /// Every tap of the kernel, in weight order.
+    fn taps(&self) -> Vec<Tap> {
+        let mut taps = Vec::with_capacity(self.kh * self.kw);
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let ys = self.valid(ky, self.h, self.ho);
+                let xs = self.valid(kx, self.w, self.wo);
+                let shift = (self.stride == 1 && self.wo == self.w).then(|| {
+                    let p = self.pad as isize;
+                    let delta = (ky as isize - p) * self.w as isize + (kx as isize - p);
+                    let plane = (self.h * self.w) as isize;
+                    let lo = ((ys.0 * self.w) as isize).max(-delta).max(0);
+                    let hi = ((ys.1 * self.w) as isize).min(plane - delta).max(lo);
+                    (delta, lo as usize, hi as usize)
+                });
+                taps.push(Tap {
+                    ky,
+                    kx,
+                    ys,
+                    xs,
+                    shift,
+                });
+            }
+        }
+        taps
     }
-    let (ylo, yhi) = g.valid(ky, g.h, g.ho);
-    let p = g.pad as isize;
-    let delta = (ky as isize - p) * g.w as isize + (kx as isize - p);
-    let plane = (g.h * g.w) as isize;
-    let lo = ((ylo * g.w) as isize).max(-delta);
-    let hi = ((yhi * g.w) as isize).min(plane - delta);
-    Some((delta, lo.max(0) as usize, hi.max(lo).max(0) as usize))
 }
 
 /// Zeroes, in the rows `ylo..yhi` of a `H_out x W_out` tap row, the columns outside
 /// `xlo..xhi` (where the tap reads padding), and all of the rows outside `ylo..yhi`.
-fn zero_invalid<T: Real>(
-    row: &mut [T],
-    g: &Geom,
-    (ylo, yhi): (usize, usize),
-    (xlo, xhi): (usize, usize),
-) {
+#[inline(always)]
+fn zero_invalid<T: Real>(row: &mut [T], g: &Geom, tap: &Tap) {
+    let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
     row[..ylo * g.wo].fill(T::zero());
     row[yhi * g.wo..].fill(T::zero());
-    if xlo > 0 || xhi < g.wo {
-        for seg in row[ylo * g.wo..yhi * g.wo].chunks_mut(g.wo) {
-            seg[..xlo].fill(T::zero());
-            seg[xhi..].fill(T::zero());
+    // Column by column (usually one on each side), as strided stores.
+    let body = &mut row[ylo * g.wo..yhi * g.wo];
+    if body.is_empty() {
+        return;
+    }
+    for c in (0..xlo).chain(xhi..g.wo) {
+        for v in body[c..].iter_mut().step_by(g.wo) {
+            *v = T::zero();
         }
     }
 }
@@ -161,81 +180,80 @@ fn zero_invalid<T: Real>(
 /// Writes the im2col matrix of one image `x` (`[C_in, H, W]`) into `cols` (`K x N`), every
 /// element (zeros where the kernel reads padding).
 fn im2col<T: Real>(x: &[T], cols: &mut [T], g: &Geom, parallel: bool) {
-    let n = g.n();
-    let fill = |(r, row): (usize, &mut [T])| {
-        let (ci, ky, kx) = g.tap(r);
-        let plane = &x[ci * g.h * g.w..][..g.h * g.w];
-        let ys = g.valid(ky, g.h, g.ho);
-        let xs = g.valid(kx, g.w, g.wo);
-        if let Some((delta, lo, hi)) = same_width_shift(g, ky, kx) {
-            // One copy of the shifted plane, then zeros where it wrapped round a row edge.
-            if lo < hi {
-                let src = (lo as isize + delta) as usize;
-                row[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
-            }
-            zero_invalid(row, g, ys, xs);
-            return;
-        }
-        let ((ylo, yhi), (xlo, xhi)) = (ys, xs);
-        for (oy, seg) in row.chunks_mut(g.wo).enumerate() {
-            if oy < ylo || oy >= yhi {
-                seg.fill(T::zero());
+    let (plane, rows, taps) = (g.h * g.w, g.kh * g.kw * g.n(), g.taps());
+    let fill = |(rows, plane): (&mut [T], &[T])| im2col_channel(plane, rows, g, &taps);
+    if parallel {
+        cols.par_chunks_mut(rows)
+            .zip(x.par_chunks(plane))
+            .with_min_len(MIN_TASK.div_ceil(rows))
+            .for_each(fill);
+    } else {
+        cols.chunks_mut(rows).zip(x.chunks(plane)).for_each(fill);
+    }
+}
+
+vectorized_fn! {
+    /// [`im2col`] of one channel: its tap rows from its `plane`.
+    fn im2col_channel<T: Real>(plane: &[T], rows: &mut [T], g: &Geom, taps: &[Tap]) {
+        for (tap, row) in taps.iter().zip(rows.chunks_mut(g.n())) {
+            if let Some((delta, lo, hi)) = tap.shift {
+                // One copy of the shifted plane, then zeros where it wrapped round a row edge.
+                if lo < hi {
+                    let src = (lo as isize + delta) as usize;
+                    row[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+                }
+                zero_invalid(row, g, tap);
                 continue;
             }
-            let src = &plane[g.src(oy, ky) * g.w..][..g.w];
-            seg[..xlo].fill(T::zero());
-            seg[xhi..].fill(T::zero());
-            if xlo < xhi {
-                if g.stride == 1 {
-                    let start = g.src(xlo, kx);
-                    seg[xlo..xhi].copy_from_slice(&src[start..start + (xhi - xlo)]);
-                } else {
-                    for (ox, v) in seg[xlo..xhi].iter_mut().enumerate() {
-                        *v = src[g.src(ox + xlo, kx)];
+            let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
+            row[..ylo * g.wo].fill(T::zero());
+            row[yhi * g.wo..].fill(T::zero());
+            for oy in ylo..yhi {
+                let seg = &mut row[oy * g.wo..][..g.wo];
+                let src = &plane[g.src(oy, tap.ky) * g.w..][..g.w];
+                seg[..xlo].fill(T::zero());
+                seg[xhi..].fill(T::zero());
+                if xlo < xhi {
+                    let src = &src[g.src(xlo, tap.kx)..];
+                    let seg = &mut seg[xlo..xhi];
+                    if g.stride == 1 {
+                        seg.copy_from_slice(&src[..seg.len()]);
+                    } else {
+                        for (v, &s) in seg.iter_mut().zip(src.iter().step_by(g.stride)) {
+                            *v = s;
+                        }
                     }
                 }
             }
         }
-    };
-    if parallel {
-        cols.par_chunks_mut(n)
-            .enumerate()
-            .with_min_len(MIN_TASK.div_ceil(n))
-            .for_each(fill);
-    } else {
-        cols.chunks_mut(n).enumerate().for_each(fill);
     }
 }
 
 /// Adds the columns `cols` (`K x N`) back into the image `dx` (`[C_in, H, W]`): the adjoint of
 /// [`im2col`]. `cols` is scratch: the entries that stand for padding may be zeroed.
 fn col2im<T: Real>(cols: &mut [T], dx: &mut [T], g: &Geom, parallel: bool) {
-    let (n, taps) = (g.n(), g.kh * g.kw);
-    let add = |(plane, rows): (&mut [T], &mut [T])| col2im_channel(plane, rows, g);
-    let plane = g.h * g.w;
+    let (plane, rows, taps) = (g.h * g.w, g.kh * g.kw * g.n(), g.taps());
+    let add = |(plane, rows): (&mut [T], &mut [T])| col2im_channel(plane, rows, g, &taps);
     if parallel {
         dx.par_chunks_mut(plane)
-            .zip(cols.par_chunks_mut(taps * n))
-            .with_min_len(MIN_TASK.div_ceil(taps * n).max(1))
+            .zip(cols.par_chunks_mut(rows))
+            .with_min_len(MIN_TASK.div_ceil(rows))
             .for_each(add);
     } else {
         dx.chunks_mut(plane)
-            .zip(cols.chunks_mut(taps * n))
+            .zip(cols.chunks_mut(rows))
             .for_each(add);
     }
 }
 
 vectorized_fn! {
-    /// [`col2im`] of one channel: its rows of `cols` added into its `plane`.
-    fn col2im_channel<T: Real>(plane: &mut [T], rows: &mut [T], g: &Geom) {
-        for (t, row) in rows.chunks_mut(g.n()).enumerate() {
-            let (ky, kx) = (t / g.kw, t % g.kw);
-            let (ylo, yhi) = g.valid(ky, g.h, g.ho);
-            let (xlo, xhi) = g.valid(kx, g.w, g.wo);
-            if let Some((delta, lo, hi)) = same_width_shift(g, ky, kx) {
+    /// [`col2im`] of one channel: its tap rows of `cols` added into its `plane`.
+    fn col2im_channel<T: Real>(plane: &mut [T], rows: &mut [T], g: &Geom, taps: &[Tap]) {
+        for (tap, row) in taps.iter().zip(rows.chunks_mut(g.n())) {
+            if let Some((delta, lo, hi)) = tap.shift {
                 // Zero what stands for padding, then one add over the shifted plane.
-                zero_invalid(row, g, (ylo, yhi), (xlo, xhi));
                 if lo < hi {
+                    zero_invalid(row, g, tap);
                     let dst = (lo as isize + delta) as usize;
                     for (d, &s) in plane[dst..dst + (hi - lo)].iter_mut().zip(&row[lo..hi]) {
                         *d += s;
@@ -243,20 +261,20 @@ vectorized_fn! {
                 }
                 continue;
             }
+            let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
             if xlo >= xhi {
                 continue;
             }
             for oy in ylo..yhi {
                 let seg = &row[oy * g.wo..][xlo..xhi];
-                let dst = &mut plane[g.src(oy, ky) * g.w..][..g.w];
+                let dst = &mut plane[g.src(oy, tap.ky) * g.w..][g.src(xlo, tap.kx)..];
                 if g.stride == 1 {
-                    let start = g.src(xlo, kx);
-                    for (d, &s) in dst[start..start + seg.len()].iter_mut().zip(seg) {
+                    for (d, &s) in dst[..seg.len()].iter_mut().zip(seg) {
                         *d += s;
                     }
                 } else {
-                    for (ox, &s) in seg.iter().enumerate() {
-                        dst[g.src(ox + xlo, kx)] += s;
+                    for (d, &s) in dst.iter_mut().step_by(g.stride).zip(seg) {
+                        *d += s;
                     }
                 }
             }
@@ -295,20 +313,27 @@ fn per_image<T: Real>(
 /// The forward conv of a batch `x` (`[B, C_in, H, W]`, contiguous), `[B, C_out, H_out, W_out]`.
 fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     let (m, n, k) = (g.cout, g.n(), g.k());
-    let mut out = vec![T::zero(); g.b * g.out_len()];
-    per_image(x, g.in_len(), &mut out, g.out_len(), |x, out, par, gp| {
-        if let Some(bias) = bias {
-            for (row, &b) in out.chunks_mut(n).zip(bias) {
-                row.fill(b);
+    // The output starts as the bias (or zeros) and the GEMM adds the products to it.
+    let mut out = match bias {
+        Some(bias) => {
+            let mut out = Vec::with_capacity(g.b * g.out_len());
+            for _ in 0..g.b {
+                for &b in bias {
+                    out.extend(std::iter::repeat_n(b, n));
+                }
             }
+            out
         }
+        None => vec![T::zero(); g.b * g.out_len()],
+    };
+    per_image(x, g.in_len(), &mut out, g.out_len(), |x, out, par, gp| {
         let lhs = Mat::rows(w, k);
         if g.pointwise() {
-            matmul(out, lhs, Mat::rows(x, n), (m, n, k), bias.is_some(), gp);
+            matmul(out, lhs, Mat::rows(x, n), (m, n, k), true, gp);
         } else {
             T::with_scratch(k * n, |cols| {
                 im2col(x, cols, g, par);
-                matmul(out, lhs, Mat::rows(cols, n), (m, n, k), bias.is_some(), gp);
+                matmul(out, lhs, Mat::rows(cols, n), (m, n, k), true, gp);
             });
         }
     });
@@ -597,7 +622,9 @@ mod tests {
     }
 
     /// (batch, in channels, height, width, out channels, kernel, stride, padding)
-    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+    const CASES: &[Case] = &[
         (1, 3, 7, 5, 6, 3, 1, 1),
         (2, 5, 8, 8, 13, 3, 2, 1),
         (3, 7, 9, 11, 5, 3, 2, 1),
@@ -610,6 +637,10 @@ mod tests {
         (1, 2, 5, 6, 3, 3, 2, 2),
         (5, 17, 13, 13, 19, 3, 1, 1),
         (2, 1, 6, 5, 2, 5, 1, 0),
+        // Inputs smaller than the kernel: taps that read only padding.
+        (1, 2, 1, 1, 3, 5, 1, 2),
+        (2, 3, 2, 3, 2, 5, 1, 2),
+        (3, 2, 2, 1, 4, 5, 2, 2),
     ];
 
     fn check_case(case: usize, dtype: DType) {

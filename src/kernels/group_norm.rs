@@ -51,6 +51,9 @@ impl Geom {
     }
 }
 
+/// Elements below which a rayon task is not worth splitting further.
+const MIN_TASK: usize = 16 * 1024;
+
 /// Elements summed in `T` lanes before the partial sums go into the f64 total.
 const BLOCK: usize = 64;
 /// Lanes of a block sum (independent chains, so the loop vectorises).
@@ -115,6 +118,7 @@ fn per_group<T: Real>(
         .par_chunks_mut(n)
         .zip(input.par_chunks(n))
         .enumerate()
+        .with_min_len(MIN_TASK.div_ceil(n))
         .for_each(|(i, (o, x))| f(i % g.groups, x, o));
 }
 
