@@ -1,7 +1,7 @@
 //! Fast CPU kernels for the U-Net: candle custom ops with hand-written backward passes.
 //!
 //! A MAP-GA iteration is dominated by one network forward and one vector-Jacobian product back
-//! to the *input*. Stock candle 0.11 is 6-11x slower than PyTorch there (`shared/PERF-NOTES.md`):
+//! to the *input*. Stock candle 0.11 is 6-11x slower than PyTorch there (issue #5):
 //! its conv input gradient is a direct `conv_transpose2d` loop without GEMM, its autograd always
 //! computes conv kernel gradients (which a VJP to the input never needs), `candle_nn::GroupNorm`
 //! differentiates through about 45 allocating broadcast ops, and the upsampling backward is a
