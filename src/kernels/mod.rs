@@ -34,7 +34,8 @@
 //! as many such threads as cores (its default, `CANDLE_NUM_THREADS`, falls back to
 //! `RAYON_NUM_THREADS` and then to the core count) they compete with the rayon threads these
 //! kernels use: on a 2-core machine a batch-16 VJP measured about 2x slower than with
-//! `CANDLE_NUM_THREADS=1`, which keeps candle's elementwise ops on the calling thread.
+//! `CANDLE_NUM_THREADS=1`, which keeps candle's elementwise ops on the calling thread. The
+//! command line sets that default (`crate::cli::set_threads`).
 
 // Only `matmul` below (the bounds-checked wrapper around `gemm::gemm`) and `vectorized_fn!`
 // (calls to functions compiled for CPU features detected at run time) use `unsafe`.
