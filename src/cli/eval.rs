@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use candle_core::DType;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{print_diags, DeviceArg, DtypeArg, MessageFormat};
@@ -160,10 +159,7 @@ pub fn run(args: &EvalArgs) -> u8 {
         shard: args.shard,
         env: Env {
             device,
-            dtype: match args.dtype {
-                DtypeArg::F32 => DType::F32,
-                DtypeArg::F64 => DType::F64,
-            },
+            dtype: args.dtype.dtype(),
             seed: args.seed,
         },
         figure_items: args.figure_items,

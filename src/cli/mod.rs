@@ -116,6 +116,16 @@ pub enum DtypeArg {
     F64,
 }
 
+impl DtypeArg {
+    /// The candle dtype this choice names.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            DtypeArg::F32 => candle_core::DType::F32,
+            DtypeArg::F64 => candle_core::DType::F64,
+        }
+    }
+}
+
 /// Arguments of `mapga run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{print_diags, DeviceArg, DtypeArg, MessageFormat, RunArgs};
+use super::{print_diags, DeviceArg, MessageFormat, RunArgs};
 use crate::check::{check_file, CheckOptions};
 use crate::runtime::{self, Env, Observer, ReportValue, RunOptions};
 
@@ -102,10 +102,7 @@ pub fn run(args: &RunArgs) -> u8 {
         out_dir: out_dir.clone(),
         env: Env {
             device,
-            dtype: match args.dtype {
-                DtypeArg::F32 => DType::F32,
-                DtypeArg::F64 => DType::F64,
-            },
+            dtype: args.dtype.dtype(),
             seed: args.seed,
         },
         observer: Some(Arc::new(Progress { bar: bar.clone() })),

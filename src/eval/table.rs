@@ -97,17 +97,7 @@ pub fn results_csv(records: &[CellRecord]) -> String {
         let lists: Vec<Option<Vec<f64>>> = cols.per_item.iter().map(|l| items(l)).collect();
         let n = lists.iter().flatten().map(Vec::len).max().unwrap_or(0);
         for i in 0..n.max(1) {
-            let mut row: Vec<String> = cols
-                .params
-                .iter()
-                .map(|p| {
-                    params
-                        .iter()
-                        .find(|(n, _)| n == p)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                })
-                .collect();
+            let mut row = param_cells(&cols.params, &params);
             row.push(if n == 0 { String::new() } else { i.to_string() });
             for list in &lists {
                 row.push(
@@ -179,17 +169,7 @@ pub fn summary_md(records: &[CellRecord], title: &str, total: Option<usize>) -> 
     let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
     for r in records {
         let params = r.param_texts();
-        let mut row: Vec<String> = cols
-            .params
-            .iter()
-            .map(|p| {
-                params
-                    .iter()
-                    .find(|(n, _)| n == p)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let mut row = param_cells(&cols.params, &params);
         if r.ok() {
             let values = r.report_values();
             for label in &cols.per_item {
@@ -252,6 +232,21 @@ pub fn summary_md(records: &[CellRecord], title: &str, total: Option<usize>) -> 
         );
     }
     out
+}
+
+/// The text of each param column `names` for a cell whose params are `params` (empty where the
+/// cell lacks one).
+fn param_cells(names: &[String], params: &[(String, String)]) -> Vec<String> {
+    names
+        .iter()
+        .map(|p| {
+            params
+                .iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -559,7 +559,7 @@ impl Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{randn, rel_err, tolerance, value_and_vjp};
+    use crate::kernels::testing::{randn, rel_err, tolerance, value_and_vjp, values};
     use candle_core::{DType, Device};
 
     /// The stock candle conv with bias (what `candle_nn::Conv2d` computes).
@@ -577,15 +577,7 @@ mod tests {
         pad: usize,
     ) -> Tensor {
         let g = Geom::new(x.dims(), w.dims(), stride, pad).unwrap();
-        let f64s = |t: &Tensor| {
-            t.to_dtype(DType::F64)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap()
-        };
-        let (wv, vv) = (f64s(w), f64s(v));
+        let (wv, vv) = (values(w), values(v));
         let mut dx = vec![0.0; g.b * g.in_len()];
         for b in 0..g.b {
             for co in 0..g.cout {

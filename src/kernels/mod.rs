@@ -326,7 +326,8 @@ pub(crate) mod testing {
         crate::random::normal_tensor(&mut g, shape, dtype, &Device::Cpu).unwrap()
     }
 
-    fn values(t: &Tensor) -> Vec<f64> {
+    /// The elements of `t`, flattened, as f64.
+    pub fn values(t: &Tensor) -> Vec<f64> {
         t.to_dtype(DType::F64)
             .unwrap()
             .flatten_all()
