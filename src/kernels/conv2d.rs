@@ -4,10 +4,15 @@
 //! then `out = W cols + bias` as one GEMM (the output is pre-filled with the bias and the GEMM
 //! accumulates into it). A 1x1 conv with stride 1 and no padding skips im2col: the image
 //! already is that matrix. Backward to the input: `cols = W^T g` as one GEMM, then col2im
-//! (the adjoint of im2col) sums the columns back into the image. No kernel or bias gradient
-//! is computed: the weights are constants of the op.
+//! (the adjoint of im2col) sums the columns back into the image.
+//!
+//! Weights loaded from a model file are constants: the op captures them and no kernel or bias
+//! gradient is ever computed (a VJP to the input never needs one). Weights that are tracked
+//! by autograd (a `Var`, or computed from one) take a second op with the weights as an
+//! argument, whose backward also gives the kernel gradient `sum_b g_b cols_b^T` (one GEMM per
+//! image against its im2col matrix); the bias is then added by candle's own broadcast add.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -359,6 +364,30 @@ fn input_grad<T: Real>(grad: &[T], w: &[T], g: &Geom) -> Vec<T> {
     dx
 }
 
+/// The gradient with respect to the weights of a batch of output gradients `grad`
+/// (`[B, C_out, H_out, W_out]`) at the input `x` (`[B, C_in, H, W]`), both contiguous:
+/// `[C_out, C_in, k_h, k_w]`, the sum over the images of `g_b cols_b^T`.
+fn weight_grad<T: Real>(grad: &[T], x: &[T], g: &Geom) -> Vec<T> {
+    let (m, n, k) = (g.cout, g.k(), g.n());
+    let mut dw = vec![T::zero(); m * n];
+    if g.in_len() == 0 || g.out_len() == 0 {
+        return dw;
+    }
+    let (par, gp) = (rayon::current_num_threads() > 1, gemm_parallelism());
+    for (gr, x) in grad.chunks(g.out_len()).zip(x.chunks(g.in_len())) {
+        let lhs = Mat::rows(gr, k);
+        if g.pointwise() {
+            matmul(&mut dw, lhs, Mat::transposed(x, k), (m, n, k), true, gp);
+        } else {
+            T::with_scratch(n * k, |cols| {
+                im2col(x, cols, g, par);
+                matmul(&mut dw, lhs, Mat::transposed(cols, k), (m, n, k), true, gp);
+            });
+        }
+    }
+    dw
+}
+
 /// The conv as a custom op on its input; the weights and bias are constants.
 struct Conv2dOp {
     weight: Tensor,
@@ -451,13 +480,139 @@ impl CustomOp1 for Conv2dInputGrad {
     }
 }
 
+/// The conv as a custom op on its input and its weights, for weights tracked by autograd:
+/// the backward gives the input gradient (as [`Conv2dInputGrad`]) and the kernel gradient
+/// ([`Conv2dWeightGrad`]), each only when that argument is tracked.
+struct Conv2dTrainableOp {
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2dTrainableOp {
+    fn run<T: Real>(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
+        let x = cpu_slice::<T>(xs, xl, "conv2d")?;
+        let w = cpu_slice::<T>(ws, wl, "conv2d")?;
+        Ok((
+            T::to_cpu_storage_owned(forward(x, w, None, &g)),
+            Shape::from((g.b, g.cout, g.ho, g.wo)),
+        ))
+    }
+}
+
+impl CustomOp2 for Conv2dTrainableOp {
+    fn name(&self) -> &'static str {
+        "mapga-conv2d-trainable"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match (xs, ws) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>((xs, xl), (ws, wl)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>((xs, xl), (ws, wl)),
+            (other, _) => Err(unsupported("conv2d", other)),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = if x.track_op() {
+            let op = Conv2dInputGrad {
+                weight: w.detach(),
+                stride: self.stride,
+                padding: self.padding,
+                input: x.dims().to_vec(),
+            };
+            Some(grad.apply_op1_no_bwd(&op)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            let op = Conv2dWeightGrad {
+                weight: w.dims().to_vec(),
+                stride: self.stride,
+                padding: self.padding,
+            };
+            Some(grad.apply_op2_no_bwd(&x.detach(), &op)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// The kernel gradient of [`Conv2dTrainableOp`] as an op on the output gradient and the input.
+struct Conv2dWeightGrad {
+    weight: Vec<usize>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2dWeightGrad {
+    fn run<T: Real>(
+        &self,
+        (gs, gl): (&CpuStorage, &Layout),
+        (xs, xl): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(xl.dims(), &self.weight, self.stride, self.padding)?;
+        if gl.dims() != [g.b, g.cout, g.ho, g.wo] {
+            candle_core::bail!(
+                "conv2d backward: gradient {:?} for an output of {:?}",
+                gl.dims(),
+                [g.b, g.cout, g.ho, g.wo]
+            )
+        }
+        let grad = cpu_slice::<T>(gs, gl, "conv2d backward")?;
+        let x = cpu_slice::<T>(xs, xl, "conv2d backward")?;
+        Ok((
+            T::to_cpu_storage_owned(weight_grad(grad, x, &g)),
+            Shape::from(self.weight.clone()),
+        ))
+    }
+}
+
+impl CustomOp2 for Conv2dWeightGrad {
+    fn name(&self) -> &'static str {
+        "mapga-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match (gs, xs) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>((gs, gl), (xs, xl)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>((gs, gl), (xs, xl)),
+            (other, _) => Err(unsupported("conv2d backward", other)),
+        }
+    }
+}
+
 /// `x` (`[B, C_in, H, W]`) convolved with `weight` (`[C_out, C_in, k_h, k_w]`) plus `bias`
 /// (`[C_out]`), with `stride` and zero `padding` on every side: the same as candle's
 /// `x.conv2d(weight, padding, stride, 1, 1)` followed by the bias.
 ///
-/// Differentiable in `x` only: `weight` and `bias` are treated as constants (no gradient
-/// reaches them). Off the fast path (see the module documentation) this is the stock candle
-/// conv, which does differentiate the weights.
+/// Differentiable in `x`, and in `weight` and `bias` when autograd tracks them (a `Var` or a
+/// tensor computed from one); untracked weights are constants and cost no gradient work. Off
+/// the fast path (see the module documentation) this is the stock candle conv.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -470,6 +625,24 @@ pub fn conv2d(
         && x.elem_count() > 0
         && weight.elem_count() > 0
     {
+        let trainable = weight.track_op() || bias.is_some_and(Tensor::track_op);
+        if trainable {
+            let op = Conv2dTrainableOp { stride, padding };
+            let y = x.contiguous()?.apply_op2(&weight.contiguous()?, op)?;
+            return match bias {
+                Some(b) => {
+                    if b.dims() != [weight.dim(0)?] {
+                        candle_core::bail!(
+                            "conv2d: bias {:?} for {} channels",
+                            b.dims(),
+                            weight.dim(0)?
+                        )
+                    }
+                    y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)
+                }
+                None => Ok(y),
+            };
+        }
         let op = Conv2dOp {
             weight: weight.clone(),
             bias: bias.cloned(),
@@ -560,7 +733,7 @@ impl Module for Conv2d {
 mod tests {
     use super::*;
     use crate::kernels::testing::{randn, rel_err, tolerance, value_and_vjp, values};
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Var};
 
     /// The stock candle conv with bias (what `candle_nn::Conv2d` computes).
     fn stock(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
@@ -687,6 +860,120 @@ mod tests {
     fn conv2d_matches_candle_on_two_and_three_threads() {
         check_all(2);
         check_all(3);
+    }
+
+    /// The kernel gradient of `sum(conv(x) * v)` by direct summation in f64.
+    fn reference_weight_grad(
+        x: &Tensor,
+        w: &Tensor,
+        v: &Tensor,
+        stride: usize,
+        pad: usize,
+    ) -> Tensor {
+        let g = Geom::new(x.dims(), w.dims(), stride, pad).unwrap();
+        let (xv, vv) = (values(x), values(v));
+        let mut dw = vec![0.0; w.elem_count()];
+        for b in 0..g.b {
+            for co in 0..g.cout {
+                for oy in 0..g.ho {
+                    for ox in 0..g.wo {
+                        let gv = vv[((b * g.cout + co) * g.ho + oy) * g.wo + ox];
+                        for ci in 0..g.cin {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * stride + ky) as isize - pad as isize;
+                                    let ix = (ox * stride + kx) as isize - pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi =
+                                        ((b * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize;
+                                    dw[((co * g.cin + ci) * g.kh + ky) * g.kw + kx] += gv * xv[xi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(dw, w.dims(), &Device::Cpu).unwrap()
+    }
+
+    /// Trainable weights: the output, and the gradients of `sum(conv(x) * v)` with respect to
+    /// the input, the weights and the bias, against direct f64 sums, on every case.
+    fn check_trainable_case(case: usize, dtype: DType) {
+        let (b, cin, h, w, cout, k, stride, pad) = CASES[case];
+        let seed = 100 * case as u64 + 50;
+        let x = Var::from_tensor(&randn(seed, &[b, cin, h, w], dtype)).unwrap();
+        let wt = Var::from_tensor(&randn(seed + 1, &[cout, cin, k, k], dtype)).unwrap();
+        let bias = Var::from_tensor(&randn(seed + 2, &[cout], dtype)).unwrap();
+        let what = format!("case {:?} {dtype:?}", CASES[case]);
+        let out = conv2d(&x, &wt, Some(&bias), stride, pad).unwrap();
+        let want = stock(&x, &wt, &bias, stride, pad).unwrap();
+        let err = rel_err(&out, &want);
+        assert!(err < tolerance(dtype), "{what}: forward error {err:.2e}");
+        let v = randn(seed + 3, out.dims(), dtype);
+        let grads = (&out * &v).unwrap().sum_all().unwrap().backward().unwrap();
+        let grad = |t: &Var| grads.get(t.as_tensor()).expect("a gradient").clone();
+        let checks = [
+            (
+                "input",
+                grad(&x),
+                reference_input_grad(&x, &wt, &v, stride, pad),
+            ),
+            (
+                "weight",
+                grad(&wt),
+                reference_weight_grad(&x, &wt, &v, stride, pad),
+            ),
+            ("bias", grad(&bias), v.sum((0, 2, 3)).unwrap()),
+        ];
+        for (name, got, want) in checks {
+            let err = rel_err(&got, &want);
+            assert!(
+                err < tolerance(dtype),
+                "{what}: {name} grad error {err:.2e}"
+            );
+        }
+    }
+
+    #[test]
+    fn trainable_weights_get_their_gradients_on_one_and_two_threads() {
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                for case in 0..CASES.len() {
+                    check_trainable_case(case, DType::F32);
+                    check_trainable_case(case, DType::F64);
+                }
+            });
+        }
+    }
+
+    /// Only the tracked arguments get a gradient: a constant input with trainable weights
+    /// gives the weights theirs, equal to candle's, and the input none.
+    #[test]
+    fn only_tracked_arguments_get_gradients() {
+        let x = randn(11, &[2, 3, 8, 8], DType::F64);
+        let w = Var::from_tensor(&randn(12, &[4, 3, 3, 3], DType::F64)).unwrap();
+        let out = conv2d(&x, &w, None, 1, 1).unwrap();
+        let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        let want = x
+            .conv2d(&w, 1, 1, 1, 1)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let err = rel_err(grads.get(&w).unwrap(), want.get(&w).unwrap());
+        assert!(err < 1e-12, "{err:.2e}");
     }
 
     #[test]

@@ -319,8 +319,10 @@ impl CustomOp2 for GroupNormGrad {
 /// GroupNorm of `x` (`[B, C, ...]`) in `groups` groups with the affine `weight` and `bias`
 /// (`[C]`), followed by SiLU when `silu`: `candle_nn::GroupNorm` (then `.silu()`) in one op.
 ///
-/// Differentiable in `x` only; `weight` and `bias` are constants. Off the fast path (see the
-/// module documentation) this is the stock `candle_nn` layer.
+/// Differentiable in `x`; untracked `weight` and `bias` (loaded from a model file) are
+/// constants of the fused op. Affine parameters that autograd tracks (a `Var`, or computed from
+/// one) take the stock `candle_nn` layer, which differentiates them too; so does anything off
+/// the fast path (see the module documentation).
 pub fn group_norm(
     x: &Tensor,
     weight: &Tensor,
@@ -329,7 +331,12 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    if fast_path(x, &[Some(weight), Some(bias)]) && x.rank() >= 3 && x.elem_count() > 0 {
+    let trainable = weight.track_op() || bias.track_op();
+    if fast_path(x, &[Some(weight), Some(bias)])
+        && !trainable
+        && x.rank() >= 3
+        && x.elem_count() > 0
+    {
         if weight.dims() != bias.dims() {
             candle_core::bail!(
                 "GroupNorm: weight {:?} and bias {:?} differ",
@@ -509,5 +516,28 @@ mod tests {
         let w5 = randn(2, &[5], DType::F32);
         assert!(group_norm(&x, &w5, &w5, 5, 1e-5, false).is_err());
         assert!(group_norm(&x.flatten_from(1).unwrap(), &w, &b, 3, 1e-5, false).is_err());
+    }
+
+    /// Trainable affine parameters get their gradients (from the stock layer).
+    #[test]
+    fn trainable_affine_parameters_get_gradients() {
+        let x = randn(21, &[2, 6, 5, 4], DType::F64);
+        let w = candle_core::Var::from_tensor(&randn(22, &[6], DType::F64)).unwrap();
+        let b = candle_core::Var::from_tensor(&randn(23, &[6], DType::F64)).unwrap();
+        let grads_of = |f: &dyn Fn() -> Result<Tensor>| {
+            f().unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let got = grads_of(&|| group_norm(&x, &w, &b, 3, 1e-5, true));
+        let want = grads_of(&|| stock(&x, &w, &b, 3, true));
+        for p in [&w, &b] {
+            let err = rel_err(got.get(p).expect("a gradient"), want.get(p).unwrap());
+            assert!(err < 1e-12, "{err:.2e}");
+        }
     }
 }

@@ -8,12 +8,14 @@
 //! grouped conv. This module replaces those four with three [`candle_core::CustomOp1`]s:
 //!
 //! * [`conv2d()`] (`conv2d.rs`): im2col + one GEMM per image with the bias fused; the backward
-//!   is `W^T g` as one GEMM plus col2im. The weights and bias are *constants* captured in the
-//!   op: no kernel or bias gradient is ever computed (MAP-GA only differentiates with respect
-//!   to the image), so do not use these layers to train.
+//!   is `W^T g` as one GEMM plus col2im. Weights loaded from a file are *constants* captured in
+//!   the op: no kernel or bias gradient is computed (MAP-GA only differentiates with respect to
+//!   the image). Weights tracked by autograd (a `Var`) take a second op whose backward also
+//!   gives the kernel gradient (one GEMM per image against its im2col matrix), so the same
+//!   layers can be fine-tuned.
 //! * [`group_norm()`] (`group_norm.rs`): GroupNorm with an optional fused SiLU, statistics in
 //!   f64 accumulators, the closed-form backward (statistics recomputed, no saved tensors).
-//!   The affine weight and bias are constants too.
+//!   The affine weight and bias are constants too; tracked ones take the stock layer.
 //! * [`upsample_nearest2x()`] (`upsample.rs`): nearest-neighbour 2x upsampling whose backward
 //!   is a 2x2 box sum.
 //!
