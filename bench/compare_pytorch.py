@@ -371,15 +371,16 @@ def mapga_run_seconds(mapga: Path, iters: int, threads: int, out: Path) -> float
     return float(re.search(r'"run_seconds":\s*([0-9.eE+-]+)', text).group(1))
 
 
-def growth_of(rss: list[int]) -> dict:
-    """Peak RSS over the samples from 10% to 20% of a run against the last 10%, and the growth
-    per iteration that difference means (the windows' ends are 80% of the run apart)."""
+def growth_of(rss: list[int], iterations: int) -> dict:
+    """Peak RSS over the samples from 10% to 20% of a run of `iterations` iterations against
+    the last 10%, and the growth per iteration that difference means (the windows' ends are
+    80% of the run apart). The samples need not be one per iteration, only even in time."""
     n = len(rss)
     if n < 10:
         return {"early_kb": 0, "late_kb": 0, "kb_per_iteration": 0.0}
     early, late = max(rss[n // 10:n // 5]), max(rss[n - n // 10:])
     return {"early_kb": early, "late_kb": late,
-            "kb_per_iteration": (late - early) / (0.8 * n)}
+            "kb_per_iteration": (late - early) / (0.8 * iterations)}
 
 
 def mapga_run_rss(mapga: Path, iters: int, threads: int, out: Path) -> list[tuple[float, int]]:
@@ -637,9 +638,9 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
         w = mnist_worker()
         g = w("growth", "cm", "den", 1, n)
         w.close()
-        hand = growth_of(g["rss_kb"])
+        hand = growth_of(g["rss_kb"], n)
         trace = mapga_run_rss(mapga, n, args.threads, tmp / "growth")
-        run = growth_of([kb for _, kb in trace])
+        run = growth_of([kb for _, kb in trace], n)
         growth = {"iterations": n, "hand_loop": hand, "mapga_run": run,
                   "hand_rss_kb": g["rss_kb"], "mapga_run_trace": trace,
                   "hand_seconds": g["seconds"], "finite": g["finite"]}
