@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    mapga::cli::allocator::tune_allocator();
     let cli = mapga::cli::Cli::parse();
     mapga::cli::run(cli)
 }

@@ -5,6 +5,7 @@
 //! program has errors (or `fmt --check` finds files to reformat), 2 for usage and I/O errors
 //! (a file that cannot be read, a bad `--set`).
 
+pub mod allocator;
 mod check;
 mod doc;
 mod eval;
