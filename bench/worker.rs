@@ -220,7 +220,7 @@ impl Worker {
 
 fn main() {
     // The allocator settings of the `mapga` binary, so both time the same allocations.
-    mapga::cli::allocator::tune_allocator();
+    mapga::cli::process::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let threads = match args.as_slice() {
         [] => mapga::cli::default_threads(),

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    mapga::cli::allocator::tune_allocator();
+    mapga::cli::process::tune_allocator();
+    mapga::cli::process::default_sigpipe();
     let cli = mapga::cli::Cli::parse();
     mapga::cli::run(cli)
 }

@@ -592,7 +592,8 @@ fn mutants_never_panic() {
             eprintln!("mutant {i}: {} : {}", src.rel, m.what);
         }
         let do_check = only.is_some() || i % check_every == 0;
-        let do_idempotence = only.is_some() || check_every == 1 || i.is_multiple_of(IDEMPOTENCE_EVERY);
+        let do_idempotence =
+            only.is_some() || check_every == 1 || i.is_multiple_of(IDEMPOTENCE_EVERY);
         run_mutant(src, &m, do_check, do_idempotence, tally)
             .err()
             .map(|problem| Failure {

@@ -39,7 +39,7 @@ mod modules;
 mod scope;
 mod slice;
 mod stmt;
-mod suggest;
+pub(crate) mod suggest;
 pub mod suite;
 pub mod types;
 pub mod unify;

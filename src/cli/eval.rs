@@ -54,7 +54,7 @@ pub struct EvalArgs {
 /// On a terminal, a progress bar for the cell that is running (its outer loop, and the ascent
 /// step and objective); the lines on standard output are the record of each cell.
 #[derive(Default)]
-struct CellBar(Mutex<Option<ProgressBar>>);
+pub(super) struct CellBar(Mutex<Option<ProgressBar>>);
 
 impl CellBar {
     /// A new bar for the cell `head` (`[2/4] solver=dps task=half`).
@@ -164,6 +164,7 @@ pub fn run(args: &EvalArgs) -> u8 {
         },
         figure_items: args.figure_items,
         observer: Some(bar.clone()),
+        title: None,
     };
     let cells = suite.cells.len();
     match args.shard {
@@ -174,7 +175,19 @@ pub fn run(args: &EvalArgs) -> u8 {
         ),
         None => println!("{cells} cell{} checked", if cells == 1 { "" } else { "s" }),
     }
-    let result = eval::evaluate(file, &suite, &opts, |p| {
+    run_cells(file, &suite, &opts, &bar)
+}
+
+/// Runs the cells of a checked suite (or sweep) with a line per cell on standard output and
+/// `bar` for the running one, then writes and names the tables; returns the exit code: 0 when
+/// every cell finished, 1 when one failed, 2 when the outputs cannot be written.
+pub(super) fn run_cells(
+    file: &std::path::Path,
+    suite: &eval::CheckedSuite,
+    opts: &EvalOptions,
+    bar: &CellBar,
+) -> u8 {
+    let result = eval::evaluate(file, suite, opts, |p| {
         let head = format!("[{}/{}] {}", p.position, p.total, p.cell.label());
         let what = match p.outcome {
             Outcome::Running => return bar.start(head),
@@ -196,7 +209,7 @@ pub fn run(args: &EvalArgs) -> u8 {
                 s.failed,
                 s.seconds
             );
-            print_tables(&out_dir, &s.tables, Some(s.cells));
+            print_tables(&opts.out_dir, &s.tables, Some(s.cells));
             if s.failed > 0 {
                 1
             } else {

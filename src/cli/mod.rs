@@ -5,13 +5,14 @@
 //! program has errors (or `fmt --check` finds files to reformat), 2 for usage and I/O errors
 //! (a file that cannot be read, a bad `--set`).
 
-pub mod allocator;
 mod check;
 mod doc;
 mod eval;
 mod fmt;
 mod graph;
+pub mod process;
 mod run;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -132,7 +133,8 @@ impl DtypeArg {
 pub struct RunArgs {
     /// The pipeline file.
     pub file: PathBuf,
-    /// The output folder (default: `out/<pipeline name>`).
+    /// The output folder (default: `out/<pipeline name>`; with `--sweep`,
+    /// `out/sweep/<pipeline name>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Override a pipeline param: `--set sigma_y=0.1`.
@@ -156,6 +158,13 @@ pub struct RunArgs {
     /// products, which read RAYON_NUM_THREADS).
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
+    /// Run once per value of a param: `--sweep step=0.05,0.1,0.2`. Several `--sweep`s run
+    /// their cartesian product; each point writes into `OUT/cells/<point>/` (OUT defaults to
+    /// `out/sweep/<pipeline name>`), then `results.csv`, `summary.md` (also printed) and
+    /// `figure.png` go into OUT. Points finished by an earlier sweep of the same program are
+    /// reused.
+    #[arg(long = "sweep", value_name = "NAME=V1,V2,...")]
+    pub sweep: Vec<String>,
 }
 
 /// `--threads N`: a whole number of at least 1.

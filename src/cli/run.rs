@@ -53,6 +53,9 @@ fn cuda() -> Result<Device, String> {
 
 /// Runs the pipeline; returns the exit code.
 pub fn run(args: &RunArgs) -> u8 {
+    if !args.sweep.is_empty() {
+        return super::sweep::run(args);
+    }
     let overrides = match super::overrides_for(&args.file, &args.set) {
         Ok(o) => o,
         Err(code) => return code,

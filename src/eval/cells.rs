@@ -220,9 +220,111 @@ pub fn check_suite(file: &Path, sets: &BTreeMap<String, String>) -> CheckedSuite
             overrides: sets.clone(),
         },
     );
+    let grids = defaults.grids.clone();
+    check_cells(file, sets, defaults, &grids)
+}
+
+/// One `--sweep NAME=V1,V2,...` of `mapga run`: a param and its values as `--set` texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepAxis {
+    /// The param swept.
+    pub name: String,
+    /// Its values, each as `--set` would take it (`0.1`, `20`, `box25`, `"a b"`).
+    pub values: Vec<String>,
+}
+
+/// Checks the sweep of `mapga run FILE --sweep ...`: the program at `file` with `sets`, and
+/// then one cell per point of the cartesian product of `axes` (the first axis changes slowest),
+/// each checked as the program with those params set. The file's own `grid` items play no
+/// part. A sweep of a name that is no param of the file, of a param also given by `--set`, of
+/// one param twice, or with a value that is no literal is an error naming it; errors of the
+/// program itself come back as the suite's diagnostics, with no cells.
+pub fn check_sweep(
+    file: &Path,
+    sets: &BTreeMap<String, String>,
+    axes: &[SweepAxis],
+) -> Result<CheckedSuite, String> {
+    let defaults = check_file(
+        file,
+        &CheckOptions {
+            overrides: sets.clone(),
+        },
+    );
+    if defaults.diags.has_errors() {
+        return Ok(CheckedSuite {
+            cells: Vec::new(),
+            diags: defaults.diags.clone(),
+            sources: defaults.sources.clone(),
+        });
+    }
+    let params: Vec<&str> = defaults
+        .graph
+        .params
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut grid = Vec::new();
+    for (i, axis) in axes.iter().enumerate() {
+        let name = axis.name.as_str();
+        if !params.contains(&name) {
+            let hint = match crate::check::suggest::closest(name, params.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if params.is_empty() => "it declares no `param`".to_string(),
+                None => format!("its params are: {}", params.join(", ")),
+            };
+            return Err(format!(
+                "`--sweep {name}=...`: `{}` has no param `{name}`; {hint}",
+                file.display()
+            ));
+        }
+        if sets.contains_key(name) {
+            return Err(format!(
+                "`{name}` is given by both `--set` and `--sweep`: keep one"
+            ));
+        }
+        if axes[..i].iter().any(|a| a.name == name) {
+            return Err(format!(
+                "`--sweep {name}=...` is given twice: list all its values in one `--sweep`"
+            ));
+        }
+        let mut values = Vec::new();
+        for text in &axis.values {
+            match parse_override(text) {
+                Some((c, _)) => values.push(c),
+                None => {
+                    return Err(format!(
+                        "`--sweep {name}=...`: `{text}` is not a literal value (write numbers as \
+                         `0.1` or `20`, booleans as `true`, strings as `name` or `\"a name\"`)"
+                    ))
+                }
+            }
+        }
+        if values.is_empty() {
+            return Err(format!("`--sweep {name}=` lists no values"));
+        }
+        grid.push((name.to_string(), values));
+    }
+    let span = Span {
+        file: crate::source::FileId(0),
+        start: 0,
+        end: 0,
+    };
+    let grids = vec![GridSpec { axes: grid, span }];
+    Ok(check_cells(file, sets, defaults, &grids))
+}
+
+/// The cells of `grids` for the program at `file` with `sets`, whose defaults checked as
+/// `defaults`: each checked as the program with its params set, the diagnostics of all merged
+/// (each reported once, with the cells it occurs in).
+fn check_cells(
+    file: &Path,
+    sets: &BTreeMap<String, String>,
+    defaults: Checked,
+    grids: &[GridSpec],
+) -> CheckedSuite {
     let sources = defaults.sources.clone();
     let diags = defaults.diags.clone();
-    if defaults.grids.is_empty() {
+    if grids.is_empty() {
         let cell = Cell {
             index: 0,
             params: Vec::new(),
@@ -236,7 +338,7 @@ pub fn check_suite(file: &Path, sets: &BTreeMap<String, String>) -> CheckedSuite
     let mut sources = sources;
     let mut merged: Vec<(Diag, Vec<String>)> = diags.into_iter().map(|d| (d, Vec::new())).collect();
     let mut cells = Vec::new();
-    for cell in enumerate(&defaults.grids, &defaults.graph.params, sets) {
+    for cell in enumerate(grids, &defaults.graph.params, sets) {
         let checked = check_file(
             file,
             &CheckOptions {

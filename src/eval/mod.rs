@@ -12,6 +12,9 @@
 //! ([`shard`]) for job arrays, and `--merge` combines shard folders ([`store::merge`]). The
 //! outputs, rebuilt from every finished cell: `results.csv` and `summary.md` ([`table`]) and
 //! `figure.png` ([`figure`]).
+//!
+//! `mapga run FILE --sweep NAME=V1,V2,...` is the same machinery with the grid given on the
+//! command line ([`cells::check_sweep`]).
 
 pub mod cells;
 pub mod figure;
@@ -20,6 +23,6 @@ pub mod shard;
 pub mod store;
 pub mod table;
 
-pub use cells::{check_suite, Cell, CheckedSuite};
+pub use cells::{check_suite, check_sweep, Cell, CheckedSuite, SweepAxis};
 pub use run::{evaluate, merge, EvalOptions, EvalSummary, Outcome, Progress};
 pub use shard::Shard;

@@ -25,6 +25,8 @@ pub struct EvalOptions {
     pub figure_items: usize,
     /// Hears of the loop steps of the cell that is running (progress bars).
     pub observer: Option<Arc<dyn Observer>>,
+    /// The title of `summary.md` (default: ``Evaluation of `FILE` ``).
+    pub title: Option<String>,
 }
 
 /// What happened to one cell.
@@ -149,13 +151,15 @@ pub fn evaluate(
             records.push(r.clone());
         }
     }
-    let title = format!(
-        "Evaluation of `{}`",
-        file.file_name().map_or_else(
-            || file.display().to_string(),
-            |n| n.to_string_lossy().into_owned()
+    let title = opts.title.clone().unwrap_or_else(|| {
+        format!(
+            "Evaluation of `{}`",
+            file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
         )
-    );
+    });
     let mut tables = write_tables(
         &opts.out_dir,
         &records,

@@ -1,4 +1,4 @@
-//! Allocator settings for the command line's process.
+//! Process-wide settings of the command line: the allocator and SIGPIPE.
 //!
 //! A MAP-GA iteration allocates and frees tens of MB of tensor buffers (activations, im2col
 //! columns, gradients). glibc's malloc serves every buffer over its mmap threshold (128 KiB,
@@ -41,3 +41,17 @@ fn set_glibc_options() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_glibc_options() {}
+
+/// Restores the default action of SIGPIPE (end the process quietly), as command-line tools
+/// do: Rust ignores the signal, so `mapga eval suite.mapga | head` would otherwise panic at the
+/// first `println!` after `head` exits. Outputs already written stay (cells, `run.ron`); an
+/// evaluation ended this way resumes where it stopped. Call it once at the start of `main`.
+pub fn default_sigpipe() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: setting a signal's disposition to its default is async-signal-safe and touches
+    // no Rust state; it is done before other threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
