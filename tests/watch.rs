@@ -316,3 +316,35 @@ fn a_save_during_a_long_run_cancels_it() {
     drop(w);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_imported_module_is_watched() {
+    let dir = folder("import");
+    let helpers = dir.join("helpers.mapga");
+    let module = "pub fn brighten(x: Tensor) -> Tensor {\n    0.5 * x + 0.5\n}\n";
+    std::fs::write(&helpers, module).expect("write module");
+    let source = r#"use "./helpers.mapga"
+
+let x = image("digit.png")
+let y = brighten(x)
+let z = x * 2.0
+save y to "y.npy"
+report mean(y) as "mean y", mean(z) as "mean z"
+"#;
+    std::fs::write(dir.join("pipeline.mapga"), source).expect("write pipeline");
+    let mut w = Watcher::start(&dir, &[]);
+    let (watching, _) = w.status("watching");
+    assert_eq!(watching, "[watch] watching 3 files");
+    w.status("run 1 ok");
+    save_by_rename(&helpers, &module.replace("+ 0.5", "+ 0.25"));
+    let (ok, _) = w.status("run 2 ok");
+    assert!(number_before(&ok, "from cache") >= 2, "{ok}");
+    let (recomputed, _) = w.status("recomputed:");
+    let listed = format!("{recomputed} ");
+    let at = |text: &str| format!("pipeline.mapga:{} ", line_of(source, text));
+    assert!(listed.contains(&at("let y")), "{recomputed}");
+    assert!(!listed.contains(&at("let x")), "{recomputed}");
+    assert!(!listed.contains(&at("let z")), "{recomputed}");
+    drop(w);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -401,10 +401,7 @@ impl Watch<'_> {
                     locations(&c.recomputed_at, &checked.sources)
                 ));
             }
-            Ok(Err(failure)) if cancelled => {
-                let _ = failure;
-                status(&format!("run {number} cancelled (newer save)"));
-            }
+            Ok(Err(_)) if cancelled => status(&format!("run {number} cancelled (newer save)")),
             Ok(Err(failure)) => {
                 print_diags(
                     &[failure.error.to_diag()],
