@@ -194,7 +194,7 @@ fn the_authoring_loop() {
     let (watching, _) = w.status("watching");
     assert_eq!(watching, "[watch] watching 4 files", "{}", w.log.join("\n"));
     let (ok, _) = w.status("run 1 ok");
-    assert!(ok.contains("0 from cache"), "{ok}");
+    assert!(ok.contains(" 0 from cache (saved 0.00 s;"), "{ok}");
     assert!(ok.contains("models: 0 cached, 1 loaded"), "{ok}");
     let x_hat = dir.join("out/x_hat.npy");
     let written = std::fs::read(&x_hat).expect("x_hat.npy written");

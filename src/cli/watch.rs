@@ -389,10 +389,11 @@ impl Watch<'_> {
                 print_summary(&summary.values);
                 let c = &summary.cache;
                 status(&format!(
-                    "run {number} ok in {:.2} s: {} recomputed, {} from cache (models: {} cached, {} loaded)",
+                    "run {number} ok in {:.2} s: {} recomputed, {} from cache (saved {:.2} s; models: {} cached, {} loaded)",
                     summary.seconds,
                     count(c.recomputed, "node"),
                     c.from_cache,
+                    c.saved_seconds,
                     c.models_cached,
                     c.models_loaded
                 ));

@@ -45,7 +45,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -87,6 +87,8 @@ struct Entry {
     value: Value,
     /// The last run that used it.
     run: u64,
+    /// Seconds it took to compute.
+    seconds: f64,
 }
 
 /// What a run took from the cache and what it computed.
@@ -100,6 +102,8 @@ pub struct CacheStats {
     pub models_cached: usize,
     /// Models (and classifiers) loaded from their files.
     pub models_loaded: usize,
+    /// Seconds the nodes served from the cache took when they were computed.
+    pub saved_seconds: f64,
     /// The source of each recomputed node, in run order.
     pub recomputed_at: Vec<Span>,
 }
@@ -160,8 +164,9 @@ pub(crate) struct Session<'a> {
 
 struct SessionState<'a> {
     keys: Keys<'a>,
-    /// The key of each top-level node that computes something, and whether it was served.
-    served: HashMap<NodeId, (Key, bool)>,
+    /// The key of each top-level node that computes something, whether it was served, and
+    /// when it was offered (its computation starts then).
+    served: HashMap<NodeId, (Key, bool, Instant)>,
     stats: CacheStats,
 }
 
@@ -195,22 +200,23 @@ impl Session<'_> {
             let mut s = self.cache.lock();
             s.entries.get_mut(&key).map(|e| {
                 e.run = self.run;
-                e.value.clone()
+                (e.value.clone(), e.seconds)
             })
         };
-        st.served.insert(n, (key, hit.is_some()));
-        let model = matches!(hit, Some(Value::Model(_) | Value::Classifier(_)));
-        if hit.is_some() {
-            st.stats.from_cache += 1;
-            st.stats.models_cached += model as usize;
+        st.served.insert(n, (key, hit.is_some(), Instant::now()));
+        let (value, seconds) = hit?;
+        st.stats.from_cache += 1;
+        st.stats.saved_seconds += seconds;
+        if matches!(value, Value::Model(_) | Value::Classifier(_)) {
+            st.stats.models_cached += 1;
         }
-        hit
+        Some(value)
     }
 
     /// Records top-level node `n` after it ran (or was served): stores a computed value.
     pub(crate) fn record(&self, it: &Interp, n: NodeId) {
         let mut st = self.state.borrow_mut();
-        let Some(&(key, served)) = st.served.get(&n) else {
+        let Some(&(key, served, started)) = st.served.get(&n) else {
             return;
         };
         if served {
@@ -230,6 +236,7 @@ impl Session<'_> {
                 Entry {
                     value: value.clone(),
                     run: self.run,
+                    seconds: started.elapsed().as_secs_f64(),
                 },
             );
         }
