@@ -4,7 +4,8 @@
 1. Save -> diagnostics: for every shipped pipeline, the time from a save (a changed comment,
    written the way an editor does) to the watcher's `[watch] check ...` line, median of
    --saves saves. `--check-only` keeps runs out of the way, so this is the check alone, as a
-   user sees it on the screen.
+   user sees it on the screen; `--with-runs` measures it while each save also cancels and
+   restarts the pipeline's run (on one thread).
 2. Param change -> new output: `pipelines/mnist_inpaint_box25.mapga` with a small `n` under
    `mapga watch`; the time from a save that changes `param iters` to the `[watch] run N ok`
    line (all outputs rewritten), with the cache counts it printed, against a new `mapga run`
@@ -85,8 +86,9 @@ def workspace():
     return tmp
 
 
-def check_latency(binary, tmp, saves):
-    print("save -> diagnostics (`mapga watch --check-only`), milliseconds")
+def check_latency(binary, tmp, saves, with_runs):
+    mode = ["--threads", "1", "-q"] if with_runs else ["--check-only"]
+    print(f"save -> diagnostics (`mapga watch {' '.join(mode)}`), milliseconds")
     print(f"{'pipeline':<36} {'median':>7} {'min':>7} {'max':>7}")
     medians = []
     for name in sorted(os.listdir(os.path.join(tmp, "pipelines"))):
@@ -95,7 +97,8 @@ def check_latency(binary, tmp, saves):
         path = os.path.join(tmp, "pipelines", name)
         with open(path) as f:
             text = f.read()
-        w = Watch(binary, [os.path.join("pipelines", name), "--check-only"], tmp)
+        out = os.path.join(tmp, "out", name)
+        w = Watch(binary, [os.path.join("pipelines", name), "--out", out, *mode], tmp)
         try:
             w.wait("check")
             times = []
@@ -177,11 +180,16 @@ def main():
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--skip-param", action="store_true")
+    ap.add_argument(
+        "--with-runs",
+        action="store_true",
+        help="save -> diagnostics while the pipeline runs (on 1 thread) instead of --check-only",
+    )
     args = ap.parse_args()
     tmp = workspace()
     try:
         if not args.skip_check:
-            check_latency(args.binary, tmp, args.saves)
+            check_latency(args.binary, tmp, args.saves, args.with_runs)
         if not args.skip_param:
             param_change(args.binary, tmp, args.n, args.saves)
     finally:

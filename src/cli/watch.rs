@@ -17,7 +17,8 @@
 //! - A clean check starts a run in a worker thread with the [`NodeCache`] kept across runs:
 //!   top-level nodes whose content and inputs did not change come from the cache (models stay
 //!   loaded unless their file changed). A run still going when a newer clean check arrives is
-//!   cancelled between two iterations, then replaced.
+//!   told to stop at its next iteration, and the newest clean version runs once it has stopped;
+//!   saves are checked meanwhile, never queued behind a run.
 //!
 //! Every event prints one status line on standard output starting with `[watch]`; the README
 //! documents them and the tests synchronise on them. Diagnostics go to standard error.
@@ -95,6 +96,15 @@ struct Running {
     progress: Option<indicatif::ProgressBar>,
 }
 
+/// Sends [`Msg::Done`] for a run when dropped, at the end of its worker.
+struct DoneOnDrop(Sender<Msg>, u64);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::Done(self.1));
+    }
+}
+
 /// The watcher's state between events.
 struct Watch<'a> {
     args: &'a WatchArgs,
@@ -111,7 +121,12 @@ struct Watch<'a> {
     last_good: BTreeSet<PathBuf>,
     cache: Arc<NodeCache>,
     runs: u64,
+    /// The run in progress.
     current: Option<Running>,
+    /// A run told to stop, until its worker returns.
+    cancelling: Option<Running>,
+    /// The newest clean check, waiting for a cancelled run to stop before it runs.
+    pending: Option<Checked>,
     terminal: bool,
 }
 
@@ -156,6 +171,8 @@ pub fn run(args: &WatchArgs) -> u8 {
         cache: Arc::new(NodeCache::new()),
         runs: 0,
         current: None,
+        cancelling: None,
+        pending: None,
         terminal: std::io::stdout().is_terminal(),
     };
     w.cycle();
@@ -266,7 +283,8 @@ impl Watch<'_> {
         self.watch_files(deps);
         if !self.args.check_only {
             self.cancel_current();
-            self.start_run(checked);
+            self.pending = Some(checked);
+            self.start_pending();
         }
     }
 
@@ -334,9 +352,9 @@ impl Watch<'_> {
         let spawned = std::thread::Builder::new()
             .name(format!("mapga-watch-run-{number}"))
             .spawn(move || {
-                let result = runtime::run_cached(&work, &file, &opts, &cache);
-                let _ = tx.send(Msg::Done(number));
-                result
+                // Says the run ended when the worker returns, even by a panic.
+                let _done = DoneOnDrop(tx, number);
+                runtime::run_cached(&work, &file, &opts, &cache)
             });
         match spawned {
             Ok(handle) => {
@@ -353,21 +371,36 @@ impl Watch<'_> {
         }
     }
 
-    /// Cancels the run in progress, if any, and waits for it to stop.
+    /// Tells the run in progress, if any, to stop at its next iteration. The main loop does
+    /// not wait for it (saves are still checked meanwhile): the next run starts once it has
+    /// stopped.
     fn cancel_current(&mut self) {
-        let Some(running) = self.current.take() else {
-            return;
-        };
-        running.cancel.store(true, Ordering::Relaxed);
-        self.report(running, true);
+        if let Some(running) = self.current.take() {
+            running.cancel.store(true, Ordering::Relaxed);
+            self.cancelling = Some(running);
+        }
     }
 
-    /// Run `n` says it ended: reports it if it is the current one.
+    /// Starts the newest clean check's run, unless a cancelled run has not stopped yet.
+    fn start_pending(&mut self) {
+        if self.cancelling.is_none() && self.current.is_none() {
+            if let Some(checked) = self.pending.take() {
+                self.start_run(checked);
+            }
+        }
+    }
+
+    /// Run `n` says it ended: reports it, and starts the run waiting for it to stop.
     fn finished(&mut self, n: u64) {
         if self.current.as_ref().is_some_and(|r| r.number == n) {
             if let Some(running) = self.current.take() {
                 self.report(running, false);
             }
+        } else if self.cancelling.as_ref().is_some_and(|r| r.number == n) {
+            if let Some(running) = self.cancelling.take() {
+                self.report(running, true);
+            }
+            self.start_pending();
         }
     }
 
