@@ -125,8 +125,8 @@ struct Watch<'a> {
     current: Option<Running>,
     /// A run told to stop, until its worker returns.
     cancelling: Option<Running>,
-    /// The newest clean check, waiting for a cancelled run to stop before it runs.
-    pending: Option<Checked>,
+    /// The newest clean check (and its seconds), waiting for a cancelled run to stop.
+    pending: Option<(Checked, f64)>,
     terminal: bool,
 }
 
@@ -283,7 +283,7 @@ impl Watch<'_> {
         self.watch_files(deps);
         if !self.args.check_only {
             self.cancel_current();
-            self.pending = Some(checked);
+            self.pending = Some((checked, ms / 1e3));
             self.start_pending();
         }
     }
@@ -327,7 +327,7 @@ impl Watch<'_> {
     }
 
     /// Starts a run of a cleanly checked program in a worker thread.
-    fn start_run(&mut self, checked: Checked) {
+    fn start_run(&mut self, checked: Checked, check_seconds: f64) {
         self.runs += 1;
         let number = self.runs;
         let cancel = Arc::new(AtomicBool::new(false));
@@ -340,7 +340,7 @@ impl Watch<'_> {
                 progress: bar.clone().map(|bar| Progress { bar }),
                 cancel: cancel.clone(),
             })),
-            check_seconds: 0.0,
+            check_seconds,
         };
         let checked = Arc::new(checked);
         let (file, cache, tx, work) = (
@@ -384,8 +384,8 @@ impl Watch<'_> {
     /// Starts the newest clean check's run, unless a cancelled run has not stopped yet.
     fn start_pending(&mut self) {
         if self.cancelling.is_none() && self.current.is_none() {
-            if let Some(checked) = self.pending.take() {
-                self.start_run(checked);
+            if let Some((checked, check_seconds)) = self.pending.take() {
+                self.start_run(checked, check_seconds);
             }
         }
     }

@@ -33,7 +33,8 @@
 //!
 //! The cache holds what the last completed run used: when a run completes, the entries it did
 //! not use are dropped, so memory stays about one run's top-level values (a cancelled run drops
-//! nothing, and may add the entries it finished). Models are values like any other: a model
+//! nothing, and may add the entries it finished). [`NodeCache::keeping`] keeps the entries of
+//! more runs. Models are values like any other: a model
 //! whose file and card did not change is served loaded; one whose file changed is loaded
 //! again, because its key changed.
 //!
@@ -70,9 +71,16 @@ impl fmt::Debug for Key {
 /// Values of top-level nodes kept across runs, shared by every run a front end makes (see the
 /// module documentation). Cheap to share: hold it in an `Arc` and pass it to
 /// [`super::run_cached`] for each run.
-#[derive(Default)]
 pub struct NodeCache {
     store: Mutex<Store>,
+    /// A completed run keeps the entries used by it and the `keep - 1` runs begun before it.
+    keep: u64,
+}
+
+impl Default for NodeCache {
+    fn default() -> Self {
+        NodeCache::keeping(1)
+    }
 }
 
 #[derive(Default)]
@@ -109,9 +117,19 @@ pub struct CacheStats {
 }
 
 impl NodeCache {
-    /// An empty cache.
+    /// An empty cache that keeps what the last completed run used.
     pub fn new() -> Self {
         NodeCache::default()
+    }
+
+    /// An empty cache that keeps, when a run completes, the entries used by it or by the
+    /// `runs - 1` runs begun before it (at least 1): for front ends whose consecutive runs
+    /// share less, such as a sweep over several params.
+    pub fn keeping(runs: u64) -> Self {
+        NodeCache {
+            store: Mutex::new(Store::default()),
+            keep: runs.max(1),
+        }
     }
 
     /// The number of values held.
@@ -248,8 +266,8 @@ impl Session<'_> {
         let mut s = self.cache.lock();
         s.files = st.keys.files;
         if completed {
-            let run = self.run;
-            s.entries.retain(|_, e| e.run == run);
+            let oldest = (self.run + 1).saturating_sub(self.cache.keep);
+            s.entries.retain(|_, e| e.run >= oldest);
         }
         st.stats
     }
@@ -734,6 +752,55 @@ report total() as "t"
             &keys(&source.replace("t += k", "t += 2.0 * k")),
         );
         assert!(got.contains("total()"), "{got:?}");
+    }
+
+    /// Runs `source` in `dir` with `cache`.
+    fn run_with(
+        dir: &std::path::Path,
+        source: &str,
+        cache: &super::NodeCache,
+    ) -> super::CacheStats {
+        let checked = check_source("p.mapga", source, dir, &CheckOptions::default());
+        assert!(!checked.diags.has_errors(), "{:?}", checked.diags.0);
+        let opts = crate::runtime::RunOptions {
+            out_dir: dir.join("out"),
+            env: Env {
+                device: Device::Cpu,
+                dtype: DType::F32,
+                seed: 0,
+            },
+            observer: None,
+            check_seconds: 0.0,
+        };
+        let summary = crate::runtime::run_cached(&checked, &dir.join("p.mapga"), &opts, cache)
+            .unwrap_or_else(|f| panic!("{}", f.error.message));
+        summary.cache
+    }
+
+    #[test]
+    fn runs_share_the_cache_and_keep_only_what_they_use() {
+        let dir = std::env::temp_dir().join(format!("mapga-cache-runs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // No two nodes alike (alike nodes share one entry, even within a run).
+        let source = PARAMS.replace("let y = zeros(shape(1, 4, 4))", "let y = ones(shape(2, 2))");
+        let cache = super::NodeCache::new();
+        let first = run_with(&dir, &source, &cache);
+        assert_eq!((first.from_cache, first.saved_seconds), (0, 0.0));
+        let computed = first.recomputed;
+        assert_eq!(computed, 9, "{first:?}");
+        let again = run_with(&dir, &source, &cache);
+        assert_eq!((again.recomputed, again.from_cache), (0, computed));
+        // `a` feeds `+ a`, `x * 2.0` and `sum(z)`: those run again, the rest is served.
+        let changed = run_with(&dir, &source.replace("a = 1.0", "a = 3.0"), &cache);
+        assert_eq!(changed.recomputed, 3, "{changed:?}");
+        assert_eq!(changed.from_cache, computed - 3);
+        // The entries of the old `a` were dropped: the cache holds one run's values.
+        assert_eq!(cache.len(), computed);
+        let keeping = super::NodeCache::keeping(2);
+        run_with(&dir, &source, &keeping);
+        run_with(&dir, &source.replace("a = 1.0", "a = 3.0"), &keeping);
+        assert_eq!(keeping.len(), computed + 3);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
