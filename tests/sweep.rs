@@ -149,3 +149,36 @@ fn bad_sweeps_are_clear_errors() {
     }
     assert!(!out.exists(), "a sweep with errors runs nothing");
 }
+
+#[test]
+fn points_share_unchanged_nodes_and_still_count_their_network_evaluations() {
+    // `k` only scales a report: the second point serves the denoiser call from the cache, and
+    // its cell still records the one evaluation the pipeline costs.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("scaled.mapga");
+    std::fs::write(
+        &file,
+        "param k = 1.0\n\
+         model prior = gaussian_prior(zeros(shape(1, 4, 4)), ones(shape(1, 4, 4)))\n\
+         let x = prior(gaussian_like(shape(1, 4, 4), seed: 1), 0.5)\n\
+         report mean(x) * k as \"scaled\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .args(["run", "--quiet", "--sweep", "k=1,2", "--out"])
+        .arg(&out)
+        .arg(&file)
+        .output()
+        .expect("the mapga binary runs");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let cell = |k: &str| -> serde_json::Value {
+        let path = out.join("cells").join(format!("k={k}")).join("cell.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (one, two) = (cell("1"), cell("2"));
+    assert_eq!(one["network_evaluations"], two["network_evaluations"]);
+    assert_eq!(one["network_evaluations"]["per_item"], 1.0, "{one}");
+    let scaled = |c: &serde_json::Value| c["reports"]["scaled"].as_f64().unwrap();
+    assert!((scaled(&two) - 2.0 * scaled(&one)).abs() < 1e-6 * scaled(&one).abs().max(1e-6));
+}

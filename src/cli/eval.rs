@@ -165,6 +165,7 @@ pub fn run(args: &EvalArgs) -> u8 {
         figure_items: args.figure_items,
         observer: Some(bar.clone()),
         title: None,
+        cache: None,
     };
     let cells = suite.cells.len();
     match args.shard {

@@ -1,5 +1,5 @@
-//! The command-line interface: `mapga run`, `mapga check`, `mapga graph`, `mapga fmt`,
-//! `mapga doc`.
+//! The command-line interface: `mapga run`, `mapga watch`, `mapga check`, `mapga graph`,
+//! `mapga fmt`, `mapga doc`.
 //!
 //! Exit codes (the contract scripts rely on): 0 when clean (warnings allowed), 1 when the
 //! program has errors (or `fmt --check` finds files to reformat), 2 for usage and I/O errors
@@ -13,6 +13,7 @@ mod graph;
 pub mod process;
 mod run;
 mod sweep;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -43,6 +44,14 @@ pub enum Command {
     /// timings). Exits 0 on success, 1 when the pipeline has errors or the run fails, 2 for
     /// usage and I/O errors.
     Run(RunArgs),
+    /// Check and run a pipeline, then again on every save of it or of a file it uses.
+    ///
+    /// Watches the pipeline, its imports and every image, array and model it loads. Each
+    /// save is checked at once (diagnostics on standard error; errors keep the last good
+    /// outputs); a clean check runs again, serving unchanged parts of the graph and loaded
+    /// models from a cache, and cancelling a run made stale by the newer save. Prints one
+    /// `[watch] ...` status line per event on standard output. Runs until interrupted.
+    Watch(watch::WatchArgs),
     /// Check pipelines for errors (names, types, shapes, files) without running them.
     ///
     /// Exits 0 when every file is clean (warnings allowed), 1 when any has errors,
@@ -267,6 +276,13 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Run(a) => match set_threads(a.threads.unwrap_or_else(default_threads)) {
             Ok(()) => run::run(&a),
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        Command::Watch(a) => match set_threads(a.run.threads.unwrap_or_else(default_threads)) {
+            Ok(()) => watch::run(&a),
             Err(e) => {
                 eprintln!("error: {e}");
                 2

@@ -13,8 +13,8 @@ use crate::runtime::{self, Env, Observer, ReportValue, RunOptions};
 
 /// A progress bar over the outermost loop, with the innermost optimization step and its
 /// objective as the message.
-struct Progress {
-    bar: ProgressBar,
+pub(super) struct Progress {
+    pub(super) bar: ProgressBar,
 }
 
 impl Observer for Progress {
@@ -82,25 +82,8 @@ pub fn run(args: &RunArgs) -> u8 {
         );
         return 1;
     }
-    let out_dir = args.out.clone().unwrap_or_else(|| {
-        let stem = args
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        PathBuf::from("out").join(stem)
-    });
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    };
+    let out_dir = out_dir(args);
+    let bar = progress_bar(args.quiet);
     let opts = RunOptions {
         out_dir: out_dir.clone(),
         env: Env {
@@ -149,9 +132,35 @@ pub fn run(args: &RunArgs) -> u8 {
     }
 }
 
+/// The output folder: `--out`, or `out/<pipeline name>`.
+pub(super) fn out_dir(args: &RunArgs) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| {
+        let stem = args
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        PathBuf::from("out").join(stem)
+    })
+}
+
+/// The progress bar of a run on standard error, hidden with `--quiet`.
+pub(super) fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 /// Prints the reports as a two-column table on standard output: numbers as they are, per-item
 /// reports as `mean ± standard error (n = N)`.
-fn print_summary(reports: &[(String, ReportValue)]) {
+pub(super) fn print_summary(reports: &[(String, ReportValue)]) {
     let width = reports
         .iter()
         .map(|(l, _)| l.chars().count())

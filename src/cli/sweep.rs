@@ -3,7 +3,9 @@
 //!
 //! A sweep is an evaluation whose grid comes from the command line: the points are checked
 //! before anything runs, run one after the other in this process into `OUT/cells/<point>/`
-//! (a point finished by an earlier run of the same program is reused), and `results.csv`,
+//! (a point finished by an earlier run of the same program is reused), sharing one node cache:
+//! what the swept params do not change (models, data, the measurement) is computed once. Then
+//! `results.csv`,
 //! `summary.md` (printed at the end) and `figure.png` are written into `OUT`, by the
 //! machinery of `mapga eval` (`crate::eval`).
 
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use super::eval::{run_cells, CellBar};
 use super::{print_diags, MessageFormat, RunArgs};
 use crate::eval::{self, EvalOptions, SweepAxis};
-use crate::runtime::Env;
+use crate::runtime::{Env, NodeCache};
 
 /// Parses `--sweep NAME=V1,V2,...`: the values are split at commas outside double quotes and
 /// trimmed; each is a `--set` value.
@@ -109,6 +111,7 @@ pub fn run(args: &RunArgs) -> u8 {
             seed: args.seed,
         },
         figure_items: 3,
+        cache: Some(Arc::new(NodeCache::new())),
         observer: (!args.quiet).then(|| bar.clone() as Arc<dyn crate::runtime::Observer>),
         title: Some(format!(
             "Sweep of `{}` over {}",

@@ -79,6 +79,38 @@ pub fn take() -> NetworkEvaluations {
     COUNT.with(|c| c.replace(NetworkEvaluations::default()))
 }
 
+/// The count so far on this thread, left as it is.
+pub fn peek() -> NetworkEvaluations {
+    COUNT.with(Cell::get)
+}
+
+/// Adds the evaluations `n` made elsewhere (a value served from a cache, computed by an earlier
+/// run) to this thread's count: calls and item evaluations add up, the largest batch is the
+/// larger of the two.
+pub fn add(n: NetworkEvaluations) {
+    COUNT.with(|c| {
+        let mut m = c.get();
+        m.calls += n.calls;
+        m.item_evaluations += n.item_evaluations;
+        m.items = m.items.max(n.items);
+        c.set(m);
+    });
+}
+
+impl NetworkEvaluations {
+    /// What was counted between `before` and `self` (a later count of the same run): the calls
+    /// and item evaluations in between, and the largest batch up to now.
+    pub fn since(&self, before: &NetworkEvaluations) -> NetworkEvaluations {
+        NetworkEvaluations {
+            calls: self.calls.saturating_sub(before.calls),
+            item_evaluations: self
+                .item_evaluations
+                .saturating_sub(before.item_evaluations),
+            items: self.items,
+        }
+    }
+}
+
 /// While the returned guard lives, calls are not counted (a forward pass run again).
 pub fn pause() -> Pause {
     PAUSED.with(|p| p.set(p.get() + 1));
@@ -116,5 +148,25 @@ mod tests {
         assert!((n.per_item() - 2.1).abs() < 1e-12);
         assert_eq!(take(), NetworkEvaluations::default());
         assert_eq!(NetworkEvaluations::default().per_item(), 0.0);
+        // A count carried over from elsewhere (a cached value) adds up.
+        record(4);
+        let before = peek();
+        record(10);
+        let between = peek().since(&before);
+        assert_eq!(
+            (between.calls, between.item_evaluations, between.items),
+            (1, 10, 10)
+        );
+        reset();
+        record(2);
+        add(between);
+        assert_eq!(
+            take(),
+            NetworkEvaluations {
+                calls: 2,
+                item_evaluations: 12,
+                items: 10
+            }
+        );
     }
 }

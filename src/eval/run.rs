@@ -10,7 +10,7 @@ use super::shard::Shard;
 use super::store::{self, CellRecord};
 use super::{figure, table};
 use crate::diagnostics::render_plain;
-use crate::runtime::{self, Env, Observer, RunOptions};
+use crate::runtime::{self, Env, NodeCache, Observer, RunOptions};
 
 /// How to evaluate a suite.
 #[derive(Clone)]
@@ -27,6 +27,10 @@ pub struct EvalOptions {
     pub observer: Option<Arc<dyn Observer>>,
     /// The title of `summary.md` (default: ``Evaluation of `FILE` ``).
     pub title: Option<String>,
+    /// Shares the values of unchanged graph nodes (models, data, measurements) between the
+    /// cells, which are then computed once ([`runtime::run_cached`]); `None` runs every cell
+    /// from scratch.
+    pub cache: Option<Arc<NodeCache>>,
 }
 
 /// What happened to one cell.
@@ -191,8 +195,9 @@ fn run_cell(
     };
     let seed = opts.env.seed;
     // A bug that panics fails its cell, not the whole evaluation.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime::run(checked, file, &run_opts)
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &opts.cache {
+        Some(cache) => runtime::run_cached(checked, file, &run_opts, cache),
+        None => runtime::run(checked, file, &run_opts),
     }));
     let result = match result {
         Ok(r) => r,

@@ -37,7 +37,16 @@ pub trait Observer: Send + Sync {
     fn loop_step(&self, depth: usize, index: usize, total: usize);
     /// An optimization block finished step `index` of `total` with this objective value.
     fn optimize_step(&self, index: usize, total: usize, objective: f64);
+    /// True once the run should stop (`mapga watch` cancels a run made stale by a newer save).
+    /// The interpreter asks between top-level nodes, before each loop step and before each
+    /// optimization step, and stops with [`CANCELLED`].
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
+
+/// The message of the error a cancelled run stops with (see [`Observer::cancelled`]).
+pub const CANCELLED: &str = "the run was cancelled";
 
 /// A checked graph ready to run, shared by the interpreter and the functions it hands out
 /// (user operators run their region in a fresh interpreter).
@@ -250,17 +259,40 @@ impl Interp {
     /// outputs as soon as they are ready).
     pub fn run_main(
         &mut self,
+        after: impl FnMut(&Interp, NodeId) -> Result<(), RunError>,
+    ) -> Result<(), RunError> {
+        self.run_main_served(|_, _| None, after)
+    }
+
+    /// Like [`Interp::run_main`], but first offers each top-level node to `serve`: a value it
+    /// returns is taken as the node's value and the node does not run (values kept from an
+    /// earlier run by [`super::cache::NodeCache`]).
+    pub fn run_main_served(
+        &mut self,
+        mut serve: impl FnMut(&Interp, NodeId) -> Option<Value>,
         mut after: impl FnMut(&Interp, NodeId) -> Result<(), RunError>,
     ) -> Result<(), RunError> {
         let main = Graph::MAIN;
         self.active.push(main);
         let nodes = self.prog.graph.region(main).nodes.clone();
         for n in nodes {
-            self.eval_node(n)?;
+            self.check_cancelled(self.prog.graph.node(n).span)?;
+            match serve(self, n) {
+                Some(v) => self.values[n.0 as usize] = Some(v),
+                None => self.eval_node(n)?,
+            }
             after(self, n)?;
         }
         self.active.pop();
         Ok(())
+    }
+
+    /// Stops with [`CANCELLED`] once the observer asks to.
+    fn check_cancelled(&self, span: Span) -> Result<(), RunError> {
+        match &self.prog.observer {
+            Some(o) if o.cancelled() => Err(RunError::at(span, CANCELLED)),
+            _ => Ok(()),
+        }
     }
 
     /// Runs region `r` with these inputs and returns its outputs.
@@ -500,6 +532,10 @@ impl Interp {
             if let Some(o) = &self.prog.observer {
                 o.loop_step(depth, index, total);
             }
+            if let Err(e) = self.check_cancelled(span) {
+                self.loops.pop();
+                return Err(e);
+            }
             let mut inputs = Vec::with_capacity(carried.len() + 1);
             inputs.extend(item);
             inputs.append(&mut carried);
@@ -568,6 +604,7 @@ impl Interp {
                 if let Some(l) = self.loops.last_mut() {
                     l.index = k;
                 }
+                self.check_cancelled(span)?;
                 let var = Var::from_tensor(&z).at(span)?;
                 let mut inputs = vec![Value::Tensor(var.as_tensor().clone())];
                 if with_index {

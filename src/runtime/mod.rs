@@ -7,6 +7,7 @@
 
 pub mod arith;
 pub mod builtins;
+pub mod cache;
 pub mod error;
 pub mod interp;
 pub mod members;
@@ -20,8 +21,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::diffusion::nfe::NetworkEvaluations;
+pub use cache::{CacheStats, NodeCache};
 pub use error::RunError;
-pub use interp::{Env, Interp, Observer, Program};
+pub use interp::{Env, Interp, Observer, Program, CANCELLED};
 pub use value::Value;
 
 use crate::check::Checked;
@@ -55,6 +57,8 @@ pub struct RunSummary {
     pub seconds: f64,
     /// The denoiser and consistency-model evaluations the run made.
     pub network_evaluations: NetworkEvaluations,
+    /// What came from the node cache and what was computed (empty without a cache).
+    pub cache: CacheStats,
 }
 
 impl RunSummary {
@@ -123,13 +127,28 @@ pub fn run(
     pipeline: &Path,
     opts: &RunOptions,
 ) -> Result<RunSummary, Box<RunFailure>> {
-    crate::stack::with_big_stack(|| run_here(checked, pipeline, opts))
+    crate::stack::with_big_stack(|| run_here(checked, pipeline, opts, None))
+}
+
+/// Like [`run`], serving unchanged top-level nodes from `cache` and storing what this run
+/// computes there (see [`cache`]). Hold one [`NodeCache`] across the runs of a front end.
+///
+/// A run whose observer says it was cancelled ([`Observer::cancelled`]) stops with the error
+/// [`CANCELLED`] and writes neither `metrics.json` nor `run.ron`.
+pub fn run_cached(
+    checked: &Checked,
+    pipeline: &Path,
+    opts: &RunOptions,
+    cache: &NodeCache,
+) -> Result<RunSummary, Box<RunFailure>> {
+    crate::stack::with_big_stack(|| run_here(checked, pipeline, opts, Some(cache)))
 }
 
 fn run_here(
     checked: &Checked,
     pipeline: &Path,
     opts: &RunOptions,
+    cache: Option<&NodeCache>,
 ) -> Result<RunSummary, Box<RunFailure>> {
     let start = Instant::now();
     let prog = Arc::new(Program::new(
@@ -143,9 +162,30 @@ fn run_here(
     let mut pending: Vec<Output> = prog.graph.outputs.clone();
     let text = provenance(checked, pipeline, opts);
     crate::diffusion::nfe::reset();
-    let result = interp.run_main(|it, _node| flush(it, &mut pending, &mut summary, opts, &text));
+    let session = cache.map(|c| c.begin(&prog));
+    let result = interp.run_main_served(
+        |it, n| session.as_ref().and_then(|s| s.serve(it, n)),
+        |it, n| {
+            if let Some(s) = &session {
+                s.record(it, n);
+            }
+            flush(it, &mut pending, &mut summary, opts, &text)
+        },
+    );
+    if let Some(s) = session {
+        summary.cache = s.finish(result.is_ok());
+    }
     summary.network_evaluations = crate::diffusion::nfe::take();
     summary.seconds = start.elapsed().as_secs_f64();
+    // A cancelled run leaves the records of the last finished run in place.
+    if let Err(error) = &result {
+        if opts.observer.as_ref().is_some_and(|o| o.cancelled()) {
+            return Err(Box::new(RunFailure {
+                error: error.clone(),
+                partial: summary,
+            }));
+        }
+    }
     let status = match &result {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("failed: {} (at {})", e.message, prog.location(e.span)),
