@@ -6,7 +6,8 @@
 //! The matrices depend on the image size, so they are built on first use for each domain
 //! shape, in f64 with nalgebra, together with each axis's SVD `M = U S V^T` (full square
 //! `U` and `V`). The SVD of the whole operator is the Kronecker product of the axes' SVDs;
-//! it gives exact `gram_solve` and `pinv`. Singular values below `max(m, n) eps s_max` on an
+//! it gives exact `gram_solve` and `pinv` (both cut the values that are noise in the tensor's
+//! precision: squares below 10 eps(dtype) of the largest). Singular values below `max(m, n) eps s_max` on an
 //! axis are set to 0 (the usual numerical rank). Tensors of the factors are cached per dtype
 //! and device; `apply`, `adjoint` and the SVD maps are candle matmuls (differentiable). A
 //! batch `[N, C, H, W]` goes through the same products at once, every image by the same
@@ -46,8 +47,6 @@ struct AxisFactors {
     v: DMatrix<f64>,
     /// The `min(m, n)` singular values, descending, with the numerically zero ones set to 0.
     s: Vec<f64>,
-    /// The `[n, m]` pseudo-inverse `V S^+ U^T`.
-    pinv: DMatrix<f64>,
 }
 
 impl AxisFactors {
@@ -57,13 +56,11 @@ impl AxisFactors {
             u: DMatrix::zeros(0, 0),
             v: DMatrix::zeros(0, 0),
             s: Vec::new(),
-            pinv: DMatrix::zeros(0, 0),
         }
     }
 
     fn new(m: DMatrix<f64>) -> std::result::Result<Self, String> {
         let (rows, cols) = m.shape();
-        let k = rows.min(cols);
         let (u_thin, singular, v_thin) = thin_svd(&m)?;
         let s_max = singular.iter().copied().fold(0.0, f64::max);
         let tol = rows.max(cols) as f64 * f64::EPSILON * s_max;
@@ -73,18 +70,11 @@ impl AxisFactors {
             .collect();
         let u = complete(&u_thin);
         let v = complete(&v_thin);
-        let mut pinv = DMatrix::zeros(cols, rows);
-        for (i, &si) in s.iter().enumerate().take(k) {
-            if si > 0.0 {
-                pinv += (v.column(i) * u.column(i).transpose()) / si;
-            }
-        }
         Ok(Self {
             m: Some(m),
             u,
             v,
             s,
-            pinv,
         })
     }
 
@@ -206,7 +196,6 @@ struct Factors {
 #[derive(Debug)]
 struct Tensors {
     fwd: [Option<AxisMatrix>; 3],
-    pinv: [Option<AxisMatrix>; 3],
     /// `V` per axis; `V^T` is its transpose.
     v: [Option<AxisMatrix>; 3],
     /// `U` as `[m, n]` in the domain-shaped coefficient layout; `U^T` is its transpose.
@@ -270,7 +259,6 @@ impl Factors {
         };
         let t = Arc::new(Tensors {
             fwd: each(&|ax, _| ax.m.clone().unwrap_or_default())?,
-            pinv: each(&|ax, _| ax.pinv.clone())?,
             v: each(&|ax, _| ax.v.clone())?,
             u_layout: each(&|ax, n| ax.u_layout(n))?,
             u: each(&|ax, _| ax.u.clone())?,
@@ -444,7 +432,20 @@ impl LinearOperator for Separable {
     fn pinv(&self, y: &Tensor) -> Result<Tensor> {
         let domain = self.domain_shape(&item_dims(&self.name, y.dims())?)?;
         let t = self.tensors_for(&domain, y)?;
-        run(y, refs(&t.pinv, false))
+        // A^+ y = V S^+ U^T y, with the cut of `gram_solve`: singular values whose squares are
+        // below 10 eps(dtype) of the largest are noise in the tensor's precision (a blur's
+        // highest frequencies, in f32) and count as zero. The per-axis cut alone leaves
+        // products of small per-axis values, which turned f32 rounding into values of 1e4.
+        let coeffs = run(y, refs(&t.u_layout, true))?;
+        let s = &t.singular_values;
+        let top = s
+            .flatten_all()?
+            .max(0)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        let floor = top * (10.0 * super::tensors::dtype_epsilon(y.dtype())).sqrt();
+        let inv = s.gt(floor)?.where_cond(&s.recip()?, &s.zeros_like()?)?;
+        run(&coeffs.broadcast_mul(&inv)?, refs(&t.v, false))
     }
 
     fn svd(&self) -> Option<&dyn Svd> {
