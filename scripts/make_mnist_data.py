@@ -40,6 +40,7 @@ TARBALL_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a3
 H = W = 28
 NPIX = H * W
 TEST_PER_CLASS = 100  # the LAST 100 digits of each class form the test split
+VALIDATION_PER_CLASS = 20  # the FIRST 20 train digits of each class, for tuning solvers
 
 
 # ----------------------------------------------------------------- input ----
@@ -243,6 +244,18 @@ def build(classes: list[bytes]) -> tuple[dict[str, bytes], dict]:
     files["mnist/test/labels.npy"] = npy_raw(
         "|u1", bytes(labels[i] for i in order), (len(order),))
 
+    # A VALIDATION set for tuning solvers: the first VALIDATION_PER_CLASS TRAIN digits of each
+    # class, interleaved like the test arrays. They are training digits (the shipped models saw
+    # them); what they keep apart is the test split, which nothing may be tuned on.
+    order = [split["train"][str(c)][0] + j for j in range(VALIDATION_PER_CLASS) for c in range(10)]
+    files["mnist/validation/digits.npy"] = npy_raw(
+        "|u1", b"".join(digits[i * NPIX:(i + 1) * NPIX] for i in order),
+        (len(order), 1, H, W))
+    files["mnist/validation/indices.npy"] = npy_raw(
+        "<i8", struct.pack("<%dq" % len(order), *order), (len(order),))
+    files["mnist/validation/labels.npy"] = npy_raw(
+        "|u1", bytes(labels[i] for i in order), (len(order),))
+
     # Per-pixel mean / population variance (ddof=0) of TRAIN in [-1, 1] units,
     # x = q/255*2 - 1, computed exactly with integers, then rounded to f32.
     n = 0
@@ -339,6 +352,7 @@ differently, the uncompressed digits always have sha256
 | `mnist/test/digits.npy` | the whole TEST split, `\|u1` (values `round(v*255)`), shape (1000, 1, 28, 28), classes interleaved: entry `10 j + c` is the j-th test digit of class c, so the first `10 k` entries hold k digits of every class |
 | `mnist/test/indices.npy` | `<i8`, shape (1000,): the index of each entry of `test/digits.npy` in `digits.u8` (the 10,000-digit file order) |
 | `mnist/test/labels.npy` | `\|u1`, shape (1000,): the class of each entry of `test/digits.npy` |
+| `mnist/validation/digits.npy`, `indices.npy`, `labels.npy` | the same arrays for 200 TRAIN digits (the first 20 of each class, interleaved): the set to tune solvers on (the shipped models were trained on them; never tune on the test split) |
 | `mnist/damaged/scratched.png` | a real-measurement example: a TEST digit (class 2) with white scratches and a blot painted over it, 8-bit greyscale |
 | `mnist/damaged/scratched_mask.png` | its mask: 255 where the pixel is still good, 0 where it is damaged |
 | `mnist/prior/mean.npy` | per-pixel mean of the TRAIN split in [-1, 1] units (`x = q/255*2 - 1`), `<f4`, shape (1, 28, 28), .npy v1.0 |
