@@ -21,6 +21,7 @@ fn tiny_budget(text: &str) -> Vec<String> {
         ("rows", "2"),
         ("steps", "2"),
         ("iters", "1"),
+        ("nfe", "4"),
     ];
     tiny.iter()
         .filter(|(name, _)| text.contains(&format!("param {name} =")))
