@@ -233,28 +233,26 @@ def build(classes: list[bytes]) -> tuple[dict[str, bytes], dict]:
     files["mnist/damaged/scratched.png"] = png_grey8(bytes(px), W, H)
     files["mnist/damaged/scratched_mask.png"] = png_grey8(bytes(mask), W, H)
 
+    def split_arrays(name: str, order: list[int]) -> None:
+        """mnist/<name>/{digits,indices,labels}.npy of the digits at `order`."""
+        files[f"mnist/{name}/digits.npy"] = npy_raw(
+            "|u1", b"".join(digits[i * NPIX:(i + 1) * NPIX] for i in order),
+            (len(order), 1, H, W))
+        files[f"mnist/{name}/indices.npy"] = npy_raw(
+            "<i8", struct.pack("<%dq" % len(order), *order), (len(order),))
+        files[f"mnist/{name}/labels.npy"] = npy_raw(
+            "|u1", bytes(labels[i] for i in order), (len(order),))
+
     # The whole TEST split as arrays, classes interleaved (position 10 j + c is the j-th test
     # digit of class c), so the first 10 k entries are k digits of every class.
-    order = [split["test"][str(c)][0] + j for j in range(TEST_PER_CLASS) for c in range(10)]
-    files["mnist/test/digits.npy"] = npy_raw(
-        "|u1", b"".join(digits[i * NPIX:(i + 1) * NPIX] for i in order),
-        (len(order), 1, H, W))
-    files["mnist/test/indices.npy"] = npy_raw(
-        "<i8", struct.pack("<%dq" % len(order), *order), (len(order),))
-    files["mnist/test/labels.npy"] = npy_raw(
-        "|u1", bytes(labels[i] for i in order), (len(order),))
+    split_arrays("test", [split["test"][str(c)][0] + j
+                          for j in range(TEST_PER_CLASS) for c in range(10)])
 
     # A VALIDATION set for tuning solvers: the first VALIDATION_PER_CLASS TRAIN digits of each
     # class, interleaved like the test arrays. They are training digits (the shipped models saw
     # them); what they keep apart is the test split, which nothing may be tuned on.
-    order = [split["train"][str(c)][0] + j for j in range(VALIDATION_PER_CLASS) for c in range(10)]
-    files["mnist/validation/digits.npy"] = npy_raw(
-        "|u1", b"".join(digits[i * NPIX:(i + 1) * NPIX] for i in order),
-        (len(order), 1, H, W))
-    files["mnist/validation/indices.npy"] = npy_raw(
-        "<i8", struct.pack("<%dq" % len(order), *order), (len(order),))
-    files["mnist/validation/labels.npy"] = npy_raw(
-        "|u1", bytes(labels[i] for i in order), (len(order),))
+    split_arrays("validation", [split["train"][str(c)][0] + j
+                                for j in range(VALIDATION_PER_CLASS) for c in range(10)])
 
     # Per-pixel mean / population variance (ddof=0) of TRAIN in [-1, 1] units,
     # x = q/255*2 - 1, computed exactly with integers, then rounded to f32.

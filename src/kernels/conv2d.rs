@@ -836,17 +836,22 @@ mod tests {
         }
     }
 
-    fn check_all(threads: usize) {
+    /// Runs `check(case, dtype)` on every case in f32 and f64 on a pool of `threads` threads.
+    fn on_every_case(threads: usize, check: fn(usize, DType)) {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
         pool.install(|| {
             for case in 0..CASES.len() {
-                check_case(case, DType::F32);
-                check_case(case, DType::F64);
+                check(case, DType::F32);
+                check(case, DType::F64);
             }
         });
+    }
+
+    fn check_all(threads: usize) {
+        on_every_case(threads, check_case);
     }
 
     #[test]
@@ -941,16 +946,7 @@ mod tests {
     #[test]
     fn trainable_weights_get_their_gradients_on_one_and_two_threads() {
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                for case in 0..CASES.len() {
-                    check_trainable_case(case, DType::F32);
-                    check_trainable_case(case, DType::F64);
-                }
-            });
+            on_every_case(threads, check_trainable_case);
         }
     }
 

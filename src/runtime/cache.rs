@@ -51,7 +51,7 @@ use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::interp::{Env, Interp, Program};
+use super::interp::{owned_regions, Env, Interp, Program};
 use super::value::Value;
 use crate::diffusion::nfe::{self, NetworkEvaluations};
 use crate::graph::{Const, Graph, NodeId, Op, RegionId};
@@ -389,20 +389,6 @@ fn put_opt(h: &mut Sha256, d: &Option<[u8; 32]>) {
             h.update(d);
         }
         None => h.update([0]),
-    }
-}
-
-/// The regions a node runs: loop bodies, branches, optimization and function-value bodies.
-fn owned_regions(op: &Op) -> Vec<RegionId> {
-    match op {
-        Op::If { then, otherwise } => vec![*then, *otherwise],
-        Op::For { body }
-        | Op::Repeat { body }
-        | Op::Optimize { body, .. }
-        | Op::Lambda { body } => {
-            vec![*body]
-        }
-        _ => vec![],
     }
 }
 

@@ -109,7 +109,7 @@ impl Program {
 }
 
 /// The regions owned by a node: loop bodies, branches, optimization and function bodies.
-fn owned_regions(op: &Op) -> Vec<RegionId> {
+pub(super) fn owned_regions(op: &Op) -> Vec<RegionId> {
     match op {
         Op::If { then, otherwise } => vec![*then, *otherwise],
         Op::For { body }
