@@ -17,6 +17,7 @@
 //! | `mem CM BATCH`                           | peak RSS of one VJP over the RSS before it (`delta_kb`); run it first in a fresh worker |
 //! | `growth CM DEN BATCH ITERS`              | ITERS MAP-GA steps: `rss_kb` after each step      |
 //! | `loop CM DEN BATCH N`                    | N MAP-GA steps in a hand-written loop: `seconds`  |
+//! | `pipeline PATH OUT [NAME=VALUE ...]`     | checks and runs the pipeline in this process as `mapga run --quiet --set NAME=VALUE ... --out OUT PATH` does: `run_seconds` (as in run.ron) |
 //! | `rss`                                    | current and peak RSS (kB)                         |
 //! | `quit`                                   | exits                                             |
 //!
@@ -30,8 +31,10 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
+use mapga::check::{check_file, CheckOptions};
 use mapga::diffusion::Model;
+use mapga::runtime::{self, Env, RunOptions};
 use problem::{Error, Problem};
 use serde_json::{json, Value};
 
@@ -209,6 +212,17 @@ impl Worker {
                 let _: Tensor = z.sum_all()?;
                 Ok(json!({"ok": true, "seconds": start.elapsed().as_secs_f64()}))
             }
+            "pipeline" => {
+                let (path, out) = (Path::new(arg(words, 1)?), arg(words, 2)?);
+                let mut overrides = std::collections::BTreeMap::new();
+                for set in &words[3..] {
+                    let (name, value) = set
+                        .split_once('=')
+                        .ok_or_else(|| format!("`{set}` is not NAME=VALUE"))?;
+                    overrides.insert(name.to_string(), value.to_string());
+                }
+                pipeline_seconds(path, out, overrides)
+            }
             "rss" => {
                 let (rss, peak) = rss_kb()?;
                 Ok(json!({"ok": true, "rss_kb": rss, "peak_kb": peak}))
@@ -216,6 +230,34 @@ impl Worker {
             other => Err(format!("unknown command `{other}`").into()),
         }
     }
+}
+
+/// What `mapga run --quiet` does after parsing its arguments (check, then run with the quiet
+/// progress observer, on the CPU in f32 with seed 0), in this process: `run_seconds`, the time
+/// `run.ron` records (the run without the check).
+fn pipeline_seconds(
+    path: &Path,
+    out: &str,
+    overrides: std::collections::BTreeMap<String, String>,
+) -> Result<Value, Error> {
+    let start = Instant::now();
+    let checked = check_file(path, &CheckOptions { overrides });
+    if checked.diags.has_errors() {
+        return Err(format!("{} does not check", path.display()).into());
+    }
+    let opts = RunOptions {
+        out_dir: out.into(),
+        env: Env {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            seed: 0,
+        },
+        observer: Some(std::sync::Arc::new(mapga::cli::Progress::hidden())),
+        check_seconds: start.elapsed().as_secs_f64(),
+    };
+    let summary = runtime::run(&checked, path, &opts)
+        .map_err(|f| format!("the run failed: {}", f.error.to_diag().message))?;
+    Ok(json!({"ok": true, "run_seconds": summary.seconds}))
 }
 
 fn main() {

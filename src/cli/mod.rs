@@ -12,6 +12,7 @@ mod fmt;
 mod graph;
 pub mod process;
 mod run;
+pub use run::Progress;
 mod sweep;
 mod watch;
 

@@ -13,8 +13,18 @@ use crate::runtime::{self, Env, Observer, ReportValue, RunOptions};
 
 /// A progress bar over the outermost loop, with the innermost optimization step and its
 /// objective as the message.
-pub(super) struct Progress {
+pub struct Progress {
     pub(super) bar: ProgressBar,
+}
+
+impl Progress {
+    /// The observer of `mapga run --quiet`: it formats every message, draws nothing. The
+    /// interpreter-tax benchmark runs pipelines in-process with it, to pay what `mapga run` pays.
+    pub fn hidden() -> Progress {
+        Progress {
+            bar: ProgressBar::hidden(),
+        }
+    }
 }
 
 impl Observer for Progress {
