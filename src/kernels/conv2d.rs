@@ -6,6 +6,10 @@
 //! already is that matrix. Backward to the input: `cols = W^T g` as one GEMM, then col2im
 //! (the adjoint of im2col) sums the columns back into the image.
 //!
+//! A 3x3 stride-1 conv on an image wide enough (`winograd::applies`) runs as Winograd's
+//! F(2x2, 3x3) instead (`winograd.rs`: 2.25x fewer multiplications), and its input gradient
+//! as the forward of the adjoint conv (flipped, transposed weights) through the same.
+//!
 //! Weights loaded from a model file are constants: the op captures them and no kernel or bias
 //! gradient is ever computed (a VJP to the input never needs one). Weights that are tracked
 //! by autograd (a `Var`, or computed from one) take a second op with the weights as an
@@ -16,6 +20,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shap
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::winograd;
 use super::{
     cpu_slice, fast_path, gemm_parallelism, matmul, unsupported, vectorized_fn, with_data, Mat,
     Real,
@@ -24,26 +29,32 @@ use super::{
 /// Elements of work below which a rayon task is not worth splitting further.
 const MIN_TASK: usize = 16 * 1024;
 
-/// The sizes of one convolution.
+/// The sizes of one convolution: batch, input channels and size, output channels, kernel
+/// size, stride, padding (the same on every side) and output size.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
-    b: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Geom {
+    pub(super) b: usize,
+    pub(super) cin: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) cout: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Geom {
     /// The geometry of input `x_dims` `[B, C_in, H, W]` with weights `w_dims`
     /// `[C_out, C_in, k_h, k_w]`, or the error candle would give.
-    fn new(x_dims: &[usize], w_dims: &[usize], stride: usize, pad: usize) -> Result<Geom> {
+    pub(super) fn new(
+        x_dims: &[usize],
+        w_dims: &[usize],
+        stride: usize,
+        pad: usize,
+    ) -> Result<Geom> {
         let (&[b, cin, h, w], &[cout, wcin, kh, kw]) = (x_dims, w_dims) else {
             candle_core::bail!(
                 "conv2d: input {x_dims:?} and weights {w_dims:?} must both have rank 4"
@@ -83,21 +94,45 @@ impl Geom {
     }
 
     /// Output pixels per channel (the GEMM width).
-    fn n(&self) -> usize {
+    pub(super) fn n(&self) -> usize {
         self.ho * self.wo
     }
 
-    fn in_len(&self) -> usize {
+    pub(super) fn in_len(&self) -> usize {
         self.cin * self.h * self.w
     }
 
-    fn out_len(&self) -> usize {
+    pub(super) fn out_len(&self) -> usize {
         self.cout * self.n()
     }
 
     /// A 1x1 conv with stride 1 and no padding: im2col is the identity.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// For a stride-1 conv with a square kernel and `pad < k` (every 3x3 "same" conv), the
+    /// conv whose forward is this one's input gradient: the output gradient convolved with the
+    /// flipped, transposed weights ([`flipped_transposed`]) and padding `k - 1 - pad` gives
+    /// back the input's size. [`input_grad`] takes it where the Winograd forward applies to
+    /// it; through im2col it measured no faster than `W^T g` + col2im, so other convs keep
+    /// that. None for strided and pointwise convs.
+    fn adjoint(&self) -> Option<Geom> {
+        (self.stride == 1 && self.kh == self.kw && self.pad < self.kh && !self.pointwise()).then(
+            || Geom {
+                b: self.b,
+                cin: self.cout,
+                h: self.ho,
+                w: self.wo,
+                cout: self.cin,
+                kh: self.kh,
+                kw: self.kw,
+                stride: 1,
+                pad: self.kh - 1 - self.pad,
+                ho: self.h,
+                wo: self.w,
+            },
+        )
     }
 
     /// The output positions `lo..hi` along a dimension of input size `size` (and output size
@@ -317,6 +352,9 @@ fn per_image<T: Real>(
 
 /// The forward conv of a batch `x` (`[B, C_in, H, W]`, contiguous), `[B, C_out, H_out, W_out]`.
 fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    if winograd::applies(g) {
+        return winograd::forward(x, w, bias, g);
+    }
     let (m, n, k) = (g.cout, g.n(), g.k());
     // The output starts as the bias (or zeros) and the GEMM adds the products to it.
     let mut out = match bias {
@@ -345,9 +383,32 @@ fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     out
 }
 
+/// The weights of [`Geom::adjoint`]: `w_t[i, o, y, x] = w[o, i, k_h - 1 - y, k_w - 1 - x]`
+/// (`[C_in, C_out, k_h, k_w]` from `[C_out, C_in, k_h, k_w]`).
+fn flipped_transposed<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
+    let taps = g.kh * g.kw;
+    let mut wt = vec![T::zero(); w.len()];
+    for o in 0..g.cout {
+        for i in 0..g.cin {
+            let src = &w[(o * g.cin + i) * taps..][..taps];
+            let dst = &mut wt[(i * g.cout + o) * taps..][..taps];
+            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    wt
+}
+
 /// The gradient with respect to the input of a batch of output gradients `grad`
 /// (`[B, C_out, H_out, W_out]`, contiguous): `[B, C_in, H, W]`.
+///
+/// A 3x3 stride-1 conv whose [`Geom::adjoint`] the Winograd forward takes runs as that
+/// forward; any other as `W^T g` (one GEMM per image) + col2im.
 fn input_grad<T: Real>(grad: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    if let Some(adjoint) = g.adjoint().filter(winograd::applies) {
+        return forward(grad, &flipped_transposed(w, g), None, &adjoint);
+    }
     let (m, n, k) = (g.k(), g.n(), g.cout);
     let mut dx = vec![T::zero(); g.b * g.in_len()];
     per_image(grad, g.out_len(), &mut dx, g.in_len(), |gr, dx, par, gp| {
@@ -802,6 +863,11 @@ mod tests {
         (1, 2, 5, 6, 3, 3, 2, 2),
         (5, 17, 13, 13, 19, 3, 1, 1),
         (2, 1, 6, 5, 2, 5, 1, 0),
+        // Wide enough for the Winograd path (forward and input gradient), odd sizes, paddings
+        // 0-2.
+        (3, 4, 6, 33, 5, 3, 1, 1),
+        (2, 3, 9, 35, 2, 3, 1, 0),
+        (1, 2, 5, 34, 3, 3, 1, 2),
         // Inputs smaller than the kernel: taps that read only padding.
         (1, 2, 1, 1, 3, 5, 1, 2),
         (2, 3, 2, 3, 2, 5, 1, 2),
