@@ -20,7 +20,8 @@
 //!
 //! Layouts (per chunk of images, so the transformed patches stay a few megabytes): weights
 //! `U[xi][k][c]`, patches `V[c][xi][tile]`, products `M[k][xi][tile]`; a tile index runs over
-//! the images of the chunk, then the tile rows, then the tile columns. The patch and output
+//! the images of the chunk, then the tile rows, then the tile columns (one spare per row, see
+//! `tiles_per_image`). The patch and output
 //! transforms run in parallel over channels, the 16 GEMMs in parallel over `xi`.
 //!
 //! Rounding: each output is the same sum in a different order with a few more additions; the
@@ -39,12 +40,12 @@ const POS: usize = 16;
 /// they stay in the last-level cache while the GEMMs stream them.
 const CHUNK_ELEMS: usize = 1 << 21;
 
-/// The narrowest output [`forward`] takes: 16 tiles per row, one AVX-512 vector of f32.
+/// The narrowest output [`forward`] takes.
 ///
-/// The transforms run along the tile rows, so narrow images pay their fixed cost per row
-/// over few tiles. Measured on the benchmark networks (2 cores, AVX-512): at 64x64 and 32x32
-/// the Winograd path made a batch-16 forward and VJP 15-20% faster than im2col, at 16x16 it
-/// was even, and on MNIST's 28x28 (and 14x14, 7x7) it was 30-50% slower.
+/// Measured on the benchmark networks (2 cores, AVX-512, batch 16, forward and VJP): at
+/// 64x64 and 32x32 (32-64 channels) the Winograd path is 20-30% faster than im2col, at 16x16
+/// (64 channels) even, and on MNIST's 28x28 (32 channels) about 5% slower: the GEMMs of
+/// depth `C_in` are short there and the transforms' memory traffic is not repaid.
 const MIN_WIDTH: usize = 32;
 
 /// Whether [`forward`] computes this conv: a 3x3 kernel, stride 1, and an output at least
@@ -56,6 +57,15 @@ pub(super) fn applies(g: &Geom) -> bool {
 /// The tile rows and columns of the output.
 fn tiles(g: &Geom) -> (usize, usize) {
     (g.ho.div_ceil(2), g.wo.div_ceil(2))
+}
+
+/// The tiles of one image in `V` and `M`: each tile row has one spare tile past the output's
+/// edge, so that a whole plane transforms as a few flat vector operations (row `a` of a
+/// quarter plane and row `a + 1` are one row length apart); the spare tiles hold harmless
+/// values the output transform drops.
+fn tiles_per_image(g: &Geom) -> usize {
+    let (ty, tx) = tiles(g);
+    ty * (tx + 1)
 }
 
 /// `U[xi][k][c] = (G w[k][c] G^T)[xi]` for weights `w` (`[C_out, C_in, 3, 3]`).
@@ -89,7 +99,7 @@ fn transform_weights<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
 /// 3]`) and an optional bias: `[B, C_out, H_out, W_out]`, as [`super::conv2d`]'s im2col path
 /// computes it. `g` must satisfy [`applies`].
 pub(super) fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
-    let per_image = tiles(g).0 * tiles(g).1;
+    let per_image = tiles_per_image(g);
     let chunk = (CHUNK_ELEMS / (POS * (g.cin + g.cout) * per_image)).clamp(1, g.b.max(1));
     forward_in_chunks(x, w, bias, g, chunk)
 }
@@ -103,7 +113,7 @@ fn forward_in_chunks<T: Real>(
     chunk: usize,
 ) -> Vec<T> {
     debug_assert!(applies(g) && chunk > 0);
-    let per_image = tiles(g).0 * tiles(g).1;
+    let per_image = tiles_per_image(g);
     let u = transform_weights(w, g);
     let mut out = vec![T::zero(); g.b * g.out_len()];
     let parallel = rayon::current_num_threads() > 1;
@@ -126,7 +136,7 @@ fn forward_in_chunks<T: Real>(
 /// `V[c][xi][tile]` of the images `x` (`images` x `[C_in, H, W]`), every element.
 fn transform_patches<T: Real>(x: &[T], v: &mut [T], g: &Geom, images: usize, parallel: bool) {
     let plane = g.h * g.w;
-    let per_channel = POS * images * tiles(g).0 * tiles(g).1;
+    let per_channel = POS * images * tiles_per_image(g);
     let fill = |(c, v): (usize, &mut [T])| {
         for image in 0..images {
             let x = &x[(image * g.cin + c) * plane..][..plane];
@@ -140,104 +150,74 @@ fn transform_patches<T: Real>(x: &[T], v: &mut [T], g: &Geom, images: usize, par
     }
 }
 
+/// `out[i] = f(a[i], b[i])` over the common length.
 #[inline(always)]
-/// Splits `rows` (`16 x n`, row-major) into the 16 stretches `start..start + len` of its rows.
-fn stretches<T>(rows: &mut [T], n: usize, start: usize, len: usize) -> [&mut [T]; POS] {
-    let mut it = rows.chunks_mut(n);
-    std::array::from_fn(|_| match it.next() {
-        Some(row) => &mut row[start..start + len],
-        None => &mut [],
-    })
-}
-
-/// Input row `y` of the plane `x` (signed: rows outside are zeros), padded with `pad` zeros
-/// on the left and zeros on the right to `2 even.len()` columns, split into its even and odd
-/// columns.
-#[inline(always)]
-fn gather_row<T: Real>(
-    x: &[T],
-    g: &Geom,
-    y: isize,
-    padded: &mut [T],
-    even: &mut [T],
-    odd: &mut [T],
-) {
-    padded.fill(T::zero());
-    if y >= 0 && (y as usize) < g.h {
-        let row = &x[y as usize * g.w..][..g.w];
-        let lo = g.pad.min(padded.len());
-        let len = g.w.min(padded.len() - lo);
-        padded[lo..lo + len].copy_from_slice(&row[..len]);
-    }
-    for ((pair, e), o) in padded
-        .chunks_exact(2)
-        .zip(even.iter_mut())
-        .zip(odd.iter_mut())
-    {
-        *e = pair[0];
-        *o = pair[1];
+fn map2<T: Real>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    for (o, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = f(a, b);
     }
 }
 
 vectorized_fn! {
     /// The transformed patches `B^T d B` of one input plane `x` (`H x W`) into the rows
-    /// `v[xi]` (of the channel's `16 x tiles` block) at the columns of image `image`.
+    /// `v[xi]` (of the channel's `16 x tiles` block) at the tiles of image `image`.
     ///
-    /// Per tile row, the 4 input rows it reads are split into their even and odd columns (of
-    /// the padded row), so both halves of the transform run on unit-stride vectors: tile `b`
-    /// reads the padded columns `2b .. 2b + 3`, that is `even[b], odd[b], even[b+1], odd[b+1]`.
+    /// The zero-padded plane is split into four quarter planes by row and column parity,
+    /// `q[ry][rx][a][j] = padded[2a + ry][2j + rx]`, each `(ty + 1) x (tx + 1)`. Tile `(a, b)`
+    /// reads padded rows `2a .. 2a + 3` and columns `2b .. 2b + 3`, that is rows `a, a + 1` and
+    /// columns `b, b + 1` of the quarter planes, so both halves of the transform are flat
+    /// operations over whole quarter planes, offset by one row or one column.
     fn patch_channel<T: Real>(x: &[T], v: &mut [T], g: &Geom, image: usize) {
         let (ty, tx) = tiles(g);
-        let n = v.len() / POS;
         let w = tx + 1;
-        // Even and odd columns of the 4 rows, then of B^T d.
-        let mut d = vec![T::zero(); 8 * w];
-        let mut s = vec![T::zero(); 8 * w];
+        let (quarter, t) = ((ty + 1) * w, ty * w);
+        let mut q = vec![T::zero(); 4 * quarter];
         let mut padded = vec![T::zero(); 2 * w];
-        for a in 0..ty {
-            for (i, half) in d.chunks_mut(2 * w).enumerate() {
-                let (even, odd) = half.split_at_mut(w);
-                let y = (2 * a + i) as isize - g.pad as isize;
-                gather_row(x, g, y, &mut padded, even, odd);
+        for (y, row) in x.chunks_exact(g.w).enumerate() {
+            let r = y + g.pad;
+            if r >= 2 * (ty + 1) {
+                break;
             }
-            // B^T d down the rows: s0 = d0 - d2, s1 = d1 + d2, s2 = d2 - d1, s3 = d1 - d3.
-            let (d0, rest) = d.split_at(2 * w);
-            let (d1, rest) = rest.split_at(2 * w);
-            let (d2, d3) = rest.split_at(2 * w);
-            let (s0, rest) = s.split_at_mut(2 * w);
-            let (s1, rest) = rest.split_at_mut(2 * w);
-            let (s2, s3) = rest.split_at_mut(2 * w);
-            for q in 0..2 * w {
-                s0[q] = d0[q] - d2[q];
-                s1[q] = d1[q] + d2[q];
-                s2[q] = d2[q] - d1[q];
-                s3[q] = d1[q] - d3[q];
+            padded.fill(T::zero());
+            let lo = g.pad.min(padded.len());
+            let len = g.w.min(padded.len() - lo);
+            padded[lo..lo + len].copy_from_slice(&row[..len]);
+            let at = (r % 2) * 2 * quarter + (r / 2) * w;
+            let (even, rest) = q[at..].split_at_mut(quarter);
+            let odd = &mut rest[..w];
+            for ((pair, e), o) in padded.chunks_exact(2).zip(&mut even[..w]).zip(odd) {
+                *e = pair[0];
+                *o = pair[1];
             }
-            // (B^T d) B along each tile's columns: the same combinations.
-            let [v00, v01, v02, v03, v10, v11, v12, v13, v20, v21, v22, v23, v30, v31, v32, v33] =
-                stretches(v, n, image * ty * tx + a * tx, tx);
-            let out = [
-                [v00, v01, v02, v03],
-                [v10, v11, v12, v13],
-                [v20, v21, v22, v23],
-                [v30, v31, v32, v33],
-            ];
-            for (s, [o0, o1, o2, o3]) in [&*s0, &*s1, &*s2, &*s3].into_iter().zip(out) {
-                let (even, odd) = s.split_at(w);
-                let (e0, e2, e1, e3) = (&even[..tx], &even[1..], &odd[..tx], &odd[1..]);
-                for (o, (&a, &c)) in o0.iter_mut().zip(e0.iter().zip(e2)) {
-                    *o = a - c;
-                }
-                for (o, (&b, &c)) in o1.iter_mut().zip(e1.iter().zip(e2)) {
-                    *o = b + c;
-                }
-                for (o, (&b, &c)) in o2.iter_mut().zip(e1.iter().zip(e2)) {
-                    *o = c - b;
-                }
-                for (o, (&b, &d)) in o3.iter_mut().zip(e1.iter().zip(e3)) {
-                    *o = b - d;
-                }
-            }
+        }
+        // B^T d down the rows, per column parity rx: with d_i = padded row 2a + i,
+        // s0 = d0 - d2, s1 = d1 + d2, s2 = d2 - d1, s3 = d1 - d3. Each s is ty x w, plus one
+        // spare zero for the column shift below.
+        let mut s = vec![T::zero(); 8 * (t + 1)];
+        for rx in 0..2 {
+            let even_rows = &q[rx * quarter..][..quarter];
+            let odd_rows = &q[(2 + rx) * quarter..][..quarter];
+            let (d0, d2) = (&even_rows[..t], &even_rows[w..]);
+            let (d1, d3) = (&odd_rows[..t], &odd_rows[w..]);
+            let mut parts = s.chunks_mut(t + 1).skip(rx).step_by(2);
+            let mut next = || parts.next().map_or(&mut [][..], |p| &mut p[..t]);
+            map2(next(), d0, d2, |a, b| a - b);
+            map2(next(), d1, d2, |a, b| a + b);
+            map2(next(), d2, d1, |a, b| a - b);
+            map2(next(), d1, d3, |a, b| a - b);
+        }
+        // (B^T d) B along the columns, the same combinations: with e_j = column 2b + j,
+        // e0 = even[b], e1 = odd[b], e2 = even[b + 1], e3 = odd[b + 1].
+        let n = v.len() / POS;
+        let mut rows = v.chunks_mut(n).map(|row| &mut row[image * t..][..t]);
+        for pair in s.chunks(2 * (t + 1)) {
+            let (even, odd) = pair.split_at(t + 1);
+            let (e0, e1, e2, e3) = (&even[..t], &odd[..t], &even[1..], &odd[1..]);
+            let mut next = || rows.next().unwrap_or(&mut []);
+            map2(next(), e0, e2, |a, b| a - b);
+            map2(next(), e1, e2, |a, b| a + b);
+            map2(next(), e2, e1, |a, b| a - b);
+            map2(next(), e1, e3, |a, b| a - b);
         }
     }
 }
@@ -306,7 +286,7 @@ fn transform_outputs<T: Real>(
     images: usize,
     parallel: bool,
 ) {
-    let n = images * tiles(g).0 * tiles(g).1;
+    let n = images * tiles_per_image(g);
     let plane = g.n();
     let fill = |(index, out): (usize, &mut [T])| {
         let (image, k) = (index / g.cout, index % g.cout);
@@ -330,46 +310,42 @@ fn map3<T: Real>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -
 
 vectorized_fn! {
     /// One output plane `out` (`H_out x W_out`) of image `image` from its products `m`
-    /// (`16 x tiles`), plus `bias`.
+    /// (`16 x tiles`), plus `bias`: `A^T m A` over whole planes of tiles (as in
+    /// [`patch_channel`]), then the four outputs of each tile interleaved into the plane.
     fn output_channel<T: Real>(m: &[T], out: &mut [T], g: &Geom, image: usize, bias: T) {
-        let (ty, tx) = tiles(g);
+        let tx = tiles(g).1;
+        let (w, t) = (tx + 1, tiles_per_image(g));
         let n = m.len() / POS;
-        // A^T m (two rows of four, p[0..4] and p[4..8]), then the four outputs of each tile:
-        // rows 0 and 1, even and odd columns.
-        let mut p = vec![T::zero(); 8 * tx];
-        let mut y = vec![T::zero(); 4 * tx];
-        for a in 0..ty {
-            let base = image * ty * tx + a * tx;
-            let r: [&[T]; POS] = std::array::from_fn(|xi| &m[xi * n + base..][..tx]);
-            for (l, p) in p.chunks_mut(tx).enumerate() {
-                if l < 4 {
-                    map3(p, r[l], r[4 + l], r[8 + l], |a, b, c| a + b + c);
-                } else {
-                    let l = l - 4;
-                    map3(p, r[4 + l], r[8 + l], r[12 + l], |a, b, c| a - b - c);
-                }
+        let r: [&[T]; POS] = std::array::from_fn(|xi| &m[xi * n + image * t..][..t]);
+        // A^T m: p[l] = r0l + r1l + r2l, p[4 + l] = r1l - r2l - r3l.
+        let mut p = vec![T::zero(); 8 * t];
+        for (l, p) in p.chunks_mut(t).enumerate() {
+            if l < 4 {
+                map3(p, r[l], r[4 + l], r[8 + l], |a, b, c| a + b + c);
+            } else {
+                map3(p, r[l], r[4 + l], r[8 + l], |a, b, c| a - b - c);
             }
-            for (half, rows) in y.chunks_mut(2 * tx).zip(p.chunks(4 * tx)) {
-                let (even, odd) = half.split_at_mut(tx);
-                let q: Vec<&[T]> = rows.chunks(tx).collect();
-                map3(even, q[0], q[1], q[2], |a, b, c| a + b + c + bias);
-                map3(odd, q[1], q[2], q[3], |a, b, c| a - b - c + bias);
+        }
+        // (A^T m) A: outputs (0, 0), (0, 1) from p[0..4], (1, 0), (1, 1) from p[4..8].
+        let mut y = vec![T::zero(); 4 * t];
+        for (half, p) in y.chunks_mut(2 * t).zip(p.chunks(4 * t)) {
+            let (even, odd) = half.split_at_mut(t);
+            let q: [&[T]; 4] = std::array::from_fn(|l| &p[l * t..][..t]);
+            map3(even, q[0], q[1], q[2], |a, b, c| a + b + c + bias);
+            map3(odd, q[1], q[2], q[3], |a, b, c| a - b - c + bias);
+        }
+        for (row, dst) in out.chunks_exact_mut(g.wo).enumerate() {
+            let (a, dy) = (row / 2, row % 2);
+            let half = &y[dy * 2 * t..][..2 * t];
+            let even = &half[a * w..][..tx];
+            let odd = &half[t + a * w..][..tx];
+            let mut pairs = dst.chunks_exact_mut(2);
+            for (pair, (&e, &o)) in (&mut pairs).zip(even.iter().zip(odd)) {
+                pair[0] = e;
+                pair[1] = o;
             }
-            for (dy, half) in y.chunks(2 * tx).enumerate() {
-                let row = 2 * a + dy;
-                if row >= g.ho {
-                    break;
-                }
-                let (even, odd) = half.split_at(tx);
-                let dst = &mut out[row * g.wo..][..g.wo];
-                let mut pairs = dst.chunks_exact_mut(2);
-                for (pair, (&e, &o)) in (&mut pairs).zip(even.iter().zip(odd)) {
-                    pair[0] = e;
-                    pair[1] = o;
-                }
-                if let [last] = pairs.into_remainder() {
-                    *last = even[tx - 1];
-                }
+            if let [last] = pairs.into_remainder() {
+                *last = even[tx - 1];
             }
         }
     }
