@@ -21,10 +21,13 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::winograd;
+
+mod fused;
 use super::{
     cpu_slice, fast_path, gemm_parallelism, matmul, unsupported, vectorized_fn, with_data, Mat,
     Real,
 };
+pub use fused::conv2d_fused;
 
 /// Elements of work below which a rayon task is not worth splitting further.
 const MIN_TASK: usize = 16 * 1024;
@@ -775,6 +778,27 @@ impl Conv2d {
     /// The bias `[C_out]`, if any.
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
+    }
+}
+
+impl Conv2d {
+    /// The layer's output plus `image_bias` (`[B, C_out]`, broadcast over the pixels) and
+    /// `residual` (the output's shape), in one op ([`conv2d_fused`]).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        image_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        conv2d_fused(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+            image_bias,
+            residual,
+        )
     }
 }
 

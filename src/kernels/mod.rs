@@ -9,7 +9,10 @@
 //!
 //! * [`conv2d()`] (`conv2d.rs`): im2col + one GEMM per image with the bias fused; the backward
 //!   is `W^T g` as one GEMM plus col2im. 3x3 stride-1 convs on images at least 32 wide run
-//!   as Winograd's F(2x2, 3x3) (`winograd.rs`), forward and backward. Weights loaded from a file are *constants* captured in
+//!   as Winograd's F(2x2, 3x3) (`winograd.rs`), forward and backward.
+//!   [`conv2d_fused()`] (`conv2d/fused.rs`) also adds a per-image bias and a residual in the
+//!   same op: the U-Net's residual blocks fold their noise-embedding add and skip
+//!   connection into their convs, which saves two passes and two backward graph nodes each. Weights loaded from a file are *constants* captured in
 //!   the op: no kernel or bias gradient is computed (MAP-GA only differentiates with respect to
 //!   the image). Weights tracked by autograd (a `Var`) take a second op whose backward also
 //!   gives the kernel gradient (one GEMM per image against its im2col matrix), so the same
@@ -49,7 +52,7 @@ mod group_norm;
 mod upsample;
 mod winograd;
 
-pub use conv2d::{conv2d, Conv2d};
+pub use conv2d::{conv2d, conv2d_fused, Conv2d};
 pub use group_norm::{group_norm, GroupNorm};
 pub use upsample::upsample_nearest2x;
 

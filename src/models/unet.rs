@@ -269,15 +269,17 @@ impl ResBlock {
 
     /// `x`: `[B, i, H, W]`, `emb`: `[B, E]` (already through SiLU).
     fn forward(&self, x: &Tensor, emb: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let e = self.emb_proj.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
-        let h = h.broadcast_add(&e)?;
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        // The embedding add and the skip connection are folded into the convs' outputs.
+        let e = self.emb_proj.forward(emb)?;
+        let h = self
+            .conv1
+            .forward_with(&self.norm1.forward_silu(x)?, Some(&e), None)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        skip + h
+        self.conv2
+            .forward_with(&self.norm2.forward_silu(&h)?, None, Some(&skip))
     }
 }
 
