@@ -21,12 +21,12 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::winograd;
-
-mod fused;
 use super::{
     cpu_slice, fast_path, gemm_parallelism, matmul, unsupported, vectorized_fn, with_data, Mat,
     Real,
 };
+
+mod fused;
 pub use fused::conv2d_fused;
 
 /// Elements of work below which a rayon task is not worth splitting further.
