@@ -302,18 +302,31 @@ pub fn run(cli: Cli) -> ExitCode {
 pub(crate) fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for s in sets {
-        let Some((k, v)) = s.split_once('=') else {
-            return Err(format!(
-                "`--set {s}`: expected NAME=VALUE, e.g. `--set sigma_y=0.1`"
-            ));
-        };
-        let k = k.trim();
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`--set {s}`: `{k}` is not a param name"));
-        }
+        let (k, v) = param_assignment("--set", s, "NAME=VALUE", "sigma_y=0.1")?;
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
+}
+
+/// Splits the argument `text` of `flag` (`--set`, `--sweep`) at its first `=` into a param
+/// name (trimmed, letters, digits and `_`) and the rest; the errors show the `form` and an
+/// `example`.
+pub(crate) fn param_assignment<'a>(
+    flag: &str,
+    text: &'a str,
+    form: &str,
+    example: &str,
+) -> Result<(&'a str, &'a str), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!(
+            "`{flag} {text}`: expected {form}, e.g. `{flag} {example}`"
+        ));
+    };
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("`{flag} {text}`: `{name}` is not a param name"));
+    }
+    Ok((name, value))
 }
 
 /// The `--set` overrides of a command on one pipeline file, or the exit code 2 after saying

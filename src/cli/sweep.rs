@@ -20,15 +20,8 @@ use crate::runtime::{Env, NodeCache};
 /// Parses `--sweep NAME=V1,V2,...`: the values are split at commas outside double quotes and
 /// trimmed; each is a `--set` value.
 pub(super) fn parse_sweep(text: &str) -> Result<SweepAxis, String> {
-    let Some((name, values)) = text.split_once('=') else {
-        return Err(format!(
-            "`--sweep {text}`: expected NAME=V1,V2,..., e.g. `--sweep sigma_y=0.05,0.1`"
-        ));
-    };
-    let name = name.trim();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("`--sweep {text}`: `{name}` is not a param name"));
-    }
+    let (name, values) =
+        super::param_assignment("--sweep", text, "NAME=V1,V2,...", "sigma_y=0.05,0.1")?;
     let mut parts = Vec::new();
     let (mut current, mut quoted) = (String::new(), false);
     for c in values.chars() {

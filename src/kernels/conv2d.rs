@@ -109,6 +109,46 @@ impl Geom {
         self.cout * self.n()
     }
 
+    /// The output's shape `[B, C_out, H_out, W_out]`.
+    fn out_shape(&self) -> Shape {
+        Shape::from((self.b, self.cout, self.ho, self.wo))
+    }
+
+    /// Calls `f(output index, input index, weight index)` for every product of a direct
+    /// convolution (every output element, input channel and kernel tap that reads inside the
+    /// input, padding skipped): the f64 references of the kernel tests are sums over it.
+    #[cfg(test)]
+    pub(super) fn each_product(&self, mut f: impl FnMut(usize, usize, usize)) {
+        for out in 0..self.b * self.out_len() {
+            let (ox, oy) = (out % self.wo, out / self.wo % self.ho);
+            let (co, b) = (out / self.n() % self.cout, out / self.out_len());
+            for ci in 0..self.cin {
+                for ky in 0..self.kh {
+                    for kx in 0..self.kw {
+                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                        let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                        if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
+                            continue;
+                        }
+                        let input = ((b * self.cin + ci) * self.h + iy as usize) * self.w;
+                        let weight = ((co * self.cin + ci) * self.kh + ky) * self.kw + kx;
+                        f(out, input + ix as usize, weight);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An error unless `dims` (of the tensor `what`: an output gradient, a residual) are the
+    /// output's.
+    fn check_output(&self, dims: &[usize], what: &str) -> Result<()> {
+        let want = [self.b, self.cout, self.ho, self.wo];
+        if dims != want {
+            candle_core::bail!("{what} {dims:?} for an output of {want:?}")
+        }
+        Ok(())
+    }
+
     /// A 1x1 conv with stride 1 and no padding: im2col is the identity.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -461,7 +501,8 @@ struct Conv2dOp {
 }
 
 impl Conv2dOp {
-    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    /// The output of the input `s`, `l` (contiguous), with its geometry.
+    fn output<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(Vec<T>, Geom)> {
         let g = Geom::new(l.dims(), self.weight.dims(), self.stride, self.padding)?;
         if let Some(b) = &self.bias {
             if b.dims() != [g.cout] {
@@ -473,10 +514,23 @@ impl Conv2dOp {
             Some(b) => with_data::<T, _>(b, "conv2d", |b| Ok(forward(x, w, Some(b), &g))),
             None => Ok(forward(x, w, None, &g)),
         })?;
-        Ok((
-            T::to_cpu_storage_owned(out),
-            Shape::from((g.b, g.cout, g.ho, g.wo)),
-        ))
+        Ok((out, g))
+    }
+
+    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (out, g) = self.output::<T>(s, l)?;
+        Ok((T::to_cpu_storage_owned(out), g.out_shape()))
+    }
+
+    /// The gradient with respect to the input `x` of the output gradient `grad`.
+    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let op = Conv2dInputGrad {
+            weight: self.weight.clone(),
+            stride: self.stride,
+            padding: self.padding,
+            input: x.dims().to_vec(),
+        };
+        grad.contiguous()?.apply_op1_no_bwd(&op)
     }
 }
 
@@ -494,13 +548,7 @@ impl CustomOp1 for Conv2dOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let op = Conv2dInputGrad {
-            weight: self.weight.clone(),
-            stride: self.stride,
-            padding: self.padding,
-            input: arg.dims().to_vec(),
-        };
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&op)?))
+        Ok(Some(self.input_grad(arg, grad)?))
     }
 }
 
@@ -515,13 +563,7 @@ struct Conv2dInputGrad {
 impl Conv2dInputGrad {
     fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(&self.input, self.weight.dims(), self.stride, self.padding)?;
-        if l.dims() != [g.b, g.cout, g.ho, g.wo] {
-            candle_core::bail!(
-                "conv2d backward: gradient {:?} for an output of {:?}",
-                l.dims(),
-                [g.b, g.cout, g.ho, g.wo]
-            )
-        }
+        g.check_output(l.dims(), "conv2d backward: gradient")?;
         let grad = cpu_slice::<T>(s, l, "conv2d backward")?;
         let dx = with_data::<T, _>(&self.weight, "conv2d backward", |w| {
             Ok(input_grad(grad, w, &g))
@@ -563,7 +605,7 @@ impl Conv2dTrainableOp {
         let w = cpu_slice::<T>(ws, wl, "conv2d")?;
         Ok((
             T::to_cpu_storage_owned(forward(x, w, None, &g)),
-            Shape::from((g.b, g.cout, g.ho, g.wo)),
+            g.out_shape(),
         ))
     }
 }
@@ -634,13 +676,7 @@ impl Conv2dWeightGrad {
         (xs, xl): (&CpuStorage, &Layout),
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(xl.dims(), &self.weight, self.stride, self.padding)?;
-        if gl.dims() != [g.b, g.cout, g.ho, g.wo] {
-            candle_core::bail!(
-                "conv2d backward: gradient {:?} for an output of {:?}",
-                gl.dims(),
-                [g.b, g.cout, g.ho, g.wo]
-            )
-        }
+        g.check_output(gl.dims(), "conv2d backward: gradient")?;
         let grad = cpu_slice::<T>(gs, gl, "conv2d backward")?;
         let x = cpu_slice::<T>(xs, xl, "conv2d backward")?;
         Ok((
@@ -837,31 +873,7 @@ mod tests {
         let g = Geom::new(x.dims(), w.dims(), stride, pad).unwrap();
         let (wv, vv) = (values(w), values(v));
         let mut dx = vec![0.0; g.b * g.in_len()];
-        for b in 0..g.b {
-            for co in 0..g.cout {
-                for oy in 0..g.ho {
-                    for ox in 0..g.wo {
-                        let gv = vv[((b * g.cout + co) * g.ho + oy) * g.wo + ox];
-                        for ci in 0..g.cin {
-                            for ky in 0..g.kh {
-                                for kx in 0..g.kw {
-                                    let iy = (oy * stride + ky) as isize - pad as isize;
-                                    let ix = (ox * stride + kx) as isize - pad as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let wi = ((co * g.cin + ci) * g.kh + ky) * g.kw + kx;
-                                    let xi =
-                                        ((b * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize;
-                                    dx[xi] += gv * wv[wi];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        g.each_product(|o, i, k| dx[i] += vv[o] * wv[k]);
         Tensor::from_vec(dx, x.dims(), &Device::Cpu).unwrap()
     }
 
@@ -968,30 +980,7 @@ mod tests {
         let g = Geom::new(x.dims(), w.dims(), stride, pad).unwrap();
         let (xv, vv) = (values(x), values(v));
         let mut dw = vec![0.0; w.elem_count()];
-        for b in 0..g.b {
-            for co in 0..g.cout {
-                for oy in 0..g.ho {
-                    for ox in 0..g.wo {
-                        let gv = vv[((b * g.cout + co) * g.ho + oy) * g.wo + ox];
-                        for ci in 0..g.cin {
-                            for ky in 0..g.kh {
-                                for kx in 0..g.kw {
-                                    let iy = (oy * stride + ky) as isize - pad as isize;
-                                    let ix = (ox * stride + kx) as isize - pad as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xi =
-                                        ((b * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize;
-                                    dw[((co * g.cin + ci) * g.kh + ky) * g.kw + kx] += gv * xv[xi];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        g.each_product(|o, i, k| dw[k] += vv[o] * xv[i]);
         Tensor::from_vec(dw, w.dims(), &Device::Cpu).unwrap()
     }
 

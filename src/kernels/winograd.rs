@@ -360,26 +360,10 @@ mod tests {
     /// The conv by direct summation in f64.
     fn reference(x: &Tensor, w: &Tensor, b: &Tensor, g: &Geom) -> Tensor {
         let (xv, wv, bv) = (values(x), values(w), values(b));
-        let mut out = vec![0.0; g.b * g.out_len()];
-        for (index, o) in out.iter_mut().enumerate() {
-            let (ox, oy) = (index % g.wo, index / g.wo % g.ho);
-            let (k, image) = (index / g.n() % g.cout, index / g.out_len());
-            *o = bv[k];
-            for c in 0..g.cin {
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let (iy, ix) = (
-                            (oy + ky) as isize - g.pad as isize,
-                            (ox + kx) as isize - g.pad as isize,
-                        );
-                        if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                            let xi = ((image * g.cin + c) * g.h + iy as usize) * g.w + ix as usize;
-                            *o += xv[xi] * wv[((k * g.cin + c) * 3 + ky) * 3 + kx];
-                        }
-                    }
-                }
-            }
-        }
+        let mut out: Vec<f64> = (0..g.b * g.out_len())
+            .map(|o| bv[o / g.n() % g.cout])
+            .collect();
+        g.each_product(|o, i, k| out[o] += xv[i] * wv[k]);
         Tensor::from_vec(out, (g.b, g.cout, g.ho, g.wo), &Device::Cpu).unwrap()
     }
 

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{conv2d, forward, Conv2dInputGrad, Geom, MIN_TASK};
+use super::{conv2d, Conv2dOp, Geom, MIN_TASK};
 use crate::kernels::{cpu_slice, fast_path, unsupported, with_data, Real};
 
 /// `conv2d(x, weight, bias, stride, padding)` plus `image_bias` (`[B, C_out]`, added to every
@@ -39,12 +39,8 @@ pub fn conv2d_fused(
     if !fused {
         return separate(x, weight, bias, stride, padding, image_bias, residual);
     }
+    // The bias is checked by the op, as for `conv2d`.
     let g = Geom::new(x.dims(), weight.dims(), stride, padding)?;
-    if let Some(b) = bias {
-        if b.dims() != [g.cout] {
-            candle_core::bail!("conv2d: bias {:?} for {} channels", b.dims(), g.cout)
-        }
-    }
     if let Some(e) = image_bias {
         if e.dims() != [g.b, g.cout] {
             candle_core::bail!(
@@ -56,22 +52,18 @@ pub fn conv2d_fused(
         }
     }
     let op = FusedConv {
-        weight: weight.clone(),
-        bias: bias.cloned(),
+        conv: Conv2dOp {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            stride,
+            padding,
+        },
         image_bias: image_bias.cloned(),
-        stride,
-        padding,
     };
     let x = x.contiguous()?;
     match residual {
         Some(r) => {
-            if r.dims() != [g.b, g.cout, g.ho, g.wo] {
-                candle_core::bail!(
-                    "conv2d: residual {:?} for an output of {:?}",
-                    r.dims(),
-                    [g.b, g.cout, g.ho, g.wo]
-                )
-            }
+            g.check_output(r.dims(), "conv2d: residual")?;
             x.apply_op2(&r.contiguous()?, op)
         }
         None => x.apply_op1(op),
@@ -98,13 +90,10 @@ fn separate(
     }
 }
 
-/// The fused conv; the weights, bias and image bias are constants.
+/// The fused conv: [`Conv2dOp`] (constant weights and bias) plus a constant image bias.
 struct FusedConv {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    conv: Conv2dOp,
     image_bias: Option<Tensor>,
-    stride: usize,
-    padding: usize,
 }
 
 impl FusedConv {
@@ -113,16 +102,11 @@ impl FusedConv {
         (xs, xl): (&CpuStorage, &Layout),
         residual: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(xl.dims(), self.weight.dims(), self.stride, self.padding)?;
-        let x = cpu_slice::<T>(xs, xl, "conv2d")?;
+        let (mut out, g) = self.conv.output::<T>(xs, xl)?;
         let residual = match residual {
             Some((rs, rl)) => Some(cpu_slice::<T>(rs, rl, "conv2d residual")?),
             None => None,
         };
-        let mut out = with_data::<T, _>(&self.weight, "conv2d", |w| match &self.bias {
-            Some(b) => with_data::<T, _>(b, "conv2d", |b| Ok(forward(x, w, Some(b), &g))),
-            None => Ok(forward(x, w, None, &g)),
-        })?;
         match &self.image_bias {
             Some(e) => with_data::<T, _>(e, "conv2d image bias", |e| {
                 add_extras(&mut out, g.n(), Some(e), residual);
@@ -130,21 +114,7 @@ impl FusedConv {
             })?,
             None => add_extras(&mut out, g.n(), None, residual),
         }
-        Ok((
-            T::to_cpu_storage_owned(out),
-            Shape::from((g.b, g.cout, g.ho, g.wo)),
-        ))
-    }
-
-    /// The input gradient of the conv, as [`super::Conv2dOp`]'s backward computes it.
-    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        let op = Conv2dInputGrad {
-            weight: self.weight.clone(),
-            stride: self.stride,
-            padding: self.padding,
-            input: x.dims().to_vec(),
-        };
-        grad.contiguous()?.apply_op1_no_bwd(&op)
+        Ok((T::to_cpu_storage_owned(out), g.out_shape()))
     }
 }
 
@@ -184,7 +154,7 @@ impl CustomOp1 for FusedConv {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(self.input_grad(x, grad)?))
+        Ok(Some(self.conv.input_grad(x, grad)?))
     }
 }
 
@@ -215,7 +185,7 @@ impl CustomOp2 for FusedConv {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = if x.track_op() {
-            Some(self.input_grad(x, grad)?)
+            Some(self.conv.input_grad(x, grad)?)
         } else {
             None
         };
