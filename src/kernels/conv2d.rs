@@ -7,7 +7,7 @@
 //! (the adjoint of im2col) sums the columns back into the image.
 //!
 //! A 3x3 stride-1 conv on an image wide enough (`winograd::applies`) runs as Winograd's
-//! F(2x2, 3x3) instead (`winograd.rs`: 2.25x fewer multiplications), and its input gradient
+//! F(4x4, 3x3) instead (`winograd.rs`: 4x fewer multiplications), and its input gradient
 //! as the forward of the adjoint conv (flipped, transposed weights) through the same.
 //!
 //! Weights loaded from a model file are constants: the op captures them and no kernel or bias

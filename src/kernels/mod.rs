@@ -9,7 +9,7 @@
 //!
 //! * [`conv2d()`] (`conv2d.rs`): im2col + one GEMM per image with the bias fused; the backward
 //!   is `W^T g` as one GEMM plus col2im. 3x3 stride-1 convs on images at least 32 wide run
-//!   as Winograd's F(2x2, 3x3) (`winograd.rs`), forward and backward.
+//!   as Winograd's F(4x4, 3x3) (`winograd.rs`), forward and backward.
 //!   [`conv2d_fused()`] (`conv2d/fused.rs`) also adds a per-image bias and a residual in the
 //!   same op: the U-Net's residual blocks fold their noise-embedding add and skip
 //!   connection into their convs, which saves two passes and two backward graph nodes each. Weights loaded from a file are *constants* captured in

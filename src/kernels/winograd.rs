@@ -1,40 +1,56 @@
-//! Winograd's minimal filtering F(2x2, 3x3) for 3x3 stride-1 convs: the same result as im2col +
-//! GEMM with 2.25x fewer multiplications in the GEMMs.
+//! Winograd's minimal filtering F(4x4, 3x3) for 3x3 stride-1 convs: the same result as im2col +
+//! GEMM with 4x fewer multiplications in the GEMMs.
 //!
-//! The output is cut into 2x2 tiles; each reads a 4x4 patch of the (zero-padded) input. With
+//! The output is cut into 4x4 tiles; each reads a 6x6 patch of the (zero-padded) input. With
 //! the standard matrices (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
 //! 2016)
 //!
 //! ```text
-//!       | 1  0 -1  0 |        | 1    0    0  |
-//! B^T = | 0  1  1  0 |    G = | 1/2  1/2  1/2|    A^T = | 1  1  1  0 |
-//!       | 0 -1  1  0 |        | 1/2 -1/2  1/2|          | 0  1 -1 -1 |
-//!       | 0  1  0 -1 |        | 0    0    1  |
+//!       | 4  0 -5  0  1  0 |        |  1/4    0     0  |
+//!       | 0 -4 -4  1  1  0 |        | -1/6  -1/6  -1/6 |        | 1  1  1  1  1  0 |
+//! B^T = | 0  4 -4 -1  1  0 |    G = | -1/6   1/6  -1/6 |  A^T = | 0  1 -1  2 -2  0 |
+//!       | 0 -2 -1  2  1  0 |        |  1/24  1/12  1/6 |        | 0  1  1  4  4  0 |
+//!       | 0  2 -1 -2  1  0 |        |  1/24 -1/12  1/6 |        | 0  1 -1  8 -8  1 |
+//!       | 0  4  0 -5  0  1 |        |  0     0     1   |
 //! ```
 //!
 //! a tile of output channel `k` is `A^T [ sum_c (G w_kc G^T) . (B^T d_c B) ] A` (`.` the
-//! elementwise product over the 16 positions). Per position `xi` of the 4x4 transformed
+//! elementwise product over the 36 positions). Per position `xi` of the 6x6 transformed
 //! tile, the sum over the input channels is a matrix product `M_xi = U_xi V_xi` of the
-//! transformed weights (`C_out x C_in`) and the transformed patches (`C_in x tiles`): 16 GEMMs
-//! of depth `C_in` replace one of depth `9 C_in` over four times as many columns.
+//! transformed weights (`C_out x C_in`) and the transformed patches (`C_in x tiles`): 36 GEMMs
+//! of depth `C_in` replace one of depth `9 C_in` over sixteen times as many columns.
 //!
 //! Layouts (per chunk of images, so the transformed patches stay a few megabytes): weights
 //! `U[xi][k][c]`, patches `V[c][xi][tile]`, products `M[k][xi][tile]`; a tile index runs over
 //! the images of the chunk, then the tile rows, then the tile columns (one spare per row, see
-//! `tiles_per_image`). The patch and output
-//! transforms run in parallel over channels, the 16 GEMMs in parallel over `xi`.
+//! `tiles_per_image`). The patch and output transforms run in parallel over channels, the 36
+//! GEMMs in parallel over `xi`. Both transforms are separable (rows, then columns) and work on
+//! whole planes of tiles at once, as a few flat loops that vectorise (see [`patch_channel`]).
 //!
-//! Rounding: each output is the same sum in a different order with a few more additions; the
-//! transforms' coefficients are 0, +-1 and +-1/2, so the error stays at a few units of the last
-//! place of the inputs' scale (the kernel tests hold it to the im2col path's tolerance).
+//! Rounding: F(4x4) trades more additions with coefficients up to 8 (and weights scaled by
+//! 1/6, 1/12, 1/24, computed in f64) for its fewer products. On the kernel tests its largest
+//! f32 error against direct f64 sums is 3e-6 of the output's scale (F(2x2, 3x3), with
+//! coefficients 0, +-1 and +-1/2: 2e-7), inside the im2col path's tolerance of 1e-5.
+//!
+//! F(2x2, 3x3) was the previous version. F(4x4) measured faster on the ImageNet-64-shaped
+//! benchmark U-Net (2 cores, AVX-512, alternating processes, min of 3): batch-16 forward 195 ->
+//! 171 ms, VJP 485 -> 435 ms, batch-1 forward 14.4 -> 13.6 ms. Its transforms write 2.25
+//! values per output pixel and channel where F(2x2)'s write 4, so they cost about the same
+//! although each does more arithmetic.
 
 use rayon::prelude::*;
 
 use super::conv2d::Geom;
 use super::{vectorized_fn, Real};
 
+/// Outputs per tile side.
+const TILE: usize = 4;
+
+/// Inputs per tile side (the tile plus the kernel's overhang).
+const WINDOW: usize = TILE + 2;
+
 /// Transformed positions per tile.
-const POS: usize = 16;
+const POS: usize = WINDOW * WINDOW;
 
 /// Scratch elements (transformed patches and products) a chunk of images aims at, so that
 /// they stay in the last-level cache while the GEMMs stream them.
@@ -42,55 +58,94 @@ const CHUNK_ELEMS: usize = 1 << 21;
 
 /// The narrowest output [`forward`] takes.
 ///
-/// Measured on the benchmark networks (2 cores, AVX-512, batch 16, forward and VJP): at
-/// 64x64 and 32x32 (32-64 channels) the Winograd path is 20-30% faster than im2col, at 16x16
-/// (64 channels) even, and on MNIST's 28x28 (32 channels) about 5% slower: the GEMMs of
-/// depth `C_in` are short there and the transforms' memory traffic is not repaid.
+/// Measured on the benchmark networks (2 cores, AVX-512, alternating processes): with
+/// Winograd on MNIST's 28x28 planes (32 channels) the batch-16 forward is about 15% slower
+/// (the GEMMs of depth `C_in` are short and the transforms' memory traffic is not repaid) and
+/// the VJP 3% faster; on the 64x64 network's 16x16 planes (64 channels) the batch-16 VJP is
+/// even and the batch-1 forward 30% slower. At 32x32 and 64x64 it pays (see the module doc).
 const MIN_WIDTH: usize = 32;
 
 /// Whether [`forward`] computes this conv: a 3x3 kernel, stride 1, and an output at least
-/// [`MIN_WIDTH`] wide and 4 high.
+/// [`MIN_WIDTH`] wide and [`TILE`] high.
 pub(super) fn applies(g: &Geom) -> bool {
-    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.wo >= MIN_WIDTH && g.ho >= 4
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.wo >= MIN_WIDTH && g.ho >= TILE
 }
 
 /// The tile rows and columns of the output.
 fn tiles(g: &Geom) -> (usize, usize) {
-    (g.ho.div_ceil(2), g.wo.div_ceil(2))
+    (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE))
 }
 
 /// The tiles of one image in `V` and `M`: each tile row has one spare tile past the output's
-/// edge, so that a whole plane transforms as a few flat vector operations (row `a` of a
-/// quarter plane and row `a + 1` are one row length apart); the spare tiles hold harmless
+/// edge, so that a whole plane transforms as a few flat vector operations (tile row `a` of a
+/// phase plane and row `a + 1` are one row length apart); the spare tiles hold harmless
 /// values the output transform drops.
 fn tiles_per_image(g: &Geom) -> usize {
     let (ty, tx) = tiles(g);
     ty * (tx + 1)
 }
 
-/// `U[xi][k][c] = (G w[k][c] G^T)[xi]` for weights `w` (`[C_out, C_in, 3, 3]`).
+/// `G f` for one column (or row) `f` of a 3x3 kernel.
+#[inline(always)]
+fn weight_1d(f: [f64; 3]) -> [f64; WINDOW] {
+    let [a, b, c] = f;
+    let (ac, ac4) = (a + c, a * (1.0 / 24.0) + c * (1.0 / 6.0));
+    [
+        a * 0.25,
+        (ac + b) * (-1.0 / 6.0),
+        (ac - b) * (-1.0 / 6.0),
+        ac4 + b * (1.0 / 12.0),
+        ac4 - b * (1.0 / 12.0),
+        c,
+    ]
+}
+
+/// `outs[.][i] = weight_1d([ins[0][i], ins[1][i], ins[2][i]])` converted by `convert`, over
+/// the length of the inputs: the transform of many kernels at once, one flat loop.
+fn weight_streams<O: Copy>(ins: [&[f64]; 3], outs: [&mut [O]; WINDOW], convert: impl Fn(f64) -> O) {
+    let len = ins[0].len();
+    let [a, b, c] = ins.map(|s| &s[..len]);
+    let [o0, o1, o2, o3, o4, o5] = outs;
+    let (o0, o1, o2, o3, o4, o5) = (
+        &mut o0[..len],
+        &mut o1[..len],
+        &mut o2[..len],
+        &mut o3[..len],
+        &mut o4[..len],
+        &mut o5[..len],
+    );
+    for i in 0..len {
+        let r = weight_1d([a[i], b[i], c[i]]).map(&convert);
+        (o0[i], o1[i], o2[i], o3[i], o4[i], o5[i]) = (r[0], r[1], r[2], r[3], r[4], r[5]);
+    }
+}
+
+/// `U[xi][k][c] = (G w[k][c] G^T)[xi]` for weights `w` (`[C_out, C_in, 3, 3]`), computed in
+/// f64 over planes of all `C_out C_in` kernels at once.
 fn transform_weights<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
-    let half = T::from_f64(0.5);
-    let (kc, taps) = (g.cout * g.cin, 9);
+    let kc = g.cout * g.cin;
+    // taps[tap][kernel], tap = 3 row + column.
+    let mut taps = vec![0f64; 9 * kc];
+    for (kernel, f) in w.chunks_exact(9).enumerate() {
+        for (tap, &v) in f.iter().enumerate() {
+            taps[tap * kc + kernel] = v.to_f64();
+        }
+    }
+    // G f down the rows: rows[i][j] (6 x 3 planes) from column j of the kernels.
+    let mut rows = vec![0f64; WINDOW * 3 * kc];
+    for j in 0..3 {
+        let ins = std::array::from_fn(|r| &taps[(3 * r + j) * kc..][..kc]);
+        let mut planes = rows.chunks_mut(kc).skip(j).step_by(3);
+        let outs = std::array::from_fn(|_| planes.next().unwrap_or(&mut []));
+        weight_streams(ins, outs, |v| v);
+    }
+    // (G f) G^T along the columns: U[6 i + l] from row i of G f.
     let mut u = vec![T::zero(); POS * kc];
-    for (kc_index, f) in w.chunks_exact(taps).enumerate() {
-        // G f: 4 rows of 3.
-        let mut t = [[T::zero(); 3]; 4];
-        for j in 0..3 {
-            let (a, b, c) = (f[j], f[3 + j], f[6 + j]);
-            t[0][j] = a;
-            t[1][j] = (a + b + c) * half;
-            t[2][j] = (a - b + c) * half;
-            t[3][j] = c;
-        }
-        // (G f) G^T: 4 x 4.
-        for (i, row) in t.iter().enumerate() {
-            let [a, b, c] = *row;
-            let out = [a, (a + b + c) * half, (a - b + c) * half, c];
-            for (l, v) in out.into_iter().enumerate() {
-                u[(i * 4 + l) * kc + kc_index] = v;
-            }
-        }
+    for (i, row) in rows.chunks(3 * kc).enumerate() {
+        let ins = std::array::from_fn(|j| &row[j * kc..][..kc]);
+        let mut planes = u[i * WINDOW * kc..].chunks_mut(kc);
+        let outs = std::array::from_fn(|_| planes.next().unwrap_or(&mut []));
+        weight_streams(ins, outs, T::from_f64);
     }
     u
 }
@@ -137,98 +192,174 @@ fn forward_in_chunks<T: Real>(
 fn transform_patches<T: Real>(x: &[T], v: &mut [T], g: &Geom, images: usize, parallel: bool) {
     let plane = g.h * g.w;
     let per_channel = POS * images * tiles_per_image(g);
-    let fill = |(c, v): (usize, &mut [T])| {
+    let fill = |scratch: &mut Vec<T>, (c, v): (usize, &mut [T])| {
         for image in 0..images {
             let x = &x[(image * g.cin + c) * plane..][..plane];
-            patch_channel(x, v, g, image);
+            patch_channel(x, v, g, image, scratch);
         }
     };
+    let scratch = || vec![T::zero(); patch_scratch_len(g)];
     if parallel {
-        v.par_chunks_mut(per_channel).enumerate().for_each(fill);
+        let chunks = v.par_chunks_mut(per_channel).enumerate();
+        chunks.for_each_init(scratch, fill);
     } else {
-        v.chunks_mut(per_channel).enumerate().for_each(fill);
+        let mut scratch = scratch();
+        for chunk in v.chunks_mut(per_channel).enumerate() {
+            fill(&mut scratch, chunk);
+        }
     }
 }
 
-/// `out[i] = f(a[i], b[i])` over the common length.
+/// The scratch [`patch_channel`] needs: the phase planes, a padded row and the row
+/// transforms. Allocated zeroed once per parallel job and reused for the planes it handles:
+/// every plane writes the same elements, so the ones it never writes stay zero.
+fn patch_scratch_len(g: &Geom) -> usize {
+    let (ty, tx) = tiles(g);
+    let w = tx + 1;
+    TILE * TILE * (ty + 1) * w + TILE * w + WINDOW * TILE * (ty * w + 1)
+}
+
+/// `B^T d` for one column (or row) `d` of a 6x6 patch, with shared subexpressions.
 #[inline(always)]
-fn map2<T: Real>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
-    for (o, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
-        *o = f(a, b);
+fn input_1d<T: Real>(d: [T; WINDOW]) -> [T; WINDOW] {
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
+    let a = d4 - four * d2;
+    let b = four * d1 - d3;
+    let c = d4 - d2;
+    let e = two * (d1 - d3);
+    [
+        four * d0 - five * d2 + d4,
+        a - b,
+        a + b,
+        c - e,
+        c + e,
+        four * d1 - five * d3 + d5,
+    ]
+}
+
+/// `A^T m` for one column (or row) `m` of a 6x6 product tile.
+#[inline(always)]
+fn output_1d<T: Real>(m: [T; WINDOW]) -> [T; TILE] {
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    let (sum12, diff12) = (m1 + m2, m1 - m2);
+    let (sum34, diff34) = (m3 + m4, m3 - m4);
+    [
+        m0 + sum12 + sum34,
+        diff12 + two * diff34,
+        sum12 + four * sum34,
+        diff12 + eight * diff34 + m5,
+    ]
+}
+
+/// `outs[.][i] = f([ins[0][i], .., ins[5][i]])` for `N` = 6 or 4 outputs, over the length of
+/// the outputs (every input at least that long): one pass over all the streams, so the shared
+/// subexpressions of `f` stay in registers. Each stream is bound to its own slice of one
+/// length so that the compiler drops the bounds checks and vectorises the loop.
+#[inline(always)]
+fn transform_streams<T: Real, const N: usize>(
+    ins: [&[T]; WINDOW],
+    outs: [&mut [T]; N],
+    f: impl Fn([T; WINDOW]) -> [T; N],
+) {
+    let len = outs.iter().map(|o| o.len()).min().unwrap_or(0);
+    let [i0, i1, i2, i3, i4, i5] = ins;
+    let (i0, i1, i2, i3, i4, i5) = (
+        &i0[..len],
+        &i1[..len],
+        &i2[..len],
+        &i3[..len],
+        &i4[..len],
+        &i5[..len],
+    );
+    let mut outs = outs.into_iter();
+    let mut next = || outs.next().map_or(&mut [][..], |o| &mut o[..len]);
+    let (o0, o1, o2, o3) = (next(), next(), next(), next());
+    let (o4, o5) = (next(), next());
+    if N == WINDOW {
+        let (o4, o5) = (&mut o4[..len], &mut o5[..len]);
+        for i in 0..len {
+            let r = f([i0[i], i1[i], i2[i], i3[i], i4[i], i5[i]]);
+            (o0[i], o1[i], o2[i], o3[i]) = (r[0], r[1], r[2], r[3]);
+            (o4[i], o5[i]) = (r[4], r[5]);
+        }
+    } else if N == TILE {
+        for i in 0..len {
+            let r = f([i0[i], i1[i], i2[i], i3[i], i4[i], i5[i]]);
+            (o0[i], o1[i], o2[i], o3[i]) = (r[0], r[1], r[2], r[3]);
+        }
     }
 }
 
 vectorized_fn! {
     /// The transformed patches `B^T d B` of one input plane `x` (`H x W`) into the rows
-    /// `v[xi]` (of the channel's `16 x tiles` block) at the tiles of image `image`.
+    /// `v[xi]` (of the channel's `36 x tiles` block) at the tiles of image `image`.
     ///
-    /// The zero-padded plane is split into four quarter planes by row and column parity,
-    /// `q[ry][rx][a][j] = padded[2a + ry][2j + rx]`, each `(ty + 1) x (tx + 1)`. Tile `(a, b)`
-    /// reads padded rows `2a .. 2a + 3` and columns `2b .. 2b + 3`, that is rows `a, a + 1` and
-    /// columns `b, b + 1` of the quarter planes, so both halves of the transform are flat
-    /// operations over whole quarter planes, offset by one row or one column.
-    fn patch_channel<T: Real>(x: &[T], v: &mut [T], g: &Geom, image: usize) {
+    /// The zero-padded plane is split into 16 phase planes by row and column remainder mod 4,
+    /// `q[ry][rx][a][j] = padded[4a + ry][4j + rx]`, each `(ty + 1) x (tx + 1)`. Tile `(a, b)`
+    /// reads padded rows `4a .. 4a + 5` and columns `4b .. 4b + 5`: row `4a + i` is row
+    /// `a + i / 4` of the phase planes `i % 4`, and likewise for columns, so both halves of the
+    /// transform are flat operations over whole phase planes, offset by one row or one column.
+    /// `scratch` is [`patch_scratch_len`] long and zero where no earlier call of the same
+    /// geometry wrote.
+    fn patch_channel<T: Real>(x: &[T], v: &mut [T], g: &Geom, image: usize, scratch: &mut [T]) {
         let (ty, tx) = tiles(g);
         let w = tx + 1;
-        let (quarter, t) = ((ty + 1) * w, ty * w);
-        let mut q = vec![T::zero(); 4 * quarter];
-        let mut padded = vec![T::zero(); 2 * w];
+        let (phase, t) = ((ty + 1) * w, ty * w);
+        let (q, rest) = scratch.split_at_mut(TILE * TILE * phase);
+        let (padded, s) = rest.split_at_mut(TILE * w);
         for (y, row) in x.chunks_exact(g.w).enumerate() {
             let r = y + g.pad;
-            if r >= 2 * (ty + 1) {
+            if r >= TILE * (ty + 1) {
                 break;
             }
             padded.fill(T::zero());
             let lo = g.pad.min(padded.len());
             let len = g.w.min(padded.len() - lo);
             padded[lo..lo + len].copy_from_slice(&row[..len]);
-            let at = (r % 2) * 2 * quarter + (r / 2) * w;
-            let (even, rest) = q[at..].split_at_mut(quarter);
-            let odd = &mut rest[..w];
-            for ((pair, e), o) in padded.chunks_exact(2).zip(&mut even[..w]).zip(odd) {
-                *e = pair[0];
-                *o = pair[1];
+            // Row r goes to row r / 4 of the phase planes (r % 4, 0..4).
+            let at = (r % TILE) * TILE * phase + (r / TILE) * w;
+            let (p0, rest) = q[at..].split_at_mut(phase);
+            let (p1, rest) = rest.split_at_mut(phase);
+            let (p2, p3) = rest.split_at_mut(phase);
+            let (p0, p1, p2, p3) = (&mut p0[..w], &mut p1[..w], &mut p2[..w], &mut p3[..w]);
+            for (j, quad) in padded.chunks_exact(TILE).enumerate() {
+                (p0[j], p1[j], p2[j], p3[j]) = (quad[0], quad[1], quad[2], quad[3]);
             }
         }
-        // B^T d down the rows, per column parity rx: with d_i = padded row 2a + i,
-        // s0 = d0 - d2, s1 = d1 + d2, s2 = d2 - d1, s3 = d1 - d3. Each s is ty x w, plus one
-        // spare zero for the column shift below.
-        let mut s = vec![T::zero(); 8 * (t + 1)];
-        for rx in 0..2 {
-            let even_rows = &q[rx * quarter..][..quarter];
-            let odd_rows = &q[(2 + rx) * quarter..][..quarter];
-            let (d0, d2) = (&even_rows[..t], &even_rows[w..]);
-            let (d1, d3) = (&odd_rows[..t], &odd_rows[w..]);
-            let mut parts = s.chunks_mut(t + 1).skip(rx).step_by(2);
-            let mut next = || parts.next().map_or(&mut [][..], |p| &mut p[..t]);
-            map2(next(), d0, d2, |a, b| a - b);
-            map2(next(), d1, d2, |a, b| a + b);
-            map2(next(), d2, d1, |a, b| a - b);
-            map2(next(), d1, d3, |a, b| a - b);
+        // B^T d down the rows, per column phase rx: d_i = padded row 4a + i, from the phase
+        // plane (i % 4, rx) at tile row a + i / 4. s[k][rx] is ty x w, plus one spare for the
+        // column shift below.
+        for rx in 0..TILE {
+            let d: [&[T]; WINDOW] = std::array::from_fn(|i| {
+                &q[((i % TILE) * TILE + rx) * phase + (i / TILE) * w..][..t]
+            });
+            let mut parts = s.chunks_mut(t + 1).skip(rx).step_by(TILE);
+            let outs: [&mut [T]; WINDOW] =
+                std::array::from_fn(|_| parts.next().map_or(&mut [][..], |p| &mut p[..t]));
+            transform_streams(d, outs, input_1d);
         }
-        // (B^T d) B along the columns, the same combinations: with e_j = column 2b + j,
-        // e0 = even[b], e1 = odd[b], e2 = even[b + 1], e3 = odd[b + 1].
+        // (B^T d) B along the columns: e_j = column 4b + j, from s[k][j % 4] at b + j / 4.
         let n = v.len() / POS;
         let mut rows = v.chunks_mut(n).map(|row| &mut row[image * t..][..t]);
-        for pair in s.chunks(2 * (t + 1)) {
-            let (even, odd) = pair.split_at(t + 1);
-            let (e0, e1, e2, e3) = (&even[..t], &odd[..t], &even[1..], &odd[1..]);
-            let mut next = || rows.next().unwrap_or(&mut []);
-            map2(next(), e0, e2, |a, b| a - b);
-            map2(next(), e1, e2, |a, b| a + b);
-            map2(next(), e2, e1, |a, b| a - b);
-            map2(next(), e1, e3, |a, b| a - b);
+        for s in s.chunks(TILE * (t + 1)) {
+            let e: [&[T]; WINDOW] =
+                std::array::from_fn(|j| &s[(j % TILE) * (t + 1) + j / TILE..][..t]);
+            let outs: [&mut [T]; WINDOW] =
+                std::array::from_fn(|_| rows.next().unwrap_or(&mut []));
+            transform_streams(e, outs, input_1d);
         }
     }
 }
 
-/// A raw pointer the 16 GEMMs share: each writes its own columns of `M`.
+/// A raw pointer the 36 GEMMs share: each writes its own columns of `M`.
 struct SharedMut<T>(*mut T);
 
 // SAFETY: the GEMMs that share the pointer write disjoint elements (see `products`).
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
-/// `M[k][xi][.] = U[xi] V[.][xi][.]` for the 16 positions.
+/// `M[k][xi][.] = U[xi] V[.][xi][.]` for the 36 positions.
 fn products<T: Real>(u: &[T], v: &[T], m: &mut [T], g: &Geom, n: usize, parallel: bool) {
     let (k_out, k_in) = (g.cout, g.cin);
     assert!(
@@ -239,8 +370,8 @@ fn products<T: Real>(u: &[T], v: &[T], m: &mut [T], g: &Geom, n: usize, parallel
     let gemm_at = |xi: usize| {
         let dst = &dst;
         // SAFETY: the assertion above sizes every buffer: the lhs `U[xi]` is `k_out x k_in`
-        // row-major inside `u`; the rhs is `k_in x n` with rows `16 n` apart starting at
-        // column `xi n` of `v`, its last element `(k_in - 1) 16 n + xi n + n - 1 < 16 k_in n`;
+        // row-major inside `u`; the rhs is `k_in x n` with rows `36 n` apart starting at
+        // column `xi n` of `v`, its last element `(k_in - 1) 36 n + xi n + n - 1 < 36 k_in n`;
         // the destination likewise inside `m`. Different `xi` write the disjoint columns
         // `xi n .. xi n + n` of each row of `m`, so the parallel GEMMs never write the same
         // element, and `m` is borrowed mutably for the whole call. Strides are small positive
@@ -288,64 +419,69 @@ fn transform_outputs<T: Real>(
 ) {
     let n = images * tiles_per_image(g);
     let plane = g.n();
-    let fill = |(index, out): (usize, &mut [T])| {
+    let fill = |scratch: &mut Vec<T>, (index, out): (usize, &mut [T])| {
         let (image, k) = (index / g.cout, index % g.cout);
         let b = bias.map_or(T::zero(), |b| b[k]);
-        output_channel(&m[k * POS * n..][..POS * n], out, g, image, b);
+        output_channel(&m[k * POS * n..][..POS * n], out, g, image, b, scratch);
     };
+    let scratch = || vec![T::zero(); (TILE * WINDOW + TILE * TILE) * tiles_per_image(g)];
     if parallel {
-        out.par_chunks_mut(plane).enumerate().for_each(fill);
+        out.par_chunks_mut(plane)
+            .enumerate()
+            .for_each_init(scratch, fill);
     } else {
-        out.chunks_mut(plane).enumerate().for_each(fill);
-    }
-}
-
-/// `out[b] = f(a[b], b[b], c[b])` over the common length.
-#[inline(always)]
-fn map3<T: Real>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
-    for (o, ((&a, &b), &c)) in out.iter_mut().zip(a.iter().zip(b).zip(c)) {
-        *o = f(a, b, c);
+        let mut scratch = scratch();
+        for chunk in out.chunks_mut(plane).enumerate() {
+            fill(&mut scratch, chunk);
+        }
     }
 }
 
 vectorized_fn! {
     /// One output plane `out` (`H_out x W_out`) of image `image` from its products `m`
-    /// (`16 x tiles`), plus `bias`: `A^T m A` over whole planes of tiles (as in
-    /// [`patch_channel`]), then the four outputs of each tile interleaved into the plane.
-    fn output_channel<T: Real>(m: &[T], out: &mut [T], g: &Geom, image: usize, bias: T) {
+    /// (`36 x tiles`), plus `bias`: `A^T m A` over whole planes of tiles (as in
+    /// [`patch_channel`]), then the 16 outputs of each tile interleaved into the plane.
+    /// `scratch` holds the intermediate planes, `(4 x 6 + 4 x 4) x tiles` elements.
+    fn output_channel<T: Real>(
+        m: &[T],
+        out: &mut [T],
+        g: &Geom,
+        image: usize,
+        bias: T,
+        scratch: &mut [T],
+    ) {
         let tx = tiles(g).1;
         let (w, t) = (tx + 1, tiles_per_image(g));
         let n = m.len() / POS;
-        let r: [&[T]; POS] = std::array::from_fn(|xi| &m[xi * n + image * t..][..t]);
-        // A^T m: p[l] = r0l + r1l + r2l, p[4 + l] = r1l - r2l - r3l.
-        let mut p = vec![T::zero(); 8 * t];
-        for (l, p) in p.chunks_mut(t).enumerate() {
-            if l < 4 {
-                map3(p, r[l], r[4 + l], r[8 + l], |a, b, c| a + b + c);
-            } else {
-                map3(p, r[l], r[4 + l], r[8 + l], |a, b, c| a - b - c);
-            }
+        let r = |xi: usize| &m[xi * n + image * t..][..t];
+        // A^T m down the rows: p[o][l] from r[6i + l], i = 0..6.
+        let (p, y) = scratch.split_at_mut(TILE * WINDOW * t);
+        for l in 0..WINDOW {
+            let mut parts = p.chunks_mut(t).skip(l).step_by(WINDOW);
+            let outs: [&mut [T]; TILE] =
+                std::array::from_fn(|_| parts.next().unwrap_or(&mut []));
+            transform_streams(std::array::from_fn(|i| r(i * WINDOW + l)), outs, output_1d);
         }
-        // (A^T m) A: outputs (0, 0), (0, 1) from p[0..4], (1, 0), (1, 1) from p[4..8].
-        let mut y = vec![T::zero(); 4 * t];
-        for (half, p) in y.chunks_mut(2 * t).zip(p.chunks(4 * t)) {
-            let (even, odd) = half.split_at_mut(t);
-            let q: [&[T]; 4] = std::array::from_fn(|l| &p[l * t..][..t]);
-            map3(even, q[0], q[1], q[2], |a, b, c| a + b + c + bias);
-            map3(odd, q[1], q[2], q[3], |a, b, c| a - b - c + bias);
+        // (A^T m) A along the columns, plus the bias: y[o][o'] from p[o][0..6].
+        let with_bias = |m| output_1d(m).map(|v| v + bias);
+        for (p, y) in p.chunks(WINDOW * t).zip(y.chunks_mut(TILE * t)) {
+            let mut parts = y.chunks_mut(t);
+            let outs: [&mut [T]; TILE] =
+                std::array::from_fn(|_| parts.next().unwrap_or(&mut []));
+            transform_streams(std::array::from_fn(|l| &p[l * t..][..t]), outs, with_bias);
         }
+        // Output row 4a + o, column 4b + o' is y[o][o'] at tile (a, b).
         for (row, dst) in out.chunks_exact_mut(g.wo).enumerate() {
-            let (a, dy) = (row / 2, row % 2);
-            let half = &y[dy * 2 * t..][..2 * t];
-            let even = &half[a * w..][..tx];
-            let odd = &half[t + a * w..][..tx];
-            let mut pairs = dst.chunks_exact_mut(2);
-            for (pair, (&e, &o)) in (&mut pairs).zip(even.iter().zip(odd)) {
-                pair[0] = e;
-                pair[1] = o;
+            let (a, o) = (row / TILE, row % TILE);
+            let y = |col: usize| &y[(o * TILE + col) * t + a * w..][..tx];
+            let (y0, y1, y2, y3) = (y(0), y(1), y(2), y(3));
+            let mut quads = dst.chunks_exact_mut(TILE);
+            for (b, quad) in (&mut quads).enumerate() {
+                (quad[0], quad[1], quad[2], quad[3]) = (y0[b], y1[b], y2[b], y3[b]);
             }
-            if let [last] = pairs.into_remainder() {
-                *last = even[tx - 1];
+            let last = [y0[tx - 1], y1[tx - 1], y2[tx - 1], y3[tx - 1]];
+            for (v, &value) in quads.into_remainder().iter_mut().zip(&last) {
+                *v = value;
             }
         }
     }
