@@ -323,9 +323,10 @@ vectorized_fn! {
             let (p0, rest) = q[at..].split_at_mut(phase);
             let (p1, rest) = rest.split_at_mut(phase);
             let (p2, p3) = rest.split_at_mut(phase);
-            let (p0, p1, p2, p3) = (&mut p0[..w], &mut p1[..w], &mut p2[..w], &mut p3[..w]);
-            for (j, quad) in padded.chunks_exact(TILE).enumerate() {
-                (p0[j], p1[j], p2[j], p3[j]) = (quad[0], quad[1], quad[2], quad[3]);
+            // A zip, not indices: the compiler vectorises this form (as shuffles).
+            let phases = p0.iter_mut().zip(p1.iter_mut()).zip(p2.iter_mut()).zip(p3);
+            for (quad, (((p0, p1), p2), p3)) in padded.chunks_exact(TILE).zip(phases) {
+                (*p0, *p1, *p2, *p3) = (quad[0], quad[1], quad[2], quad[3]);
             }
         }
         // B^T d down the rows, per column phase rx: d_i = padded row 4a + i, from the phase
@@ -475,12 +476,14 @@ vectorized_fn! {
             let (a, o) = (row / TILE, row % TILE);
             let y = |col: usize| &y[(o * TILE + col) * t + a * w..][..tx];
             let (y0, y1, y2, y3) = (y(0), y(1), y(2), y(3));
-            let mut quads = dst.chunks_exact_mut(TILE);
-            for (b, quad) in (&mut quads).enumerate() {
-                (quad[0], quad[1], quad[2], quad[3]) = (y0[b], y1[b], y2[b], y3[b]);
+            let (whole, rest) = dst.split_at_mut(g.wo / TILE * TILE);
+            // A zip, not indices: the compiler vectorises this form (as shuffles).
+            let tiles = y0.iter().zip(y1).zip(y2).zip(y3);
+            for (quad, (((&a, &b), &c), &d)) in whole.chunks_exact_mut(TILE).zip(tiles) {
+                (quad[0], quad[1], quad[2], quad[3]) = (a, b, c, d);
             }
             let last = [y0[tx - 1], y1[tx - 1], y2[tx - 1], y3[tx - 1]];
-            for (v, &value) in quads.into_remainder().iter_mut().zip(&last) {
+            for (v, &value) in rest.iter_mut().zip(&last) {
                 *v = value;
             }
         }
