@@ -28,6 +28,7 @@ use super::{
 
 mod fused;
 pub use fused::conv2d_fused;
+pub(super) use fused::FusedConv;
 
 /// Elements of work below which a rayon task is not worth splitting further.
 const MIN_TASK: usize = 16 * 1024;
@@ -493,7 +494,7 @@ fn weight_grad<T: Real>(grad: &[T], x: &[T], g: &Geom) -> Vec<T> {
 }
 
 /// The conv as a custom op on its input; the weights and bias are constants.
-struct Conv2dOp {
+pub(super) struct Conv2dOp {
     weight: Tensor,
     bias: Option<Tensor>,
     stride: usize,
@@ -517,7 +518,23 @@ impl Conv2dOp {
         Ok((out, g))
     }
 
-    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    /// The weights and the bias.
+    pub(super) fn tensors(&self) -> Vec<&Tensor> {
+        std::iter::once(&self.weight).chain(&self.bias).collect()
+    }
+
+    /// The layer on tensors, [`conv2d_fused`] (with its fallbacks).
+    pub(super) fn layer_with(
+        &self,
+        x: &Tensor,
+        image_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        conv2d_fused(x, w, b, self.stride, self.padding, image_bias, residual)
+    }
+
+    pub(super) fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (out, g) = self.output::<T>(s, l)?;
         Ok((T::to_cpu_storage_owned(out), g.out_shape()))
     }
@@ -804,6 +821,16 @@ impl Conv2d {
             },
         )?;
         Ok(Conv2d::new(weight, Some(bias), stride, padding))
+    }
+
+    /// The layer as an op (the same tensors).
+    pub(super) fn op(&self) -> Conv2dOp {
+        Conv2dOp {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            stride: self.stride,
+            padding: self.padding,
+        }
     }
 
     /// The weights `[C_out, C_in, k_h, k_w]`.

@@ -229,7 +229,7 @@ fn backward<T: Real>(
 
 /// The parameters of a GroupNorm op and its backward.
 #[derive(Clone)]
-struct GroupNormOp {
+pub(super) struct GroupNormOp {
     gamma: Tensor,
     beta: Tensor,
     groups: usize,
@@ -244,7 +244,18 @@ impl GroupNormOp {
         })
     }
 
-    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    /// The affine weight and bias.
+    pub(super) fn tensors(&self) -> [&Tensor; 2] {
+        [&self.gamma, &self.beta]
+    }
+
+    /// The layer on tensors, [`group_norm()`] (with its fallbacks).
+    pub(super) fn layer(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm(x, &self.gamma, &self.beta, self.groups, self.eps, self.silu)
+    }
+
+    /// The output for the input `s`, `l` (contiguous).
+    pub(super) fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(l.dims(), self.groups, self.gamma.elem_count())?;
         let x = cpu_slice::<T>(s, l, "group_norm")?;
         let out = self
@@ -394,6 +405,17 @@ impl GroupNorm {
         let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
         let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
         Ok(GroupNorm::new(weight, bias, groups, eps))
+    }
+
+    /// The layer as an op (the same tensors), followed by SiLU when `silu`.
+    pub(super) fn op(&self, silu: bool) -> GroupNormOp {
+        GroupNormOp {
+            gamma: self.weight.clone(),
+            beta: self.bias.clone(),
+            groups: self.groups,
+            eps: self.eps,
+            silu,
+        }
     }
 
     /// GroupNorm then SiLU, fused.

@@ -5,7 +5,7 @@
 //! its conv input gradient is a direct `conv_transpose2d` loop without GEMM, its autograd always
 //! computes conv kernel gradients (which a VJP to the input never needs), `candle_nn::GroupNorm`
 //! differentiates through about 45 allocating broadcast ops, and the upsampling backward is a
-//! grouped conv. This module replaces those four with three [`candle_core::CustomOp1`]s:
+//! grouped conv. This module replaces those four with [`candle_core::CustomOp1`]s:
 //!
 //! * [`conv2d()`] (`conv2d.rs`): im2col + one GEMM per image with the bias fused; the backward
 //!   is `W^T g` as one GEMM plus col2im. 3x3 stride-1 convs on images at least 32 wide run
@@ -22,6 +22,10 @@
 //!   The affine weight and bias are constants too; tracked ones take the stock layer.
 //! * [`upsample_nearest2x()`] (`upsample.rs`): nearest-neighbour 2x upsampling whose backward
 //!   is a 2x2 box sum.
+//! * [`res_block()`] (`res_block.rs`): a U-Net residual block (GroupNorm+SiLU, conv plus the
+//!   noise embedding, GroupNorm+SiLU, conv plus the skip connection) as one op running the
+//!   kernels above, so candle's backward pass accumulates one gradient for the block instead
+//!   of one per layer.
 //!
 //! The layers [`Conv2d`] and [`GroupNorm`] load from a `VarBuilder` under the same tensor
 //! names as `candle_nn`'s (`weight`, `bias`), so state dicts and model cards are unchanged.
@@ -49,11 +53,13 @@
 
 mod conv2d;
 mod group_norm;
+mod res_block;
 mod upsample;
 mod winograd;
 
 pub use conv2d::{conv2d, conv2d_fused, Conv2d};
 pub use group_norm::{group_norm, GroupNorm};
+pub use res_block::res_block;
 pub use upsample::upsample_nearest2x;
 
 use std::cell::Cell;

@@ -45,8 +45,9 @@
 //!
 //! GroupNorm epsilon is 1e-5 everywhere; every conv and linear layer has a bias.
 //!
-//! The convs, the GroupNorms (fused with the SiLU that follows them) and the upsamplings run
-//! on [`crate::kernels`]: fast CPU custom ops that treat the weights as constants and
+//! The convs, the GroupNorms (fused with the SiLU that follows them), the upsamplings and each
+//! residual block after its embedding projection (one op, [`kernels::res_block`]) run on
+//! [`crate::kernels`]: fast CPU custom ops that treat the weights as constants and
 //! differentiate with respect to the input only (the network is never trained in Rust).
 //!
 //! # Tensor names
@@ -269,17 +270,18 @@ impl ResBlock {
 
     /// `x`: `[B, i, H, W]`, `emb`: `[B, E]` (already through SiLU).
     fn forward(&self, x: &Tensor, emb: &Tensor) -> candle_core::Result<Tensor> {
-        // The embedding add and the skip connection are folded into the convs' outputs.
+        // The whole block after the embedding's projection is one op (one autograd node).
         let e = self.emb_proj.forward(emb)?;
-        let h = self
-            .conv1
-            .forward_with(&self.norm1.forward_silu(x)?, Some(&e), None)?;
-        let skip = match &self.skip {
-            Some(conv) => conv.forward(x)?,
-            None => x.clone(),
-        };
-        self.conv2
-            .forward_with(&self.norm2.forward_silu(&h)?, None, Some(&skip))
+        let (norms, convs) = ((&self.norm1, &self.norm2), (&self.conv1, &self.conv2));
+        kernels::res_block(
+            x,
+            &e,
+            norms.0,
+            convs.0,
+            norms.1,
+            convs.1,
+            self.skip.as_ref(),
+        )
     }
 }
 

@@ -91,13 +91,20 @@ fn separate(
 }
 
 /// The fused conv: [`Conv2dOp`] (constant weights and bias) plus a constant image bias.
-struct FusedConv {
+pub(in crate::kernels) struct FusedConv {
     conv: Conv2dOp,
     image_bias: Option<Tensor>,
 }
 
 impl FusedConv {
-    fn run<T: Real>(
+    /// `conv` plus `image_bias` (`[B, C_out]`; not checked here, see [`conv2d_fused`]).
+    pub(in crate::kernels) fn new(conv: Conv2dOp, image_bias: Option<Tensor>) -> FusedConv {
+        FusedConv { conv, image_bias }
+    }
+
+    /// The output for the input `xs`, `xl` (contiguous) plus the residual, if given
+    /// (contiguous, of the output's shape; not checked here).
+    pub(in crate::kernels) fn run<T: Real>(
         &self,
         (xs, xl): (&CpuStorage, &Layout),
         residual: Option<(&CpuStorage, &Layout)>,
