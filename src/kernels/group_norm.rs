@@ -7,7 +7,11 @@
 //! closed-form GroupNorm input gradient
 //! `dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))` with `dxhat = gamma_c dy`.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use std::sync::Arc;
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, InplaceOp2, InplaceOp3, Layout, Module, Result, Shape, Tensor,
+};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -102,44 +106,71 @@ fn sigmoid<T: Real>(y: T) -> T {
     T::one() / (T::one() + (-y).exp())
 }
 
-/// Runs `f(group index in the image, input group, output group)` over every group of a batch,
-/// in parallel.
-fn per_group<T: Real>(
+/// Mean and `1 / sqrt(var + eps)` of every group of a batch (image-major), as the forward
+/// computed them: the backward of [`super::res_block`] reuses them instead of two more passes
+/// over the input.
+pub(super) type Stats = Vec<(f64, f64)>;
+
+/// Runs `f(group index in the batch, input group, output group)` over every group of a batch,
+/// in parallel, and collects its results in order.
+fn per_group<T: Real, R: Send>(
     input: &[T],
     output: &mut [T],
     g: &Geom,
-    f: impl Fn(usize, &[T], &mut [T]) + Sync,
-) {
+    f: impl Fn(usize, &[T], &mut [T]) -> R + Sync,
+) -> Vec<R> {
     let n = g.n();
     if n == 0 {
-        return;
+        return Vec::new();
     }
     output
         .par_chunks_mut(n)
         .zip(input.par_chunks(n))
         .enumerate()
         .with_min_len(MIN_TASK.div_ceil(n))
-        .for_each(|(i, (o, x))| f(i % g.groups, x, o));
+        .map(|(i, (o, x))| f(i, x, o))
+        .collect()
+}
+
+/// What one group's kernels need besides the data: the affine parameters of its channels,
+/// the pixels per channel, epsilon and whether SiLU follows.
+struct GroupParams<'a, T> {
+    gamma: &'a [T],
+    beta: &'a [T],
+    hw: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl<'a, T> GroupParams<'a, T> {
+    /// The parameters of group `i` of a batch (any image) with the layer's `gamma`, `beta`.
+    fn of(i: usize, gamma: &'a [T], beta: &'a [T], g: &Geom, eps: f64, silu: bool) -> Self {
+        let (cpg, group) = (g.cpg(), i % g.groups);
+        GroupParams {
+            gamma: &gamma[group * cpg..][..cpg],
+            beta: &beta[group * cpg..][..cpg],
+            hw: g.hw,
+            eps,
+            silu,
+        }
+    }
 }
 
 vectorized_fn! {
-    /// The normalised, affine (and SiLU) output of one group `x` with parameters `gamma`,
-    /// `beta` of its channels.
+    /// The normalised, affine (and SiLU) output of one group `x`; its statistics go to
+    /// `stats`.
     fn forward_group<T: Real>(
         x: &[T],
         out: &mut [T],
-        gamma: &[T],
-        beta: &[T],
-        hw: usize,
-        eps: f64,
-        silu: bool,
+        p: &GroupParams<'_, T>,
+        stats_out: &mut (f64, f64),
     ) {
-        let (mean, rstd) = stats(x, eps);
-        let (mean, rstd) = (T::from_f64(mean), T::from_f64(rstd));
-        let channels = out.chunks_mut(hw).zip(x.chunks(hw));
-        for ((o, x), (&gm, &b)) in channels.zip(gamma.iter().zip(beta)) {
+        *stats_out = stats(x, p.eps);
+        let (mean, rstd) = (T::from_f64(stats_out.0), T::from_f64(stats_out.1));
+        let channels = out.chunks_mut(p.hw).zip(x.chunks(p.hw));
+        for ((o, x), (&gm, &b)) in channels.zip(p.gamma.iter().zip(p.beta)) {
             let a = gm * rstd;
-            if silu {
+            if p.silu {
                 for (o, &x) in o.iter_mut().zip(x) {
                     let y = (x - mean) * a + b;
                     *o = y * sigmoid(y);
@@ -154,23 +185,22 @@ vectorized_fn! {
 }
 
 vectorized_fn! {
-    /// Turns the output gradient `d` of one group `x` into its input gradient, in place.
+    /// Turns the output gradient `d` of one group `x` into its input gradient (plus `addend`
+    /// when given), in place; `known` are the group's statistics if the forward kept them.
     fn backward_group<T: Real>(
         x: &[T],
         d: &mut [T],
-        gamma: &[T],
-        beta: &[T],
-        hw: usize,
-        eps: f64,
-        silu: bool,
+        p: &GroupParams<'_, T>,
+        known: Option<(f64, f64)>,
+        addend: Option<&[T]>,
     ) {
-        let (mean, rstd) = stats(x, eps);
+        let (mean, rstd) = known.unwrap_or_else(|| stats(x, p.eps));
         let (mean, rstd) = (T::from_f64(mean), T::from_f64(rstd));
         // Pass 1: dxhat = gamma dy (dy through the SiLU), and its sums with 1 and with x - mean.
         let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        let channels = d.chunks_mut(hw).zip(x.chunks(hw));
-        for ((d, x), (&gm, &b)) in channels.zip(gamma.iter().zip(beta)) {
-            if silu {
+        let channels = d.chunks_mut(p.hw).zip(x.chunks(p.hw));
+        for ((d, x), (&gm, &b)) in channels.zip(p.gamma.iter().zip(p.beta)) {
+            if p.silu {
                 let a = gm * rstd;
                 for (d, &x) in d.iter_mut().zip(x) {
                     let y = (x - mean) * a + b;
@@ -190,41 +220,64 @@ vectorized_fn! {
         let r = rstd.to_f64();
         // Pass 2: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), xhat = (x - mean) rstd.
         let (m1, c) = (T::from_f64(s1 / n), T::from_f64(s2 / n * r * r));
-        for (d, &x) in d.iter_mut().zip(x) {
-            *d = rstd * (*d - m1 - (x - mean) * c);
+        match addend {
+            Some(add) => {
+                for ((d, &x), &a) in d.iter_mut().zip(x).zip(add) {
+                    *d = rstd * (*d - m1 - (x - mean) * c) + a;
+                }
+            }
+            None => {
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d = rstd * (*d - m1 - (x - mean) * c);
+                }
+            }
         }
     }
 }
 
-/// The forward pass.
-fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], g: &Geom, eps: f64, silu: bool) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    let cpg = g.cpg();
-    per_group(x, &mut out, g, |group, x, out| {
-        let params = (&gamma[group * cpg..][..cpg], &beta[group * cpg..][..cpg]);
-        forward_group(x, out, params.0, params.1, g.hw, eps, silu)
-    });
-    out
-}
-
-/// The input gradient for the output gradient `grad`.
-fn backward<T: Real>(
+/// The forward pass and the statistics of every group.
+fn forward<T: Real>(
     x: &[T],
-    grad: &[T],
     gamma: &[T],
     beta: &[T],
     g: &Geom,
     eps: f64,
     silu: bool,
-) -> Vec<T> {
-    // `dx` first holds the output gradient; each group turns its slice into dx in place.
-    let mut dx = grad.to_vec();
-    let cpg = g.cpg();
-    per_group(x, &mut dx, g, |group, x, dx| {
-        let params = (&gamma[group * cpg..][..cpg], &beta[group * cpg..][..cpg]);
-        backward_group(x, dx, params.0, params.1, g.hw, eps, silu)
+) -> (Vec<T>, Stats) {
+    let mut out = vec![T::zero(); x.len()];
+    let stats = per_group(x, &mut out, g, |i, x, out| {
+        let mut stats = (0.0, 0.0);
+        let p = GroupParams::of(i, gamma, beta, g, eps, silu);
+        forward_group(x, out, &p, &mut stats);
+        stats
     });
-    dx
+    (out, stats)
+}
+
+/// What the backward pass takes besides the input and the output gradient.
+struct BackwardExtras<'a, T> {
+    /// The forward's statistics (recomputed when absent).
+    stats: Option<&'a [(f64, f64)]>,
+    /// A tensor of the input's shape added to the input gradient.
+    addend: Option<&'a [T]>,
+}
+
+/// Turns the output gradient `d` into the input gradient (plus the addend), in place.
+fn backward<T: Real>(
+    x: &[T],
+    d: &mut [T],
+    (gamma, beta): (&[T], &[T]),
+    g: &Geom,
+    (eps, silu): (f64, bool),
+    extras: BackwardExtras<'_, T>,
+) {
+    let n = g.n();
+    per_group(x, d, g, |i, x, d| {
+        let p = GroupParams::of(i, gamma, beta, g, eps, silu);
+        let known = extras.stats.map(|s| s[i]);
+        let addend = extras.addend.map(|a| &a[i * n..][..n]);
+        backward_group(x, d, &p, known, addend)
+    });
 }
 
 /// The parameters of a GroupNorm op and its backward.
@@ -254,34 +307,96 @@ impl GroupNormOp {
         group_norm(x, &self.gamma, &self.beta, self.groups, self.eps, self.silu)
     }
 
-    /// The output for the input `s`, `l` (contiguous).
-    pub(super) fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    /// The output for the input `s`, `l` (contiguous) and the statistics of its groups.
+    pub(super) fn run_with_stats<T: Real>(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+    ) -> Result<(CpuStorage, Shape, Stats)> {
         let g = Geom::new(l.dims(), self.groups, self.gamma.elem_count())?;
         let x = cpu_slice::<T>(s, l, "group_norm")?;
-        let out = self
+        let (out, stats) = self
             .params::<T, _>(|gamma, beta| Ok(forward(x, gamma, beta, &g, self.eps, self.silu)))?;
-        Ok((T::to_cpu_storage_owned(out), l.shape().clone()))
+        Ok((T::to_cpu_storage_owned(out), l.shape().clone(), stats))
     }
 
+    fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (out, shape, _) = self.run_with_stats::<T>(s, l)?;
+        Ok((out, shape))
+    }
+
+    /// The gradient with respect to the input `x` for the output gradient `grad` (a new
+    /// tensor; `grad` is left as it is).
+    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let op = GroupNormGrad {
+            op: self.clone(),
+            stats: None,
+        };
+        x.apply_op2_no_bwd(&grad.contiguous()?, &op)
+    }
+
+    /// Turns `grad`, the output gradient at the input `x`, into the input gradient plus
+    /// `addend` (`x`'s shape) when given, in place: for a gradient the caller has just computed
+    /// and nothing else holds, which saves an allocation and a pass. `stats` are the forward's
+    /// statistics of `x` ([`GroupNormOp::run_with_stats`]), recomputed when absent.
+    pub(super) fn input_grad_in_place(
+        &self,
+        x: &Tensor,
+        grad: &Tensor,
+        stats: Option<Arc<Stats>>,
+        addend: Option<&Tensor>,
+    ) -> Result<()> {
+        let op = GroupNormGrad {
+            op: self.clone(),
+            stats,
+        };
+        match addend {
+            Some(a) => grad.inplace_op3(x, a, &op),
+            None => grad.inplace_op2(x, &op),
+        }
+    }
+
+    /// [`backward`] of the input `x` on `d` (the output gradient, turned into the input
+    /// gradient), plus the addend.
     fn run_backward<T: Real>(
         &self,
-        (s1, l1): (&CpuStorage, &Layout),
-        (s2, l2): (&CpuStorage, &Layout),
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), self.groups, self.gamma.elem_count())?;
-        if l1.dims() != l2.dims() {
+        (xs, xl): (&CpuStorage, &Layout),
+        (d, dl): (&mut [T], &Layout),
+        addend: Option<(&CpuStorage, &Layout)>,
+        stats: Option<&Stats>,
+    ) -> Result<()> {
+        let g = Geom::new(xl.dims(), self.groups, self.gamma.elem_count())?;
+        for (what, l) in std::iter::once(("gradient", dl)).chain(addend.map(|(_, l)| ("addend", l)))
+        {
+            if l.dims() != xl.dims() {
+                candle_core::bail!(
+                    "group_norm backward: {what} {:?} for an input of {:?}",
+                    l.dims(),
+                    xl.dims()
+                )
+            }
+        }
+        let groups = xl.shape().elem_count() / g.n().max(1);
+        if let Some(stats) = stats.filter(|s| s.len() != groups) {
             candle_core::bail!(
-                "group_norm backward: gradient {:?} for an input of {:?}",
-                l2.dims(),
-                l1.dims()
+                "group_norm backward: statistics of {} groups for an input of {groups}",
+                stats.len()
             )
         }
-        let x = cpu_slice::<T>(s1, l1, "group_norm backward")?;
-        let grad = cpu_slice::<T>(s2, l2, "group_norm backward")?;
-        let dx = self.params::<T, _>(|gamma, beta| {
-            Ok(backward(x, grad, gamma, beta, &g, self.eps, self.silu))
-        })?;
-        Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+        let x = cpu_slice::<T>(xs, xl, "group_norm backward")?;
+        let addend = match addend {
+            Some((s, l)) => Some(cpu_slice::<T>(s, l, "group_norm backward")?),
+            None => None,
+        };
+        let extras = BackwardExtras {
+            stats: stats.map(|s| &s[..]),
+            addend,
+        };
+        self.params::<T, _>(|gamma, beta| {
+            let config = (self.eps, self.silu);
+            backward(x, d, (gamma, beta), &g, config, extras);
+            Ok(())
+        })
     }
 }
 
@@ -299,13 +414,44 @@ impl CustomOp1 for GroupNormOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let op = GroupNormGrad(self.clone());
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &op)?))
+        Ok(Some(self.input_grad(arg, grad)?))
     }
 }
 
-/// The input gradient of [`GroupNormOp`], an op on (input, output gradient).
-struct GroupNormGrad(GroupNormOp);
+/// The input gradient of [`GroupNormOp`]: an op on (input, output gradient) that returns it,
+/// or one that turns the output gradient into it in place (given the input, and an addend).
+struct GroupNormGrad {
+    op: GroupNormOp,
+    /// The forward's statistics, if kept.
+    stats: Option<Arc<Stats>>,
+}
+
+impl GroupNormGrad {
+    /// The input gradient in `d`, which holds the output gradient (a contiguous f32 or f64
+    /// storage, like the input `x`).
+    fn run_in_place(
+        &self,
+        x: (&CpuStorage, &Layout),
+        (d, dl): (&mut CpuStorage, &Layout),
+        addend: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<()> {
+        let stats = self.stats.as_deref();
+        let Some((start, end)) = dl.contiguous_offsets() else {
+            candle_core::bail!("group_norm backward: the gradient is not contiguous")
+        };
+        match d {
+            CpuStorage::F32(d) => {
+                self.op
+                    .run_backward::<f32>(x, (&mut d[start..end], dl), addend, stats)
+            }
+            CpuStorage::F64(d) => {
+                self.op
+                    .run_backward::<f64>(x, (&mut d[start..end], dl), addend, stats)
+            }
+            other => Err(unsupported("group_norm", other)),
+        }
+    }
+}
 
 impl CustomOp2 for GroupNormGrad {
     fn name(&self) -> &'static str {
@@ -319,11 +465,48 @@ impl CustomOp2 for GroupNormGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.0.run_backward::<f32>((s1, l1), (s2, l2)),
-            CpuStorage::F64(_) => self.0.run_backward::<f64>((s1, l1), (s2, l2)),
-            other => Err(unsupported("group_norm", other)),
+        // `dx` first holds a copy of the output gradient (s2); the kernel turns it into dx.
+        fn copy<T: Real>(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(
+                cpu_slice::<T>(s, l, "group_norm backward")?.to_vec(),
+            ))
         }
+        let mut d = match s2 {
+            CpuStorage::F32(_) => copy::<f32>(s2, l2)?,
+            CpuStorage::F64(_) => copy::<f64>(s2, l2)?,
+            other => return Err(unsupported("group_norm", other)),
+        };
+        let dl = Layout::contiguous(l2.shape().clone());
+        self.run_in_place((s1, l1), (&mut d, &dl), None)?;
+        Ok((d, dl.shape().clone()))
+    }
+}
+
+impl InplaceOp2 for GroupNormGrad {
+    fn name(&self) -> &'static str {
+        "mapga-group-norm-grad-in-place"
+    }
+
+    fn cpu_fwd(&self, d: &mut CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<()> {
+        self.run_in_place((xs, xl), (d, dl), None)
+    }
+}
+
+impl InplaceOp3 for GroupNormGrad {
+    fn name(&self) -> &'static str {
+        "mapga-group-norm-grad-plus-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        d: &mut CpuStorage,
+        dl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        addend: &CpuStorage,
+        al: &Layout,
+    ) -> Result<()> {
+        self.run_in_place((xs, xl), (d, dl), Some((addend, al)))
     }
 }
 
@@ -497,6 +680,45 @@ mod tests {
     #[test]
     fn group_norm_matches_candle_on_two_threads() {
         check(2);
+    }
+
+    /// The input gradient computed in place with the forward's statistics is the one that
+    /// recomputes them; with an addend it is that plus the addend; statistics of the wrong
+    /// length and an addend of the wrong shape are errors.
+    #[test]
+    fn kept_statistics_and_the_addend() {
+        let x = ((randn(1, &[3, 6, 5, 4], DType::F64) * 2.0).unwrap() + 0.5).unwrap();
+        let op = GroupNorm::new(
+            randn(2, &[6], DType::F64),
+            randn(3, &[6], DType::F64),
+            3,
+            1e-5,
+        )
+        .op(true);
+        let grad = randn(4, x.dims(), DType::F64);
+        let addend = randn(5, x.dims(), DType::F64);
+        let (storage, layout) = x.storage_and_layout();
+        let stats = match &*storage {
+            candle_core::Storage::Cpu(s) => op.run_with_stats::<f64>(s, layout).unwrap().2,
+            _ => unreachable!("a CPU tensor"),
+        };
+        drop(storage);
+        assert_eq!(stats.len(), 3 * 3, "one pair per image and group");
+        let recomputed = op.input_grad(&x, &grad).unwrap();
+        let in_place = |stats: Option<Arc<Stats>>, addend: Option<&Tensor>| {
+            let d = grad.copy().unwrap();
+            op.input_grad_in_place(&x, &d, stats, addend).map(|()| d)
+        };
+        let kept = in_place(Some(Arc::new(stats)), None).unwrap();
+        assert!(rel_err(&kept, &recomputed) < 1e-12);
+        let plus = in_place(None, Some(&addend)).unwrap();
+        assert!(rel_err(&plus, &(&recomputed + &addend).unwrap()) < 1e-12);
+        let short = Arc::new(vec![(0.0, 1.0); 2]);
+        let err = in_place(Some(short), None).unwrap_err();
+        assert!(err.to_string().contains("statistics of 2 groups"), "{err}");
+        let bad = randn(6, &[3, 6, 5, 5], DType::F64);
+        let err = in_place(None, Some(&bad)).unwrap_err();
+        assert!(err.to_string().contains("addend"), "{err}");
     }
 
     #[test]

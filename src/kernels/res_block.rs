@@ -5,18 +5,20 @@
 //! and candle's backward pass sums the gradient reaching every node's input into a fresh zero
 //! tensor: per edge an allocation, a memset and an add over the activation, whatever the
 //! graph (on the 64x64 benchmark network's VJP, about 7% of the time). As one op the forward
-//! runs the same kernels on the CPU storages one after the other, keeps the one intermediate
-//! the backward needs (the first conv's output `h`; the block's input is the op's argument),
-//! and the backward chains the kernels' input gradients directly: one node, one accumulation.
-//! It also holds fewer activations for the backward than the separate ops (`h` instead of
-//! both GroupNorm outputs and `h`).
+//! runs the same kernels on the CPU storages one after the other and keeps what the backward
+//! needs: the first conv's output `h` (the block's input is the op's argument) and the
+//! statistics of both GroupNorms, so their backward passes do not recompute them. The
+//! backward chains the layers' input gradients directly, the skip connection's gradient added
+//! in the first GroupNorm's last pass: one node, one accumulation. It also holds fewer
+//! activations for the backward than the separate ops (`h` instead of both GroupNorm outputs
+//! and `h`).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Storage, Tensor};
 
 use super::conv2d::{Conv2d, Conv2dOp, FusedConv};
-use super::group_norm::{GroupNorm, GroupNormOp};
+use super::group_norm::{GroupNorm, GroupNormOp, Stats};
 use super::{fast_path, unsupported, Real};
 
 /// `conv2(silu(norm2(h))) + skip(x)` with `h = conv1(silu(norm1(x))) + image_bias`, where
@@ -72,8 +74,8 @@ pub fn res_block(
         norm2,
         conv2: FusedConv::new(conv2, None),
         skip,
-        keep_h: x.track_op(),
-        h: Mutex::new(None),
+        keep: x.track_op(),
+        saved: Mutex::new(None),
     };
     x.contiguous()?.apply_op1(op)
 }
@@ -87,10 +89,19 @@ struct ResBlockOp {
     /// The second conv (its residual, the skip connection, comes at run time).
     conv2: FusedConv,
     skip: Option<Conv2dOp>,
-    /// Whether the forward keeps `h` for the backward (when the input is tracked).
-    keep_h: bool,
-    /// The first conv's output, kept by the forward.
-    h: Mutex<Option<Tensor>>,
+    /// Whether the forward keeps what the backward needs (when the input is tracked).
+    keep: bool,
+    /// What the forward kept.
+    saved: Mutex<Option<Saved>>,
+}
+
+/// What [`ResBlockOp`]'s forward keeps for its backward.
+#[derive(Clone)]
+struct Saved {
+    /// The first conv's output (plus the image bias): the second GroupNorm's input.
+    h: Tensor,
+    /// The statistics of the first and the second GroupNorm.
+    stats: [Arc<Stats>; 2],
 }
 
 /// A tensor owning `storage` (f32 or f64, contiguous, of `shape`), without a copy.
@@ -114,13 +125,13 @@ fn with_storage<R>(t: &Tensor, f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>
 impl ResBlockOp {
     /// The block's output for the input `xs`, `xl` (contiguous).
     fn run<T: Real>(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n1, shape) = self.norm1.run::<T>(xs, xl)?;
+        let (n1, shape, stats1) = self.norm1.run_with_stats::<T>(xs, xl)?;
         let (h, h_shape) = self
             .conv1
             .run::<T>((&n1, &Layout::contiguous(shape)), None)?;
         drop(n1);
         let h = owned_tensor(h, h_shape)?;
-        let (n2, n2_shape) = with_storage(&h, |s, l| self.norm2.run::<T>(s, l))?;
+        let (n2, n2_shape, stats2) = with_storage(&h, |s, l| self.norm2.run_with_stats::<T>(s, l))?;
         let n2 = (n2, Layout::contiguous(n2_shape));
         let out = match &self.skip {
             Some(skip) => {
@@ -130,25 +141,30 @@ impl ResBlockOp {
             }
             None => self.conv2.run::<T>((&n2.0, &n2.1), Some((xs, xl)))?,
         };
-        if self.keep_h {
-            *self.lock_h()? = Some(h);
+        if self.keep {
+            let stats = [Arc::new(stats1), Arc::new(stats2)];
+            *self.lock_saved()? = Some(Saved { h, stats });
         }
         Ok(out)
     }
 
-    fn lock_h(&self) -> Result<std::sync::MutexGuard<'_, Option<Tensor>>> {
-        self.h
+    fn lock_saved(&self) -> Result<std::sync::MutexGuard<'_, Option<Saved>>> {
+        self.saved
             .lock()
             .map_err(|_| candle_core::Error::Msg("res_block: a backward pass panicked".into()))
     }
 
-    /// `h` for the input `x`: the one the forward kept, or computed again.
-    fn h(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(h) = self.lock_h()?.as_ref() {
-            return Ok(h.clone());
+    /// `h` for the input `x` and the GroupNorms' statistics: what the forward kept, or `h`
+    /// computed again (and no statistics: the GroupNorm backward recomputes them).
+    fn saved(&self, x: &Tensor) -> Result<(Tensor, [Option<Arc<Stats>>; 2])> {
+        if let Some(saved) = self.lock_saved()?.as_ref() {
+            let [s1, s2] = saved.stats.clone();
+            return Ok((saved.h.clone(), [Some(s1), Some(s2)]));
         }
-        x.apply_op1_no_bwd(&self.norm1)?
-            .apply_op1_no_bwd(&self.conv1)
+        let h = x
+            .apply_op1_no_bwd(&self.norm1)?
+            .apply_op1_no_bwd(&self.conv1)?;
+        Ok((h, [None, None]))
     }
 }
 
@@ -169,18 +185,21 @@ impl CustomOp1 for ResBlockOp {
     /// the first conv and the first GroupNorm+SiLU (at `x`), plus the output gradient through
     /// the skip connection. Each step is the backward of the separate op.
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let h = self.h(x)?;
+        let (h, [stats1, stats2]) = self.saved(x)?;
         let grad = grad.contiguous()?;
         let missing = || candle_core::Error::Msg("res_block: a step gave no gradient".into());
         let d_n2 = CustomOp1::bwd(&self.conv2, &h, &h, &grad)?.ok_or_else(missing)?;
-        let d_h = self.norm2.bwd(&h, &h, &d_n2)?.ok_or_else(missing)?;
-        let d_n1 = CustomOp1::bwd(&self.conv1, x, &h, &d_h)?.ok_or_else(missing)?;
-        let dx = self.norm1.bwd(x, x, &d_n1)?.ok_or_else(missing)?;
+        // d_n2 and d_n1 are new tensors nothing else holds: the GroupNorm backward steps turn
+        // them into d_h and dx in place.
+        self.norm2.input_grad_in_place(&h, &d_n2, stats2, None)?;
+        let d_n1 = CustomOp1::bwd(&self.conv1, x, &h, &d_n2)?.ok_or_else(missing)?;
         let through_skip = match &self.skip {
             Some(skip) => skip.bwd(x, &grad, &grad)?.ok_or_else(missing)?,
             None => grad,
         };
-        Ok(Some((dx + through_skip)?))
+        self.norm1
+            .input_grad_in_place(x, &d_n1, stats1, Some(&through_skip))?;
+        Ok(Some(d_n1))
     }
 }
 
