@@ -697,12 +697,8 @@ mod tests {
         .op(true);
         let grad = randn(4, x.dims(), DType::F64);
         let addend = randn(5, x.dims(), DType::F64);
-        let (storage, layout) = x.storage_and_layout();
-        let stats = match &*storage {
-            candle_core::Storage::Cpu(s) => op.run_with_stats::<f64>(s, layout).unwrap().2,
-            _ => unreachable!("a CPU tensor"),
-        };
-        drop(storage);
+        let run = |s: &CpuStorage, l: &Layout| op.run_with_stats::<f64>(s, l);
+        let stats = crate::kernels::with_storage(&x, "test", run).unwrap().2;
         assert_eq!(stats.len(), 3 * 3, "one pair per image and group");
         let recomputed = op.input_grad(&x, &grad).unwrap();
         let in_place = |stats: Option<Arc<Stats>>, addend: Option<&Tensor>| {

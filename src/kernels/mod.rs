@@ -161,13 +161,22 @@ fn unsupported(op: &str, s: &CpuStorage) -> candle_core::Error {
     candle_core::Error::Msg(format!("{op} kernel: unsupported dtype {:?}", s.dtype()))
 }
 
-/// Runs `f` on the contiguous CPU data of `t` (a parameter captured by an op).
-fn with_data<T: Real, R>(t: &Tensor, what: &str, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+/// Runs `f` on the CPU storage and layout of `t`.
+fn with_storage<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>,
+) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(cpu) => f(cpu_slice(cpu, layout, what)?),
-        _ => candle_core::bail!("{what}: the parameters are not on the CPU"),
+        Storage::Cpu(cpu) => f(cpu, layout),
+        _ => candle_core::bail!("{what}: a tensor is not on the CPU"),
     }
+}
+
+/// Runs `f` on the contiguous CPU data of `t` (a parameter captured by an op).
+fn with_data<T: Real, R>(t: &Tensor, what: &str, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    with_storage(t, what, |cpu, layout| f(cpu_slice(cpu, layout, what)?))
 }
 
 /// Which x86-64 vector extension the elementwise loops are compiled for (see

@@ -15,11 +15,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
 
 use super::conv2d::{Conv2d, Conv2dOp, FusedConv};
 use super::group_norm::{GroupNorm, GroupNormOp, Stats};
-use super::{fast_path, unsupported, Real};
+use super::{fast_path, unsupported, with_storage, Real};
 
 /// `conv2(silu(norm2(h))) + skip(x)` with `h = conv1(silu(norm1(x))) + image_bias`, where
 /// `skip` is the given 1x1 conv or the identity and `image_bias` (`[B, C_out]`) is added to
@@ -52,21 +52,20 @@ pub fn res_block(
         && params.iter().all(|p| !p.track_op())
         && x.rank() == 4
         && x.elem_count() > 0;
-    if one_op {
-        let (b, c_out) = (x.dim(0)?, conv1.tensors()[0].dim(0)?);
-        if image_bias.dims() != [b, c_out] {
-            candle_core::bail!(
-                "res_block: image bias {:?} for {b} images of {c_out} channels",
-                image_bias.dims()
-            )
-        }
-    } else {
+    if !one_op {
         let h = conv1.layer_with(&norm1.layer(x)?, Some(image_bias), None)?;
         let skip = match &skip {
             Some(conv) => conv.layer_with(x, None, None)?,
             None => x.clone(),
         };
         return conv2.layer_with(&norm2.layer(&h)?, None, Some(&skip));
+    }
+    let (b, c_out) = (x.dim(0)?, conv1.tensors()[0].dim(0)?);
+    if image_bias.dims() != [b, c_out] {
+        candle_core::bail!(
+            "res_block: image bias {:?} for {b} images of {c_out} channels",
+            image_bias.dims()
+        )
     }
     let op = ResBlockOp {
         norm1,
@@ -113,15 +112,6 @@ fn owned_tensor(storage: CpuStorage, shape: Shape) -> Result<Tensor> {
     }
 }
 
-/// Runs `f` on the CPU storage and layout of `t`.
-fn with_storage<R>(t: &Tensor, f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => f(cpu, layout),
-        _ => candle_core::bail!("res_block: a tensor is not on the CPU"),
-    }
-}
-
 impl ResBlockOp {
     /// The block's output for the input `xs`, `xl` (contiguous).
     fn run<T: Real>(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -131,7 +121,8 @@ impl ResBlockOp {
             .run::<T>((&n1, &Layout::contiguous(shape)), None)?;
         drop(n1);
         let h = owned_tensor(h, h_shape)?;
-        let (n2, n2_shape, stats2) = with_storage(&h, |s, l| self.norm2.run_with_stats::<T>(s, l))?;
+        let (n2, n2_shape, stats2) =
+            with_storage(&h, "res_block", |s, l| self.norm2.run_with_stats::<T>(s, l))?;
         let n2 = (n2, Layout::contiguous(n2_shape));
         let out = match &self.skip {
             Some(skip) => {

@@ -58,11 +58,12 @@ const CHUNK_ELEMS: usize = 1 << 21;
 
 /// The narrowest output [`forward`] takes.
 ///
-/// Measured on the benchmark networks (2 cores, AVX-512, alternating processes): with
-/// Winograd on MNIST's 28x28 planes (32 channels) the batch-16 forward is about 15% slower
-/// (the GEMMs of depth `C_in` are short and the transforms' memory traffic is not repaid) and
-/// the VJP 3% faster; on the 64x64 network's 16x16 planes (64 channels) the batch-16 VJP is
-/// even and the batch-1 forward 30% slower. At 32x32 and 64x64 it pays (see the module doc).
+/// Measured on the benchmark networks (2 cores, AVX-512, alternating processes, min of 4):
+/// with Winograd on MNIST's 28x28 planes (16 channels) the batch-16 forward is 24% slower and
+/// the batch-16 VJP 17% slower (the GEMMs of depth `C_in` are short and the transforms'
+/// memory traffic is not repaid); on the 64x64 network's 16x16 planes (64 channels) the
+/// batch-16 VJP is even and the batch-1 forward 30% slower. At 32x32 and 64x64 it pays (see
+/// the module doc).
 const MIN_WIDTH: usize = 32;
 
 /// Whether [`forward`] computes this conv: a 3x3 kernel, stride 1, and an output at least
