@@ -264,6 +264,7 @@ fn transform_streams<T: Real, const N: usize>(
     outs: [&mut [T]; N],
     f: impl Fn([T; WINDOW]) -> [T; N],
 ) {
+    const { assert!(N == WINDOW || N == TILE, "a transform has 6 or 4 outputs") };
     let len = outs.iter().map(|o| o.len()).min().unwrap_or(0);
     let [i0, i1, i2, i3, i4, i5] = ins;
     let (i0, i1, i2, i3, i4, i5) = (
@@ -285,7 +286,7 @@ fn transform_streams<T: Real, const N: usize>(
             (o0[i], o1[i], o2[i], o3[i]) = (r[0], r[1], r[2], r[3]);
             (o4[i], o5[i]) = (r[4], r[5]);
         }
-    } else if N == TILE {
+    } else {
         for i in 0..len {
             let r = f([i0[i], i1[i], i2[i], i3[i], i4[i], i5[i]]);
             (o0[i], o1[i], o2[i], o3[i]) = (r[0], r[1], r[2], r[3]);
