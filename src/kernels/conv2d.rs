@@ -111,7 +111,7 @@ impl Geom {
     }
 
     /// The output's shape `[B, C_out, H_out, W_out]`.
-    fn out_shape(&self) -> Shape {
+    pub(super) fn out_shape(&self) -> Shape {
         Shape::from((self.b, self.cout, self.ho, self.wo))
     }
 
@@ -504,13 +504,20 @@ pub(super) struct Conv2dOp {
 impl Conv2dOp {
     /// The output of the input `s`, `l` (contiguous), with its geometry.
     fn output<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(Vec<T>, Geom)> {
-        let g = Geom::new(l.dims(), self.weight.dims(), self.stride, self.padding)?;
+        self.output_of(cpu_slice::<T>(s, l, "conv2d")?, l.dims())
+    }
+
+    /// The output of the contiguous input `x` of shape `dims`, with its geometry.
+    pub(super) fn output_of<T: Real>(&self, x: &[T], dims: &[usize]) -> Result<(Vec<T>, Geom)> {
+        let g = Geom::new(dims, self.weight.dims(), self.stride, self.padding)?;
         if let Some(b) = &self.bias {
             if b.dims() != [g.cout] {
                 candle_core::bail!("conv2d: bias {:?} for {} channels", b.dims(), g.cout)
             }
         }
-        let x = cpu_slice::<T>(s, l, "conv2d")?;
+        if x.len() != g.b * g.in_len() {
+            candle_core::bail!("conv2d: {} elements for an input of {dims:?}", x.len())
+        }
         let out = with_data::<T, _>(&self.weight, "conv2d", |w| match &self.bias {
             Some(b) => with_data::<T, _>(b, "conv2d", |b| Ok(forward(x, w, Some(b), &g))),
             None => Ok(forward(x, w, None, &g)),
@@ -537,6 +544,22 @@ impl Conv2dOp {
     pub(super) fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (out, g) = self.output::<T>(s, l)?;
         Ok((T::to_cpu_storage_owned(out), g.out_shape()))
+    }
+
+    /// The gradient with respect to an input of shape `dims` of the contiguous output
+    /// gradient `grad`.
+    pub(super) fn input_grad_of<T: Real>(&self, grad: &[T], dims: &[usize]) -> Result<Vec<T>> {
+        let g = Geom::new(dims, self.weight.dims(), self.stride, self.padding)?;
+        if grad.len() != g.b * g.out_len() {
+            candle_core::bail!(
+                "conv2d backward: {} gradient elements for an output of {:?}",
+                grad.len(),
+                g.out_shape().dims()
+            )
+        }
+        with_data::<T, _>(&self.weight, "conv2d backward", |w| {
+            Ok(input_grad(grad, w, &g))
+        })
     }
 
     /// The gradient with respect to the input `x` of the output gradient `grad`.

@@ -2,16 +2,13 @@
 //!
 //! Forward, per (image, group) of `n` elements: mean and biased variance in two passes with
 //! f64 accumulators, then `y = (x - mean) / sqrt(var + eps) * gamma_c + beta_c` and, fused,
-//! `silu(y) = y / (1 + e^-y)`. Backward: the statistics are recomputed (nothing is saved),
+//! `silu(y) = y / (1 + e^-y)`. Backward: the statistics are recomputed (the op saves nothing;
+//! [`super::res_block`] passes the ones its forward kept),
 //! `dy` goes through the SiLU derivative `s (1 + y (1 - s))`, `s = sigmoid(y)`, and the
 //! closed-form GroupNorm input gradient
 //! `dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))` with `dxhat = gamma_c dy`.
 
-use std::sync::Arc;
-
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, InplaceOp2, InplaceOp3, Layout, Module, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -307,96 +304,74 @@ impl GroupNormOp {
         group_norm(x, &self.gamma, &self.beta, self.groups, self.eps, self.silu)
     }
 
-    /// The output for the input `s`, `l` (contiguous) and the statistics of its groups.
-    pub(super) fn run_with_stats<T: Real>(
-        &self,
-        s: &CpuStorage,
-        l: &Layout,
-    ) -> Result<(CpuStorage, Shape, Stats)> {
-        let g = Geom::new(l.dims(), self.groups, self.gamma.elem_count())?;
-        let x = cpu_slice::<T>(s, l, "group_norm")?;
-        let (out, stats) = self
-            .params::<T, _>(|gamma, beta| Ok(forward(x, gamma, beta, &g, self.eps, self.silu)))?;
-        Ok((T::to_cpu_storage_owned(out), l.shape().clone(), stats))
+    /// The output and the statistics of every group for the contiguous input `x` of shape
+    /// `dims`.
+    pub(super) fn forward_of<T: Real>(&self, x: &[T], dims: &[usize]) -> Result<(Vec<T>, Stats)> {
+        let g = Geom::new(dims, self.groups, self.gamma.elem_count())?;
+        if x.len() != dims.iter().product::<usize>() {
+            candle_core::bail!("group_norm: {} elements for an input of {dims:?}", x.len())
+        }
+        self.params::<T, _>(|gamma, beta| Ok(forward(x, gamma, beta, &g, self.eps, self.silu)))
     }
 
     fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (out, shape, _) = self.run_with_stats::<T>(s, l)?;
-        Ok((out, shape))
+        let (out, _) = self.forward_of(cpu_slice::<T>(s, l, "group_norm")?, l.dims())?;
+        Ok((T::to_cpu_storage_owned(out), l.shape().clone()))
     }
 
-    /// The gradient with respect to the input `x` for the output gradient `grad` (a new
-    /// tensor; `grad` is left as it is).
-    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        let op = GroupNormGrad {
-            op: self.clone(),
-            stats: None,
-        };
-        x.apply_op2_no_bwd(&grad.contiguous()?, &op)
-    }
-
-    /// Turns `grad`, the output gradient at the input `x`, into the input gradient plus
-    /// `addend` (`x`'s shape) when given, in place: for a gradient the caller has just computed
-    /// and nothing else holds, which saves an allocation and a pass. `stats` are the forward's
-    /// statistics of `x` ([`GroupNormOp::run_with_stats`]), recomputed when absent.
-    pub(super) fn input_grad_in_place(
+    /// Turns `d`, the output gradient at the contiguous input `x` of shape `dims`, into the
+    /// input gradient plus `addend` (`x`'s size) when given, in place. `stats` are the
+    /// forward's statistics of `x` ([`GroupNormOp::forward_of`]), recomputed when absent.
+    pub(super) fn backward_of<T: Real>(
         &self,
-        x: &Tensor,
-        grad: &Tensor,
-        stats: Option<Arc<Stats>>,
-        addend: Option<&Tensor>,
+        (x, dims): (&[T], &[usize]),
+        d: &mut [T],
+        stats: Option<&[(f64, f64)]>,
+        addend: Option<&[T]>,
     ) -> Result<()> {
-        let op = GroupNormGrad {
-            op: self.clone(),
-            stats,
-        };
-        match addend {
-            Some(a) => grad.inplace_op3(x, a, &op),
-            None => grad.inplace_op2(x, &op),
-        }
-    }
-
-    /// [`backward`] of the input `x` on `d` (the output gradient, turned into the input
-    /// gradient), plus the addend.
-    fn run_backward<T: Real>(
-        &self,
-        (xs, xl): (&CpuStorage, &Layout),
-        (d, dl): (&mut [T], &Layout),
-        addend: Option<(&CpuStorage, &Layout)>,
-        stats: Option<&Stats>,
-    ) -> Result<()> {
-        let g = Geom::new(xl.dims(), self.groups, self.gamma.elem_count())?;
-        for (what, l) in std::iter::once(("gradient", dl)).chain(addend.map(|(_, l)| ("addend", l)))
+        let g = Geom::new(dims, self.groups, self.gamma.elem_count())?;
+        let len = dims.iter().product::<usize>();
+        for (what, n) in [("input", Some(x.len())), ("gradient", Some(d.len()))]
+            .into_iter()
+            .chain([("addend", addend.map(<[T]>::len))])
         {
-            if l.dims() != xl.dims() {
-                candle_core::bail!(
-                    "group_norm backward: {what} {:?} for an input of {:?}",
-                    l.dims(),
-                    xl.dims()
-                )
+            if n.is_some_and(|n| n != len) {
+                candle_core::bail!("group_norm backward: {what} of {n:?} elements for {dims:?}")
             }
         }
-        let groups = xl.shape().elem_count() / g.n().max(1);
+        let groups = len / g.n().max(1);
         if let Some(stats) = stats.filter(|s| s.len() != groups) {
             candle_core::bail!(
                 "group_norm backward: statistics of {} groups for an input of {groups}",
                 stats.len()
             )
         }
-        let x = cpu_slice::<T>(xs, xl, "group_norm backward")?;
-        let addend = match addend {
-            Some((s, l)) => Some(cpu_slice::<T>(s, l, "group_norm backward")?),
-            None => None,
-        };
-        let extras = BackwardExtras {
-            stats: stats.map(|s| &s[..]),
-            addend,
-        };
+        let extras = BackwardExtras { stats, addend };
         self.params::<T, _>(|gamma, beta| {
-            let config = (self.eps, self.silu);
-            backward(x, d, (gamma, beta), &g, config, extras);
+            backward(x, d, (gamma, beta), &g, (self.eps, self.silu), extras);
             Ok(())
         })
+    }
+
+    /// The input gradient of the input `s1`, `l1` for the output gradient `s2`, `l2` (both
+    /// contiguous), in a new storage.
+    fn run_backward<T: Real>(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            candle_core::bail!(
+                "group_norm backward: gradient {:?} for an input of {:?}",
+                l2.dims(),
+                l1.dims()
+            )
+        }
+        let x = cpu_slice::<T>(s1, l1, "group_norm backward")?;
+        // `dx` first holds a copy of the output gradient; the kernel turns it into dx.
+        let mut dx = cpu_slice::<T>(s2, l2, "group_norm backward")?.to_vec();
+        self.backward_of((x, l1.dims()), &mut dx, None, None)?;
+        Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
     }
 }
 
@@ -414,44 +389,13 @@ impl CustomOp1 for GroupNormOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(self.input_grad(arg, grad)?))
+        let op = GroupNormGrad(self.clone());
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &op)?))
     }
 }
 
-/// The input gradient of [`GroupNormOp`]: an op on (input, output gradient) that returns it,
-/// or one that turns the output gradient into it in place (given the input, and an addend).
-struct GroupNormGrad {
-    op: GroupNormOp,
-    /// The forward's statistics, if kept.
-    stats: Option<Arc<Stats>>,
-}
-
-impl GroupNormGrad {
-    /// The input gradient in `d`, which holds the output gradient (a contiguous f32 or f64
-    /// storage, like the input `x`).
-    fn run_in_place(
-        &self,
-        x: (&CpuStorage, &Layout),
-        (d, dl): (&mut CpuStorage, &Layout),
-        addend: Option<(&CpuStorage, &Layout)>,
-    ) -> Result<()> {
-        let stats = self.stats.as_deref();
-        let Some((start, end)) = dl.contiguous_offsets() else {
-            candle_core::bail!("group_norm backward: the gradient is not contiguous")
-        };
-        match d {
-            CpuStorage::F32(d) => {
-                self.op
-                    .run_backward::<f32>(x, (&mut d[start..end], dl), addend, stats)
-            }
-            CpuStorage::F64(d) => {
-                self.op
-                    .run_backward::<f64>(x, (&mut d[start..end], dl), addend, stats)
-            }
-            other => Err(unsupported("group_norm", other)),
-        }
-    }
-}
+/// The input gradient of [`GroupNormOp`], an op on (input, output gradient).
+struct GroupNormGrad(GroupNormOp);
 
 impl CustomOp2 for GroupNormGrad {
     fn name(&self) -> &'static str {
@@ -465,48 +409,11 @@ impl CustomOp2 for GroupNormGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        // `dx` first holds a copy of the output gradient (s2); the kernel turns it into dx.
-        fn copy<T: Real>(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(
-                cpu_slice::<T>(s, l, "group_norm backward")?.to_vec(),
-            ))
+        match s1 {
+            CpuStorage::F32(_) => self.0.run_backward::<f32>((s1, l1), (s2, l2)),
+            CpuStorage::F64(_) => self.0.run_backward::<f64>((s1, l1), (s2, l2)),
+            other => Err(unsupported("group_norm", other)),
         }
-        let mut d = match s2 {
-            CpuStorage::F32(_) => copy::<f32>(s2, l2)?,
-            CpuStorage::F64(_) => copy::<f64>(s2, l2)?,
-            other => return Err(unsupported("group_norm", other)),
-        };
-        let dl = Layout::contiguous(l2.shape().clone());
-        self.run_in_place((s1, l1), (&mut d, &dl), None)?;
-        Ok((d, dl.shape().clone()))
-    }
-}
-
-impl InplaceOp2 for GroupNormGrad {
-    fn name(&self) -> &'static str {
-        "mapga-group-norm-grad-in-place"
-    }
-
-    fn cpu_fwd(&self, d: &mut CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<()> {
-        self.run_in_place((xs, xl), (d, dl), None)
-    }
-}
-
-impl InplaceOp3 for GroupNormGrad {
-    fn name(&self) -> &'static str {
-        "mapga-group-norm-grad-plus-in-place"
-    }
-
-    fn cpu_fwd(
-        &self,
-        d: &mut CpuStorage,
-        dl: &Layout,
-        xs: &CpuStorage,
-        xl: &Layout,
-        addend: &CpuStorage,
-        al: &Layout,
-    ) -> Result<()> {
-        self.run_in_place((xs, xl), (d, dl), Some((addend, al)))
     }
 }
 
@@ -682,9 +589,9 @@ mod tests {
         check(2);
     }
 
-    /// The input gradient computed in place with the forward's statistics is the one that
-    /// recomputes them; with an addend it is that plus the addend; statistics of the wrong
-    /// length and an addend of the wrong shape are errors.
+    /// The input gradient with the forward's statistics is the one that recomputes them; with
+    /// an addend it is that plus the addend; statistics of the wrong length and an addend of
+    /// the wrong size are errors.
     #[test]
     fn kept_statistics_and_the_addend() {
         let x = ((randn(1, &[3, 6, 5, 4], DType::F64) * 2.0).unwrap() + 0.5).unwrap();
@@ -695,25 +602,27 @@ mod tests {
             1e-5,
         )
         .op(true);
-        let grad = randn(4, x.dims(), DType::F64);
-        let addend = randn(5, x.dims(), DType::F64);
-        let run = |s: &CpuStorage, l: &Layout| op.run_with_stats::<f64>(s, l);
-        let stats = crate::kernels::with_storage(&x, "test", run).unwrap().2;
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let (xv, grad, addend) = (
+            values(&x),
+            randn(4, x.dims(), DType::F64),
+            randn(5, x.dims(), DType::F64),
+        );
+        let (_, stats) = op.forward_of(&xv, x.dims()).unwrap();
         assert_eq!(stats.len(), 3 * 3, "one pair per image and group");
-        let recomputed = op.input_grad(&x, &grad).unwrap();
-        let in_place = |stats: Option<Arc<Stats>>, addend: Option<&Tensor>| {
-            let d = grad.copy().unwrap();
-            op.input_grad_in_place(&x, &d, stats, addend).map(|()| d)
+        let run = |stats: Option<&[(f64, f64)]>, addend: Option<&[f64]>| {
+            let mut d = values(&grad);
+            op.backward_of((&xv, x.dims()), &mut d, stats, addend)
+                .map(|()| Tensor::from_vec(d, x.dims(), &candle_core::Device::Cpu).unwrap())
         };
-        let kept = in_place(Some(Arc::new(stats)), None).unwrap();
+        let recomputed = run(None, None).unwrap();
+        let kept = run(Some(&stats), None).unwrap();
         assert!(rel_err(&kept, &recomputed) < 1e-12);
-        let plus = in_place(None, Some(&addend)).unwrap();
+        let plus = run(None, Some(&values(&addend))).unwrap();
         assert!(rel_err(&plus, &(&recomputed + &addend).unwrap()) < 1e-12);
-        let short = Arc::new(vec![(0.0, 1.0); 2]);
-        let err = in_place(Some(short), None).unwrap_err();
+        let err = run(Some(&stats[..2]), None).unwrap_err();
         assert!(err.to_string().contains("statistics of 2 groups"), "{err}");
-        let bad = randn(6, &[3, 6, 5, 5], DType::F64);
-        let err = in_place(None, Some(&bad)).unwrap_err();
+        let err = run(None, Some(&[1.0; 7])).unwrap_err();
         assert!(err.to_string().contains("addend"), "{err}");
     }
 

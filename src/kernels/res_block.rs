@@ -12,14 +12,22 @@
 //! in the first GroupNorm's last pass: one node, one accumulation. It also holds fewer
 //! activations for the backward than the separate ops (`h` instead of both GroupNorm outputs
 //! and `h`).
+//!
+//! When the batch has at least as many images as the pool has threads, forward and backward
+//! run image by image in parallel: all of a block's layers for one image on one thread, with
+//! no hand-off between the layers and the image's activations in that core's cache (MNIST
+//! batch-16 forward 7% and MAP-GA iteration 9-10% faster than layer by layer over the batch;
+//! the 64x64 network even). Smaller batches run layer by layer, each layer parallel inside.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::conv2d::{Conv2d, Conv2dOp, FusedConv};
 use super::group_norm::{GroupNorm, GroupNormOp, Stats};
-use super::{fast_path, unsupported, with_storage, Real};
+use super::{cpu_slice, fast_path, unsupported, with_storage, Real};
 
 /// `conv2(silu(norm2(h))) + skip(x)` with `h = conv1(silu(norm1(x))) + image_bias`, where
 /// `skip` is the given 1x1 conv or the identity and `image_bias` (`[B, C_out]`) is added to
@@ -100,43 +108,103 @@ struct Saved {
     /// The first conv's output (plus the image bias): the second GroupNorm's input.
     h: Tensor,
     /// The statistics of the first and the second GroupNorm.
-    stats: [Arc<Stats>; 2],
+    stats: Arc<[Stats; 2]>,
 }
 
-/// A tensor owning `storage` (f32 or f64, contiguous, of `shape`), without a copy.
-fn owned_tensor(storage: CpuStorage, shape: Shape) -> Result<Tensor> {
-    match storage {
-        CpuStorage::F32(v) => Tensor::from_vec(v, shape, &Device::Cpu),
-        CpuStorage::F64(v) => Tensor::from_vec(v, shape, &Device::Cpu),
-        other => Err(unsupported("res_block", &other)),
+/// The block's forward over some images: its output, and `h` and the GroupNorms' statistics
+/// for the backward.
+struct Forward<T> {
+    out: Vec<T>,
+    out_dims: Vec<usize>,
+    h: Vec<T>,
+    h_dims: Vec<usize>,
+    stats: [Stats; 2],
+}
+
+/// `dims` with the batch size `images`.
+fn with_batch(dims: &[usize], images: usize) -> Vec<usize> {
+    std::iter::once(images)
+        .chain(dims[1..].iter().copied())
+        .collect()
+}
+
+/// The elements of the images `images` in a batch of `b` images stored in `data`.
+fn images_of<'a, T>(data: &'a [T], b: usize, images: &Range<usize>) -> &'a [T] {
+    let per = data.len() / b.max(1);
+    &data[images.start * per..images.end * per]
+}
+
+/// `f` over the images `0..b`: one image per task in parallel when there are at least as
+/// many images as threads (every layer of the block then runs on one thread for one image,
+/// with no hand-off between layers and the image's activations in that core's cache),
+/// otherwise once over all of them (each layer parallel inside).
+fn by_images<R: Send>(b: usize, f: impl Fn(Range<usize>) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && b >= threads {
+        (0..b).into_par_iter().map(|i| f(i..i + 1)).collect()
+    } else {
+        Ok(vec![f(0..b)?])
     }
 }
 
+/// The parts' vectors one after the other (the one part itself when there is one).
+fn concat<T: Clone>(parts: Vec<Vec<T>>) -> Vec<T> {
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap_or_default();
+    }
+    parts.concat()
+}
+
 impl ResBlockOp {
+    /// The block on the contiguous images `x` of shape `dims`, the images `first..` of the
+    /// batch.
+    fn forward_images<T: Real>(&self, x: &[T], dims: &[usize], first: usize) -> Result<Forward<T>> {
+        let (n1, stats1) = self.norm1.forward_of(x, dims)?;
+        let (h, g1) = self.conv1.output_of(&n1, dims, first, None)?;
+        drop(n1);
+        let h_dims = g1.out_shape().dims().to_vec();
+        let (n2, stats2) = self.norm2.forward_of(&h, &h_dims)?;
+        let skip = match &self.skip {
+            Some(conv) => Some(conv.output_of(x, dims)?.0),
+            None => None,
+        };
+        let residual = skip.as_deref().unwrap_or(x);
+        let (out, g2) = self.conv2.output_of(&n2, &h_dims, first, Some(residual))?;
+        Ok(Forward {
+            out,
+            out_dims: g2.out_shape().dims().to_vec(),
+            h,
+            h_dims,
+            stats: [stats1, stats2],
+        })
+    }
+
     /// The block's output for the input `xs`, `xl` (contiguous).
     fn run<T: Real>(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n1, shape, stats1) = self.norm1.run_with_stats::<T>(xs, xl)?;
-        let (h, h_shape) = self
-            .conv1
-            .run::<T>((&n1, &Layout::contiguous(shape)), None)?;
-        drop(n1);
-        let h = owned_tensor(h, h_shape)?;
-        let (n2, n2_shape, stats2) =
-            with_storage(&h, "res_block", |s, l| self.norm2.run_with_stats::<T>(s, l))?;
-        let n2 = (n2, Layout::contiguous(n2_shape));
-        let out = match &self.skip {
-            Some(skip) => {
-                let (s, shape) = skip.run::<T>(xs, xl)?;
-                self.conv2
-                    .run::<T>((&n2.0, &n2.1), Some((&s, &Layout::contiguous(shape))))?
-            }
-            None => self.conv2.run::<T>((&n2.0, &n2.1), Some((xs, xl)))?,
+        let (x, dims) = (cpu_slice::<T>(xs, xl, "res_block")?, xl.dims());
+        let b = dims[0];
+        let parts = by_images(b, |images| {
+            let x = images_of(x, b, &images);
+            self.forward_images(x, &with_batch(dims, images.len()), images.start)
+        })?;
+        let (out_dims, h_dims) = match parts.first() {
+            Some(p) => (with_batch(&p.out_dims, b), with_batch(&p.h_dims, b)),
+            None => candle_core::bail!("res_block: an empty batch"),
         };
+        let (mut outs, mut hs, mut stats1, mut stats2) = (vec![], vec![], vec![], vec![]);
+        for part in parts {
+            let [s1, s2] = part.stats;
+            outs.push(part.out);
+            hs.push(part.h);
+            stats1.extend(s1);
+            stats2.extend(s2);
+        }
         if self.keep {
-            let stats = [Arc::new(stats1), Arc::new(stats2)];
+            let h = Tensor::from_vec(concat(hs), h_dims, &Device::Cpu)?;
+            let stats = Arc::new([stats1, stats2]);
             *self.lock_saved()? = Some(Saved { h, stats });
         }
-        Ok(out)
+        Ok((T::to_cpu_storage_owned(concat(outs)), out_dims.into()))
     }
 
     fn lock_saved(&self) -> Result<std::sync::MutexGuard<'_, Option<Saved>>> {
@@ -147,15 +215,80 @@ impl ResBlockOp {
 
     /// `h` for the input `x` and the GroupNorms' statistics: what the forward kept, or `h`
     /// computed again (and no statistics: the GroupNorm backward recomputes them).
-    fn saved(&self, x: &Tensor) -> Result<(Tensor, [Option<Arc<Stats>>; 2])> {
+    fn saved(&self, x: &Tensor) -> Result<(Tensor, Option<Arc<[Stats; 2]>>)> {
         if let Some(saved) = self.lock_saved()?.as_ref() {
-            let [s1, s2] = saved.stats.clone();
-            return Ok((saved.h.clone(), [Some(s1), Some(s2)]));
+            return Ok((saved.h.clone(), Some(saved.stats.clone())));
         }
         let h = x
             .apply_op1_no_bwd(&self.norm1)?
             .apply_op1_no_bwd(&self.conv1)?;
-        Ok((h, [None, None]))
+        Ok((h, None))
+    }
+
+    /// The input gradient of the images `x` (shape `dims`) with first-conv outputs `h` (shape
+    /// `h_dims`) for the block's output gradient `grad`: back through the second conv, the
+    /// second GroupNorm+SiLU (at `h`, in place), the first conv and the first GroupNorm+SiLU
+    /// (at `x`, in place, the gradient through the skip connection added in its last pass).
+    fn backward_images<T: Real>(
+        &self,
+        (x, dims): (&[T], &[usize]),
+        (h, h_dims): (&[T], &[usize]),
+        grad: &[T],
+        stats: [Option<&[(f64, f64)]>; 2],
+    ) -> Result<Vec<T>> {
+        let mut d = self.conv2.conv().input_grad_of(grad, h_dims)?;
+        self.norm2
+            .backward_of((h, h_dims), &mut d, stats[1], None)?;
+        let mut dx = self.conv1.conv().input_grad_of(&d, dims)?;
+        drop(d);
+        let skip = match &self.skip {
+            Some(conv) => Some(conv.input_grad_of(grad, dims)?),
+            None => None,
+        };
+        let addend = skip.as_deref().unwrap_or(grad);
+        self.norm1
+            .backward_of((x, dims), &mut dx, stats[0], Some(addend))?;
+        Ok(dx)
+    }
+
+    /// The input gradient for the input `x`, the first conv's output `h`, the output gradient
+    /// `grad` (all contiguous CPU tensors of dtype `T`) and the kept statistics, image by image
+    /// as the forward ran.
+    fn backward<T: Real>(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        grad: &Tensor,
+        stats: Option<&[Stats; 2]>,
+    ) -> Result<Tensor> {
+        with_storage(x, "res_block", |xs, xl| {
+            with_storage(h, "res_block", |hs, hl| {
+                with_storage(grad, "res_block", |gs, gl| {
+                    let (xv, hv) = (
+                        cpu_slice::<T>(xs, xl, "res_block")?,
+                        cpu_slice(hs, hl, "res_block")?,
+                    );
+                    let gv = cpu_slice::<T>(gs, gl, "res_block")?;
+                    let (dims, h_dims, b) = (xl.dims(), hl.dims(), xl.dims()[0]);
+                    let parts = by_images(b, |images| {
+                        let n = images.len();
+                        let stats = stats.map_or([None, None], |[s1, s2]| {
+                            [
+                                Some(images_of(s1, b, &images)),
+                                Some(images_of(s2, b, &images)),
+                            ]
+                        });
+                        self.backward_images(
+                            (images_of(xv, b, &images), &with_batch(dims, n)),
+                            (images_of(hv, b, &images), &with_batch(h_dims, n)),
+                            images_of(gv, b, &images),
+                            stats,
+                        )
+                    })?;
+                    Tensor::from_vec(concat(parts), xl.shape().clone(), &Device::Cpu)
+                })
+            })
+        })
     }
 }
 
@@ -172,25 +305,16 @@ impl CustomOp1 for ResBlockOp {
         }
     }
 
-    /// The input gradient: back through the second conv, the second GroupNorm+SiLU (at `h`),
-    /// the first conv and the first GroupNorm+SiLU (at `x`), plus the output gradient through
-    /// the skip connection. Each step is the backward of the separate op.
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (h, [stats1, stats2]) = self.saved(x)?;
-        let grad = grad.contiguous()?;
-        let missing = || candle_core::Error::Msg("res_block: a step gave no gradient".into());
-        let d_n2 = CustomOp1::bwd(&self.conv2, &h, &h, &grad)?.ok_or_else(missing)?;
-        // d_n2 and d_n1 are new tensors nothing else holds: the GroupNorm backward steps turn
-        // them into d_h and dx in place.
-        self.norm2.input_grad_in_place(&h, &d_n2, stats2, None)?;
-        let d_n1 = CustomOp1::bwd(&self.conv1, x, &h, &d_n2)?.ok_or_else(missing)?;
-        let through_skip = match &self.skip {
-            Some(skip) => skip.bwd(x, &grad, &grad)?.ok_or_else(missing)?,
-            None => grad,
+        let (h, stats) = self.saved(x)?;
+        let (x, h, grad) = (x.contiguous()?, h.contiguous()?, grad.contiguous()?);
+        let stats = stats.as_deref();
+        let dx = match x.dtype() {
+            DType::F32 => self.backward::<f32>(&x, &h, &grad, stats)?,
+            DType::F64 => self.backward::<f64>(&x, &h, &grad, stats)?,
+            other => candle_core::bail!("res_block kernel: unsupported dtype {other:?}"),
         };
-        self.norm1
-            .input_grad_in_place(x, &d_n1, stats1, Some(&through_skip))?;
-        Ok(Some(d_n1))
+        Ok(Some(dx))
     }
 }
 

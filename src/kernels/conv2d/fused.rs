@@ -102,26 +102,57 @@ impl FusedConv {
         FusedConv { conv, image_bias }
     }
 
+    /// The conv without the image bias.
+    pub(in crate::kernels) fn conv(&self) -> &Conv2dOp {
+        &self.conv
+    }
+
     /// The output for the input `xs`, `xl` (contiguous) plus the residual, if given
-    /// (contiguous, of the output's shape; not checked here).
+    /// (contiguous, of the output's shape).
     pub(in crate::kernels) fn run<T: Real>(
         &self,
         (xs, xl): (&CpuStorage, &Layout),
         residual: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
-        let (mut out, g) = self.conv.output::<T>(xs, xl)?;
+        let x = cpu_slice::<T>(xs, xl, "conv2d")?;
         let residual = match residual {
             Some((rs, rl)) => Some(cpu_slice::<T>(rs, rl, "conv2d residual")?),
             None => None,
         };
+        let (out, g) = self.output_of(x, xl.dims(), 0, residual)?;
+        Ok((T::to_cpu_storage_owned(out), g.out_shape()))
+    }
+
+    /// The output for the contiguous input `x` of shape `dims` plus the residual, if given
+    /// (contiguous, of the output's shape). `x` holds the images `first..` of the batch the
+    /// image bias was given for.
+    pub(in crate::kernels) fn output_of<T: Real>(
+        &self,
+        x: &[T],
+        dims: &[usize],
+        first: usize,
+        residual: Option<&[T]>,
+    ) -> Result<(Vec<T>, Geom)> {
+        let (mut out, g) = self.conv.output_of(x, dims)?;
+        if residual.is_some_and(|r| r.len() != out.len()) {
+            candle_core::bail!(
+                "conv2d: a residual not of the output's size {:?}",
+                g.out_shape()
+            )
+        }
         match &self.image_bias {
-            Some(e) => with_data::<T, _>(e, "conv2d image bias", |e| {
-                add_extras(&mut out, g.n(), Some(e), residual);
-                Ok(())
-            })?,
+            Some(e) => {
+                with_data::<T, _>(e, "conv2d image bias", |e| match e.get(first * g.cout..) {
+                    Some(e) if e.len() >= g.b * g.cout => {
+                        add_extras(&mut out, g.n(), Some(e), residual);
+                        Ok(())
+                    }
+                    _ => candle_core::bail!("conv2d: no image bias for images {first}.."),
+                })?
+            }
             None => add_extras(&mut out, g.n(), None, residual),
         }
-        Ok((T::to_cpu_storage_owned(out), g.out_shape()))
+        Ok((out, g))
     }
 }
 
