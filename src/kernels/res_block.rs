@@ -14,8 +14,9 @@
 //! and `h`).
 //!
 //! When the batch has at least as many images as the pool has threads, forward and backward
-//! run image by image in parallel: all of a block's layers for one image on one thread, with
-//! no hand-off between the layers and the image's activations in that core's cache (MNIST
+//! run image by image in parallel: all of a block's layers for one image as one rayon task
+//! (the layers' own parallel loops then mostly run inline), with no hand-off between the
+//! layers and the image's activations in that core's cache (MNIST
 //! batch-16 forward 7% and MAP-GA iteration 9-10% faster than layer by layer over the batch;
 //! the 64x64 network even). Smaller batches run layer by layer, each layer parallel inside.
 
@@ -134,10 +135,9 @@ fn images_of<'a, T>(data: &'a [T], b: usize, images: &Range<usize>) -> &'a [T] {
     &data[images.start * per..images.end * per]
 }
 
-/// `f` over the images `0..b`: one image per task in parallel when there are at least as
-/// many images as threads (every layer of the block then runs on one thread for one image,
-/// with no hand-off between layers and the image's activations in that core's cache),
-/// otherwise once over all of them (each layer parallel inside).
+/// `f` over the images `0..b`: one image per rayon task when there are at least as many
+/// images as threads (see the module documentation), otherwise once over all of them (each
+/// layer parallel inside).
 fn by_images<R: Send>(b: usize, f: impl Fn(Range<usize>) -> Result<R> + Sync) -> Result<Vec<R>> {
     let threads = rayon::current_num_threads();
     if threads > 1 && b >= threads {
