@@ -565,9 +565,12 @@ impl Conv2dOp {
     /// The gradient with respect to the input `x` of the output gradient `grad`.
     fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let op = Conv2dInputGrad {
-            weight: self.weight.clone(),
-            stride: self.stride,
-            padding: self.padding,
+            conv: Conv2dOp {
+                weight: self.weight.clone(),
+                bias: None,
+                stride: self.stride,
+                padding: self.padding,
+            },
             input: x.dims().to_vec(),
         };
         grad.contiguous()?.apply_op1_no_bwd(&op)
@@ -594,20 +597,19 @@ impl CustomOp1 for Conv2dOp {
 
 /// The input gradient of [`Conv2dOp`] as an op on the output gradient.
 struct Conv2dInputGrad {
-    weight: Tensor,
-    stride: usize,
-    padding: usize,
+    /// The conv (its bias plays no part).
+    conv: Conv2dOp,
+    /// The input's shape.
     input: Vec<usize>,
 }
 
 impl Conv2dInputGrad {
     fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(&self.input, self.weight.dims(), self.stride, self.padding)?;
+        let c = &self.conv;
+        let g = Geom::new(&self.input, c.weight.dims(), c.stride, c.padding)?;
         g.check_output(l.dims(), "conv2d backward: gradient")?;
         let grad = cpu_slice::<T>(s, l, "conv2d backward")?;
-        let dx = with_data::<T, _>(&self.weight, "conv2d backward", |w| {
-            Ok(input_grad(grad, w, &g))
-        })?;
+        let dx = c.input_grad_of(grad, &self.input)?;
         Ok((T::to_cpu_storage_owned(dx), Shape::from(self.input.clone())))
     }
 }
@@ -679,9 +681,12 @@ impl CustomOp2 for Conv2dTrainableOp {
         let grad = grad.contiguous()?;
         let dx = if x.track_op() {
             let op = Conv2dInputGrad {
-                weight: w.detach(),
-                stride: self.stride,
-                padding: self.padding,
+                conv: Conv2dOp {
+                    weight: w.detach(),
+                    bias: None,
+                    stride: self.stride,
+                    padding: self.padding,
+                },
                 input: x.dims().to_vec(),
             };
             Some(grad.apply_op1_no_bwd(&op)?)
@@ -903,7 +908,7 @@ impl Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{randn, rel_err, tolerance, value_and_vjp, values};
+    use crate::kernels::testing::{on_threads, randn, rel_err, tolerance, value_and_vjp, values};
     use candle_core::{DType, Device, Var};
 
     /// The stock candle conv with bias (what `candle_nn::Conv2d` computes).
@@ -990,11 +995,7 @@ mod tests {
 
     /// Runs `check(case, dtype)` on every case in f32 and f64 on a pool of `threads` threads.
     fn on_every_case(threads: usize, check: fn(usize, DType)) {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             for case in 0..CASES.len() {
                 check(case, DType::F32);
                 check(case, DType::F64);

@@ -523,7 +523,7 @@ impl Module for GroupNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{randn, rel_err, tolerance, value_and_vjp};
+    use crate::kernels::testing::{on_threads, randn, rel_err, tolerance, value_and_vjp};
     use candle_core::DType;
 
     fn stock(x: &Tensor, w: &Tensor, b: &Tensor, groups: usize, silu: bool) -> Result<Tensor> {
@@ -550,11 +550,7 @@ mod tests {
     }
 
     fn check(threads: usize) {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             for (i, (shape, groups)) in cases().into_iter().enumerate() {
                 for dtype in [DType::F32, DType::F64] {
                     for silu in [false, true] {

@@ -370,6 +370,15 @@ pub(crate) mod testing {
         diff / scale.max(f64::MIN_POSITIVE)
     }
 
+    /// Runs `f` inside a rayon pool of `threads` threads.
+    pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
     /// `f(x)` and the gradient of `sum(f(x) * v)` with respect to `x`, `v` seeded random.
     pub fn value_and_vjp(
         x: &Tensor,

@@ -321,7 +321,7 @@ impl CustomOp1 for ResBlockOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{randn, rel_err, tolerance};
+    use crate::kernels::testing::{on_threads, randn, rel_err, tolerance};
     use candle_core::{DType, Var};
 
     /// The layers of a block from `i` to `o` channels in `groups` groups, random parameters.
@@ -358,11 +358,7 @@ mod tests {
         // (batch, in, out, groups, height, width)
         let cases = [(2, 4, 4, 2, 7, 5), (3, 4, 6, 2, 6, 9), (2, 6, 4, 2, 5, 34)];
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 for (case, &(b, i, o, groups, h, w)) in cases.iter().enumerate() {
                     for dtype in [DType::F32, DType::F64] {
                         let seed = 30 * case as u64;

@@ -495,7 +495,7 @@ vectorized_fn! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{randn, rel_err, tolerance, values};
+    use crate::kernels::testing::{on_threads, randn, rel_err, tolerance, values};
     use candle_core::{DType, Device, Tensor};
 
     /// The conv by direct summation in f64.
@@ -528,11 +528,7 @@ mod tests {
             (4, 7, 5, 40, 6, 1),
         ];
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 for (case, &(b, cin, h, w, cout, pad)) in cases.iter().enumerate() {
                     for dtype in [DType::F32, DType::F64] {
                         let seed = 10 * case as u64;
