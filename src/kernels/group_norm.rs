@@ -55,21 +55,23 @@ impl Geom {
 /// Elements below which a rayon task is not worth splitting further.
 const MIN_TASK: usize = 16 * 1024;
 
-/// Elements summed in `T` lanes before the partial sums go into the f64 total.
-const BLOCK: usize = 64;
-/// Lanes of a block sum (independent chains, so the loop vectorises).
-const LANES: usize = 8;
+/// Lanes of a block sum: independent chains of `T`, one AVX-512 register of f32.
+const LANES: usize = 16;
+/// Rows of [`LANES`] summed in `T` before the lanes go into the f64 total (so each lane adds
+/// at most this many terms in `T`).
+const BLOCK_ROWS: usize = 32;
 
 /// The sums of `f(a_i, b_i)` over `i`, two of them (`f` returns a pair): in blocks of
-/// [`BLOCK`] elements summed in [`LANES`] lanes of `T` (fast), the block sums added in f64.
+/// [`BLOCK_ROWS`] x [`LANES`] elements summed in lanes of `T` (fast: the loop over a row of
+/// lanes is one vector add), the block sums added in f64.
 #[inline(always)]
 fn sums2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
     let (mut t0, mut t1) = (0.0f64, 0.0f64);
-    let (ab, bb) = (a.chunks_exact(BLOCK), b.chunks_exact(BLOCK));
-    let (ar, br) = (ab.remainder(), bb.remainder());
-    for (a, b) in ab.zip(bb) {
+    let (a_rows, a_rest) = a.as_chunks::<LANES>();
+    let (b_rows, b_rest) = b.as_chunks::<LANES>();
+    for (a, b) in a_rows.chunks(BLOCK_ROWS).zip(b_rows.chunks(BLOCK_ROWS)) {
         let (mut l0, mut l1) = ([T::zero(); LANES], [T::zero(); LANES]);
-        for (a, b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for (a, b) in a.iter().zip(b) {
             for k in 0..LANES {
                 let (u, v) = f(a[k], b[k]);
                 l0[k] += u;
@@ -79,7 +81,7 @@ fn sums2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
         t0 += l0.iter().map(|v| v.to_f64()).sum::<f64>();
         t1 += l1.iter().map(|v| v.to_f64()).sum::<f64>();
     }
-    for (&a, &b) in ar.iter().zip(br) {
+    for (&a, &b) in a_rest.iter().zip(b_rest) {
         let (u, v) = f(a, b);
         t0 += u.to_f64();
         t1 += v.to_f64();
