@@ -61,17 +61,27 @@ const LANES: usize = 16;
 /// at most this many terms in `T`).
 const BLOCK_ROWS: usize = 32;
 
+/// `s` as rows of [`LANES`] elements (arrays, so the loops over them need no bounds checks),
+/// and the elements left over.
+#[inline(always)]
+fn lane_rows<T>(s: &[T]) -> (impl Iterator<Item = &[T; LANES]>, &[T]) {
+    let rows = s.chunks_exact(LANES);
+    let rest = rows.remainder();
+    // Every chunk has LANES elements: the conversion never fails.
+    (rows.filter_map(|row| row.try_into().ok()), rest)
+}
+
 /// The sums of `f(a_i, b_i)` over `i`, two of them (`f` returns a pair): in blocks of
 /// [`BLOCK_ROWS`] x [`LANES`] elements summed in lanes of `T` (fast: the loop over a row of
 /// lanes is one vector add), the block sums added in f64.
 #[inline(always)]
 fn sums2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let ((a_rows, a_rest), (b_rows, b_rest)) = (lane_rows(a), lane_rows(b));
+    let mut rows = a_rows.zip(b_rows).peekable();
     let (mut t0, mut t1) = (0.0f64, 0.0f64);
-    let (a_rows, a_rest) = a.as_chunks::<LANES>();
-    let (b_rows, b_rest) = b.as_chunks::<LANES>();
-    for (a, b) in a_rows.chunks(BLOCK_ROWS).zip(b_rows.chunks(BLOCK_ROWS)) {
+    while rows.peek().is_some() {
         let (mut l0, mut l1) = ([T::zero(); LANES], [T::zero(); LANES]);
-        for (a, b) in a.iter().zip(b) {
+        for (a, b) in rows.by_ref().take(BLOCK_ROWS) {
             for k in 0..LANES {
                 let (u, v) = f(a[k], b[k]);
                 l0[k] += u;
