@@ -9,6 +9,14 @@
 //! A 3x3 stride-1 conv on an image wide enough (`winograd::applies`) runs as Winograd's
 //! F(4x4, 3x3) instead (`winograd.rs`: 4x fewer multiplications), and its input gradient
 //! as the forward of the adjoint conv (flipped, transposed weights) through the same.
+//! Another stride-1 conv whose images each run on one core (a batch spread over the threads
+//! image by image, or one thread) runs as one GEMM per kernel row over column-shifted copies
+//! of the input (`kernel_rows.rs`: a third of im2col's copying for 3x3), and so does the
+//! adjoint conv for its input gradient (no col2im). With one image on several threads the
+//! single im2col GEMM splits better (three GEMMs measured slower there).
+//!
+//! The Winograd and kernel-row weights are rearranged once per layer and kept
+//! (`weight_cache.rs`), not once per call and image.
 //!
 //! Weights loaded from a model file are constants: the op captures them and no kernel or bias
 //! gradient is ever computed (a VJP to the input never needs one). Weights that are tracked
@@ -16,22 +24,24 @@
 //! argument, whose backward also gives the kernel gradient `sum_b g_b cols_b^T` (one GEMM per
 //! image against its im2col matrix); the bias is then added by candle's own broadcast add.
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::winograd;
 use super::{
-    cpu_slice, fast_path, gemm_parallelism, matmul, unsupported, vectorized_fn, with_data, Mat,
-    Real,
+    cpu_slice, fast_path, gemm_parallelism, image_task, in_image_task, matmul, min_items,
+    unsupported, vectorized_fn, with_data, Mat, Real,
 };
 
 mod fused;
+mod kernel_rows;
+mod weight_cache;
 pub use fused::conv2d_fused;
 pub(super) use fused::FusedConv;
-
-/// Elements of work below which a rayon task is not worth splitting further.
-const MIN_TASK: usize = 16 * 1024;
+use weight_cache::{ConvWeights, Form, WeightCache};
 
 /// The sizes of one convolution: batch, input channels and size, output channels, kernel
 /// size, stride, padding (the same on every side) and output size.
@@ -158,9 +168,9 @@ impl Geom {
     /// For a stride-1 conv with a square kernel and `pad < k` (every 3x3 "same" conv), the
     /// conv whose forward is this one's input gradient: the output gradient convolved with the
     /// flipped, transposed weights ([`flipped_transposed`]) and padding `k - 1 - pad` gives
-    /// back the input's size. [`input_grad`] takes it where the Winograd forward applies to
-    /// it; through im2col it measured no faster than `W^T g` + col2im, so other convs keep
-    /// that. None for strided and pointwise convs.
+    /// back the input's size. [`input_grad`] takes it where the Winograd or the kernel-row
+    /// forward applies to it; through im2col it measured no faster than `W^T g` + col2im, so
+    /// other convs keep that. None for strided and pointwise convs.
     fn adjoint(&self) -> Option<Geom> {
         (self.stride == 1 && self.kh == self.kw && self.pad < self.kh && !self.pointwise()).then(
             || Geom {
@@ -269,7 +279,7 @@ fn im2col<T: Real>(x: &[T], cols: &mut [T], g: &Geom, parallel: bool) {
     if parallel {
         cols.par_chunks_mut(rows)
             .zip(x.par_chunks(plane))
-            .with_min_len(MIN_TASK.div_ceil(rows))
+            .with_min_len(min_items(rows))
             .for_each(fill);
     } else {
         cols.chunks_mut(rows).zip(x.chunks(plane)).for_each(fill);
@@ -321,7 +331,7 @@ fn col2im<T: Real>(cols: &mut [T], dx: &mut [T], g: &Geom, parallel: bool) {
     if parallel {
         dx.par_chunks_mut(plane)
             .zip(cols.par_chunks_mut(rows))
-            .with_min_len(MIN_TASK.div_ceil(rows))
+            .with_min_len(min_items(rows))
             .for_each(add);
     } else {
         dx.chunks_mut(plane)
@@ -368,7 +378,8 @@ vectorized_fn! {
 
 /// Runs `f(image index, input chunk, output chunk, parallel inside, gemm parallelism)` for
 /// every image: in parallel over the images when there are at least as many as threads
-/// (each single-threaded), otherwise one after the other with the parallelism inside.
+/// (each single-threaded, inside [`image_task`]), otherwise one after the other with the
+/// parallelism inside.
 fn per_image<T: Real>(
     input: &[T],
     in_len: usize,
@@ -379,25 +390,32 @@ fn per_image<T: Real>(
     if in_len == 0 || out_len == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
-    let images = output.len() / out_len;
-    if threads > 1 && images >= threads {
+    if one_thread_per_image(output.len() / out_len) {
         output
             .par_chunks_mut(out_len)
             .zip(input.par_chunks(in_len))
-            .for_each(|(o, i)| f(i, o, false, gemm::Parallelism::None));
+            .for_each(|(o, i)| image_task(|| f(i, o, false, gemm::Parallelism::None)));
     } else {
         let par = gemm_parallelism();
         for (o, i) in output.chunks_mut(out_len).zip(input.chunks(in_len)) {
-            f(i, o, threads > 1, par);
+            f(i, o, true, par);
         }
     }
 }
 
+/// Whether the images of a conv of `images` images each run on one core: [`per_image`] runs
+/// them one per thread (or all on one), or the conv itself runs for one image of a batch
+/// spread over the threads (a residual block image by image).
+fn one_thread_per_image(images: usize) -> bool {
+    let n = rayon::current_num_threads();
+    n == 1 || images >= n || in_image_task()
+}
+
 /// The forward conv of a batch `x` (`[B, C_in, H, W]`, contiguous), `[B, C_out, H_out, W_out]`.
-fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+fn forward<T: Real>(x: &[T], w: &ConvWeights<'_, T>, bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     if winograd::applies(g) {
-        return winograd::forward(x, w, bias, g);
+        let u = w.get(Form::Winograd, |w| winograd::transform_weights(w, g));
+        return winograd::forward(x, &u, bias, g);
     }
     let (m, n, k) = (g.cout, g.n(), g.k());
     // The output starts as the bias (or zeros) and the GEMM adds the products to it.
@@ -413,8 +431,18 @@ fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
         }
         None => vec![T::zero(); g.b * g.out_len()],
     };
+    if kernel_rows::applies(g) && one_thread_per_image(g.b) {
+        let w_rows = w.get(Form::KernelRows, |w| kernel_rows::weight_rows(w, g));
+        per_image(x, g.in_len(), &mut out, g.out_len(), |x, out, par, gp| {
+            T::with_scratch(kernel_rows::copies_len(g), |copies| {
+                kernel_rows::forward_image(x, &w_rows, out, copies, g, (par, gp));
+            });
+        });
+        return out;
+    }
+    let w = w.data();
     per_image(x, g.in_len(), &mut out, g.out_len(), |x, out, par, gp| {
-        let lhs = Mat::rows(w, k);
+        let lhs = Mat::rows(&w, k);
         if g.pointwise() {
             matmul(out, lhs, Mat::rows(x, n), (m, n, k), true, gp);
         } else {
@@ -447,11 +475,13 @@ fn flipped_transposed<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
 /// The gradient with respect to the input of a batch of output gradients `grad`
 /// (`[B, C_out, H_out, W_out]`, contiguous): `[B, C_in, H, W]`.
 ///
-/// A 3x3 stride-1 conv whose [`Geom::adjoint`] the Winograd forward takes runs as that
+/// A conv whose [`Geom::adjoint`] the Winograd or the kernel-row forward takes runs as that
 /// forward; any other as `W^T g` (one GEMM per image) + col2im.
-fn input_grad<T: Real>(grad: &[T], w: &[T], g: &Geom) -> Vec<T> {
-    if let Some(adjoint) = g.adjoint().filter(winograd::applies) {
-        return forward(grad, &flipped_transposed(w, g), None, &adjoint);
+fn input_grad<T: Real>(grad: &[T], w: &[T], cache: &WeightCache, g: &Geom) -> Vec<T> {
+    let by_forward =
+        |a: &Geom| winograd::applies(a) || kernel_rows::applies(a) && one_thread_per_image(a.b);
+    if let Some(adjoint) = g.adjoint().filter(by_forward) {
+        return forward(grad, &ConvWeights::adjoint(w, *g, cache), None, &adjoint);
     }
     let (m, n, k) = (g.k(), g.n(), g.cout);
     let mut dx = vec![T::zero(); g.b * g.in_len()];
@@ -499,9 +529,29 @@ pub(super) struct Conv2dOp {
     bias: Option<Tensor>,
     stride: usize,
     padding: usize,
+    /// The rearranged weights of the layer (or of this call).
+    cache: Arc<WeightCache>,
 }
 
 impl Conv2dOp {
+    /// The op for constant `weight` and `bias`, with the layer's weight cache (a fresh one
+    /// when none is given).
+    fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+        cache: Option<&Arc<WeightCache>>,
+    ) -> Conv2dOp {
+        Conv2dOp {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            stride,
+            padding,
+            cache: cache.cloned().unwrap_or_else(WeightCache::new),
+        }
+    }
+
     /// The output of the input `s`, `l` (contiguous), with its geometry.
     fn output<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(Vec<T>, Geom)> {
         self.output_of(cpu_slice::<T>(s, l, "conv2d")?, l.dims())
@@ -518,9 +568,12 @@ impl Conv2dOp {
         if x.len() != g.b * g.in_len() {
             candle_core::bail!("conv2d: {} elements for an input of {dims:?}", x.len())
         }
-        let out = with_data::<T, _>(&self.weight, "conv2d", |w| match &self.bias {
-            Some(b) => with_data::<T, _>(b, "conv2d", |b| Ok(forward(x, w, Some(b), &g))),
-            None => Ok(forward(x, w, None, &g)),
+        let out = with_data::<T, _>(&self.weight, "conv2d", |w| {
+            let w = ConvWeights::plain(w, &self.cache);
+            match &self.bias {
+                Some(b) => with_data::<T, _>(b, "conv2d", |b| Ok(forward(x, &w, Some(b), &g))),
+                None => Ok(forward(x, &w, None, &g)),
+            }
         })?;
         Ok((out, g))
     }
@@ -537,8 +590,8 @@ impl Conv2dOp {
         image_bias: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (w, b) = (&self.weight, self.bias.as_ref());
-        conv2d_fused(x, w, b, self.stride, self.padding, image_bias, residual)
+        let conv = (&self.weight, self.bias.as_ref(), self.stride, self.padding);
+        fused::conv2d_fused_cached(x, conv, image_bias, residual, Some(&self.cache))
     }
 
     pub(super) fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -558,7 +611,7 @@ impl Conv2dOp {
             )
         }
         with_data::<T, _>(&self.weight, "conv2d backward", |w| {
-            Ok(input_grad(grad, w, &g))
+            Ok(input_grad(grad, w, &self.cache, &g))
         })
     }
 
@@ -570,6 +623,7 @@ impl Conv2dOp {
                 bias: None,
                 stride: self.stride,
                 padding: self.padding,
+                cache: self.cache.clone(),
             },
             input: x.dims().to_vec(),
         };
@@ -646,7 +700,12 @@ impl Conv2dTrainableOp {
         let x = cpu_slice::<T>(xs, xl, "conv2d")?;
         let w = cpu_slice::<T>(ws, wl, "conv2d")?;
         Ok((
-            T::to_cpu_storage_owned(forward(x, w, None, &g)),
+            T::to_cpu_storage_owned(forward(
+                x,
+                &ConvWeights::plain(w, &WeightCache::default()),
+                None,
+                &g,
+            )),
             g.out_shape(),
         ))
     }
@@ -686,6 +745,8 @@ impl CustomOp2 for Conv2dTrainableOp {
                     bias: None,
                     stride: self.stride,
                     padding: self.padding,
+                    // The weights change between calls: nothing kept beyond this one.
+                    cache: WeightCache::new(),
                 },
                 input: x.dims().to_vec(),
             };
@@ -765,6 +826,18 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv2d_cached(x, weight, bias, stride, padding, None)
+}
+
+/// [`conv2d()`] with the weight cache of the layer the weights belong to, if any.
+fn conv2d_cached(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    cache: Option<&Arc<WeightCache>>,
+) -> Result<Tensor> {
     if fast_path(x, &[Some(weight), bias])
         && x.rank() == 4
         && x.elem_count() > 0
@@ -788,12 +861,7 @@ pub fn conv2d(
                 None => Ok(y),
             };
         }
-        let op = Conv2dOp {
-            weight: weight.clone(),
-            bias: bias.cloned(),
-            stride,
-            padding,
-        };
+        let op = Conv2dOp::new(weight, bias, stride, padding, cache);
         return x.contiguous()?.apply_op1(op);
     }
     let y = x.conv2d(weight, padding, stride, 1, 1)?;
@@ -803,13 +871,16 @@ pub fn conv2d(
     }
 }
 
-/// A conv layer with a bias, constant weights and the fast kernel ([`conv2d()`]).
+/// A conv layer with a bias, constant weights and the fast kernel ([`conv2d()`]). It keeps
+/// the rearranged forms of its weights the fast paths compute (see `weight_cache.rs`); clones
+/// share them.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     stride: usize,
     padding: usize,
+    cache: Arc<WeightCache>,
 }
 
 impl Conv2d {
@@ -820,6 +891,7 @@ impl Conv2d {
             bias,
             stride,
             padding,
+            cache: WeightCache::new(),
         }
     }
 
@@ -853,12 +925,8 @@ impl Conv2d {
 
     /// The layer as an op (the same tensors).
     pub(super) fn op(&self) -> Conv2dOp {
-        Conv2dOp {
-            weight: self.weight.clone(),
-            bias: self.bias.clone(),
-            stride: self.stride,
-            padding: self.padding,
-        }
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        Conv2dOp::new(w, b, self.stride, self.padding, Some(&self.cache))
     }
 
     /// The weights `[C_out, C_in, k_h, k_w]`.
@@ -881,27 +949,14 @@ impl Conv2d {
         image_bias: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        conv2d_fused(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.padding,
-            image_bias,
-            residual,
-        )
+        self.op().layer_with(x, image_bias, residual)
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.padding,
-        )
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        conv2d_cached(x, w, b, self.stride, self.padding, Some(&self.cache))
     }
 }
 
@@ -1100,6 +1155,66 @@ mod tests {
             .unwrap();
         let err = rel_err(grads.get(&w).unwrap(), want.get(&w).unwrap());
         assert!(err < 1e-12, "{err:.2e}");
+    }
+
+    /// Rectangular kernels (the kernel-row path copies `k_w` planes and runs `k_h` GEMMs;
+    /// output widths below the input's take its row-by-row copy), with paddings 0-2, batches
+    /// run image by image (1 thread, 3 images on 2 threads) and layer by layer (1 image on 2
+    /// threads): forward and input gradient against the direct sums.
+    #[test]
+    fn rectangular_kernels_on_every_path() {
+        let shapes = [(3, 1), (1, 3), (2, 3), (3, 5), (5, 2)];
+        for (threads, b) in [(1, 2), (2, 3), (2, 1)] {
+            on_threads(threads, || {
+                for (i, &(kh, kw)) in shapes.iter().enumerate() {
+                    for pad in 0..3 {
+                        for dtype in [DType::F32, DType::F64] {
+                            let seed = 7000 + 10 * i as u64 + pad as u64;
+                            let x = randn(seed, &[b, 3, 6, 7], dtype);
+                            let wt = randn(seed + 1, &[4, 3, kh, kw], dtype);
+                            let bias = randn(seed + 2, &[4], dtype);
+                            let what = format!(
+                                "{kh}x{kw} pad {pad}, {b} images, {threads} threads {dtype:?}"
+                            );
+                            let (out, grad) = value_and_vjp(&x, seed + 3, |x| {
+                                conv2d(x, &wt, Some(&bias), 1, pad)
+                            });
+                            let err = rel_err(&out, &stock(&x, &wt, &bias, 1, pad).unwrap());
+                            assert!(err < tolerance(dtype), "{what}: forward error {err:.2e}");
+                            let v = randn(seed + 3, out.dims(), dtype);
+                            let want = reference_input_grad(&x, &wt, &v, 1, pad);
+                            let err = rel_err(&grad, &want);
+                            assert!(err < tolerance(dtype), "{what}: input grad error {err:.2e}");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// A layer computes its rearranged weights once (the same ones on the next call), keeps
+    /// one per form and direction, and gives the same output every call.
+    #[test]
+    fn a_layer_keeps_its_rearranged_weights() {
+        let w = randn(31, &[4, 3, 3, 3], DType::F32);
+        let layer = Conv2d::new(w.clone(), None, 1, 1);
+        let wide = randn(32, &[1, 3, 8, 40], DType::F32); // Winograd
+        let small = randn(33, &[2, 3, 5, 6], DType::F32); // kernel rows on 1 thread
+        on_threads(1, || {
+            let first = layer.forward(&wide).unwrap();
+            let entries = layer.cache.len();
+            assert_eq!(entries, 1, "one Winograd form");
+            let again = layer.forward(&wide).unwrap();
+            assert_eq!(values(&first), values(&again));
+            assert_eq!(layer.cache.len(), 1, "the same form is not made twice");
+            layer.forward(&small).unwrap();
+            let (_, grad) = value_and_vjp(&small, 34, |x| layer.forward(x));
+            // Winograd, kernel rows in f32 (forward and adjoint).
+            assert_eq!(layer.cache.len(), 3);
+            let v = randn(34, &[2, 4, 5, 6], DType::F32);
+            let err = rel_err(&grad, &reference_input_grad(&small, &w, &v, 1, 1));
+            assert!(err < 1e-5, "{err:.2e}");
+        });
     }
 
     #[test]

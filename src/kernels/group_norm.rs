@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Result, Shap
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{cpu_slice, fast_path, unsupported, vectorized_fn, with_data, Real};
+use super::{cpu_slice, fast_path, min_items, unsupported, vectorized_fn, with_data, Real};
 
 /// The sizes of one GroupNorm: `b` images of `c` channels of `hw` elements, `groups` groups.
 #[derive(Debug, Clone, Copy)]
@@ -51,9 +51,6 @@ impl Geom {
         self.cpg() * self.hw
     }
 }
-
-/// Elements below which a rayon task is not worth splitting further.
-const MIN_TASK: usize = 16 * 1024;
 
 /// Lanes of a block sum: independent chains of `T`, one AVX-512 register of f32.
 const LANES: usize = 16;
@@ -136,7 +133,7 @@ fn per_group<T: Real, R: Send>(
         .par_chunks_mut(n)
         .zip(input.par_chunks(n))
         .enumerate()
-        .with_min_len(MIN_TASK.div_ceil(n))
+        .with_min_len(min_items(n))
         .map(|(i, (o, x))| f(i, x, o))
         .collect()
 }

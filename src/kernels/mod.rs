@@ -240,6 +240,41 @@ macro_rules! vectorized_fn {
 }
 use vectorized_fn;
 
+/// Elements of work below which a rayon task is not worth splitting further.
+const MIN_TASK: usize = 16 * 1024;
+
+thread_local! {
+    /// Whether this thread runs inside [`image_task`].
+    static IMAGE_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, the work on one image of a batch whose images run in parallel, one per rayon
+/// task: the kernels it calls on this thread may then choose the paths that suit one core
+/// (see [`in_image_task`]).
+fn image_task<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag, also when `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IMAGE_TASK.set(self.0);
+        }
+    }
+    let _restore = Restore(IMAGE_TASK.replace(true));
+    f()
+}
+
+/// Whether this thread runs inside [`image_task`]: the other threads are busy with other
+/// images, so a kernel's inner parallelism will mostly run on this one.
+fn in_image_task() -> bool {
+    IMAGE_TASK.get()
+}
+
+/// The `with_min_len` of a parallel loop over items of `item_len` elements: enough items for
+/// [`MIN_TASK`] elements.
+fn min_items(item_len: usize) -> usize {
+    MIN_TASK.div_ceil(item_len.max(1))
+}
+
 /// GEMM parallelism on the current rayon pool: all its threads, or none when it has one.
 fn gemm_parallelism() -> gemm::Parallelism {
     match rayon::current_num_threads() {

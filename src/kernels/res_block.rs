@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::conv2d::{Conv2d, Conv2dOp, FusedConv};
 use super::group_norm::{GroupNorm, GroupNormOp, Stats};
-use super::{cpu_slice, fast_path, unsupported, with_storage, Real};
+use super::{cpu_slice, fast_path, image_task, unsupported, with_storage, Real};
 
 /// `conv2(silu(norm2(h))) + skip(x)` with `h = conv1(silu(norm1(x))) + image_bias`, where
 /// `skip` is the given 1x1 conv or the identity and `image_bias` (`[B, C_out]`) is added to
@@ -139,9 +139,12 @@ fn images_of<'a, T>(data: &'a [T], b: usize, images: &Range<usize>) -> &'a [T] {
 /// images as threads (see the module documentation), otherwise once over all of them (each
 /// layer parallel inside).
 fn by_images<R: Send>(b: usize, f: impl Fn(Range<usize>) -> Result<R> + Sync) -> Result<Vec<R>> {
-    let threads = rayon::current_num_threads();
-    if threads > 1 && b >= threads {
-        (0..b).into_par_iter().map(|i| f(i..i + 1)).collect()
+    let n = rayon::current_num_threads();
+    if n > 1 && b >= n {
+        (0..b)
+            .into_par_iter()
+            .map(|i| image_task(|| f(i..i + 1)))
+            .collect()
     } else {
         Ok(vec![f(0..b)?])
     }

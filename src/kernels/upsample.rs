@@ -3,17 +3,14 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, fast_path, unsupported, Real};
-
-/// Planes (H x W) per rayon task: at least this many elements each.
-const MIN_TASK: usize = 16 * 1024;
+use super::{cpu_slice, fast_path, min_items, unsupported, Real};
 
 /// `[B, C, H, W]` to `[B, C, 2H, 2W]`, each pixel repeated in a 2x2 block.
 fn forward<T: Real>(x: &[T], h: usize, w: usize) -> Vec<T> {
     let mut out = vec![T::zero(); 4 * x.len()];
     out.par_chunks_mut(4 * h * w)
         .zip(x.par_chunks(h * w))
-        .with_min_len(MIN_TASK.div_ceil(4 * h * w))
+        .with_min_len(min_items(4 * h * w))
         .for_each(|(o, x)| {
             for (rows, src) in o.chunks_mut(4 * w).zip(x.chunks(w)) {
                 let (top, bottom) = rows.split_at_mut(2 * w);
@@ -31,7 +28,7 @@ fn backward<T: Real>(grad: &[T], h: usize, w: usize) -> Vec<T> {
     let mut dx = vec![T::zero(); grad.len() / 4];
     dx.par_chunks_mut(h * w)
         .zip(grad.par_chunks(4 * h * w))
-        .with_min_len(MIN_TASK.div_ceil(4 * h * w))
+        .with_min_len(min_items(4 * h * w))
         .for_each(|(d, g)| {
             for (d, rows) in d.chunks_mut(w).zip(g.chunks(4 * w)) {
                 let (top, bottom) = rows.split_at(2 * w);

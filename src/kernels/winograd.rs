@@ -122,8 +122,8 @@ fn weight_streams<O: Copy>(ins: [&[f64]; 3], outs: [&mut [O]; WINDOW], convert: 
 }
 
 /// `U[xi][k][c] = (G w[k][c] G^T)[xi]` for weights `w` (`[C_out, C_in, 3, 3]`), computed in
-/// f64 over planes of all `C_out C_in` kernels at once.
-fn transform_weights<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
+/// f64 over planes of all `C_out C_in` kernels at once: the weights [`forward`] takes.
+pub(super) fn transform_weights<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
     let kc = g.cout * g.cin;
     // taps[tap][kernel], tap = 3 row + column.
     let mut taps = vec![0f64; 9 * kc];
@@ -151,26 +151,26 @@ fn transform_weights<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
     u
 }
 
-/// The forward conv of a batch `x` (`[B, C_in, H, W]`) with weights `w` (`[C_out, C_in, 3,
-/// 3]`) and an optional bias: `[B, C_out, H_out, W_out]`, as [`super::conv2d`]'s im2col path
-/// computes it. `g` must satisfy [`applies`].
-pub(super) fn forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+/// The forward conv of a batch `x` (`[B, C_in, H, W]`) with the transformed weights `u`
+/// ([`transform_weights`] of `[C_out, C_in, 3, 3]` weights) and an optional bias:
+/// `[B, C_out, H_out, W_out]`, as [`super::conv2d`]'s im2col path computes it. `g` must
+/// satisfy [`applies`].
+pub(super) fn forward<T: Real>(x: &[T], u: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     let per_image = tiles_per_image(g);
     let chunk = (CHUNK_ELEMS / (POS * (g.cin + g.cout) * per_image)).clamp(1, g.b.max(1));
-    forward_in_chunks(x, w, bias, g, chunk)
+    forward_in_chunks(x, u, bias, g, chunk)
 }
 
 /// [`forward`], `chunk` images at a time.
 fn forward_in_chunks<T: Real>(
     x: &[T],
-    w: &[T],
+    u: &[T],
     bias: Option<&[T]>,
     g: &Geom,
     chunk: usize,
 ) -> Vec<T> {
-    debug_assert!(applies(g) && chunk > 0);
+    debug_assert!(applies(g) && chunk > 0 && u.len() == POS * g.cout * g.cin);
     let per_image = tiles_per_image(g);
-    let u = transform_weights(w, g);
     let mut out = vec![T::zero(); g.b * g.out_len()];
     let parallel = rayon::current_num_threads() > 1;
     for (x, out) in x
@@ -182,7 +182,7 @@ fn forward_in_chunks<T: Real>(
         T::with_scratch(POS * (g.cin + g.cout) * n, |scratch| {
             let (v, m) = scratch.split_at_mut(POS * g.cin * n);
             transform_patches(x, v, g, images, parallel);
-            products(&u, v, m, g, n, parallel);
+            products(u, v, m, g, n, parallel);
             transform_outputs(m, out, bias, g, images, parallel);
         });
     }
@@ -511,7 +511,8 @@ mod tests {
     /// [`forward_in_chunks`] on tensors of dtype `T`.
     fn in_chunks<T: Real>(x: &Tensor, w: &Tensor, b: &Tensor, g: &Geom, chunk: usize) -> Tensor {
         let data = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<T>().unwrap();
-        let out = forward_in_chunks(&data(x), &data(w), Some(&data(b)), g, chunk);
+        let u = transform_weights(&data(w), g);
+        let out = forward_in_chunks(&data(x), &u, Some(&data(b)), g, chunk);
         Tensor::from_vec(out, (g.b, g.cout, g.ho, g.wo), &Device::Cpu).unwrap()
     }
 

@@ -10,8 +10,10 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{conv2d, Conv2dOp, Geom, MIN_TASK};
-use crate::kernels::{cpu_slice, fast_path, unsupported, with_data, Real};
+use std::sync::Arc;
+
+use super::{conv2d_cached, Conv2dOp, Geom, WeightCache};
+use crate::kernels::{cpu_slice, fast_path, min_items, unsupported, with_data, Real};
 
 /// `conv2d(x, weight, bias, stride, padding)` plus `image_bias` (`[B, C_out]`, added to every
 /// pixel of its image and channel) plus `residual` (the output's shape `[B, C_out, H_out,
@@ -30,6 +32,18 @@ pub fn conv2d_fused(
     image_bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let conv = (weight, bias, stride, padding);
+    conv2d_fused_cached(x, conv, image_bias, residual, None)
+}
+
+/// [`conv2d_fused`] with the weight cache of the layer the weights belong to, if any.
+pub(super) fn conv2d_fused_cached(
+    x: &Tensor,
+    (weight, bias, stride, padding): (&Tensor, Option<&Tensor>, usize, usize),
+    image_bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    cache: Option<&Arc<WeightCache>>,
+) -> Result<Tensor> {
     let constants = [Some(weight), bias, image_bias];
     let fused = fast_path(x, &[Some(weight), bias, image_bias, residual])
         && constants.iter().flatten().all(|t| !t.track_op())
@@ -37,7 +51,8 @@ pub fn conv2d_fused(
         && x.elem_count() > 0
         && weight.elem_count() > 0;
     if !fused {
-        return separate(x, weight, bias, stride, padding, image_bias, residual);
+        let conv = (weight, bias, stride, padding);
+        return separate(x, conv, image_bias, residual, cache);
     }
     // The bias is checked by the op, as for `conv2d`.
     let g = Geom::new(x.dims(), weight.dims(), stride, padding)?;
@@ -52,12 +67,7 @@ pub fn conv2d_fused(
         }
     }
     let op = FusedConv {
-        conv: Conv2dOp {
-            weight: weight.clone(),
-            bias: bias.cloned(),
-            stride,
-            padding,
-        },
+        conv: Conv2dOp::new(weight, bias, stride, padding, cache),
         image_bias: image_bias.cloned(),
     };
     let x = x.contiguous()?;
@@ -73,14 +83,12 @@ pub fn conv2d_fused(
 /// The unfused ops.
 fn separate(
     x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
+    (weight, bias, stride, padding): (&Tensor, Option<&Tensor>, usize, usize),
     image_bias: Option<&Tensor>,
     residual: Option<&Tensor>,
+    cache: Option<&Arc<WeightCache>>,
 ) -> Result<Tensor> {
-    let mut y = conv2d(x, weight, bias, stride, padding)?;
+    let mut y = conv2d_cached(x, weight, bias, stride, padding, cache)?;
     if let Some(e) = image_bias {
         y = y.broadcast_add(&e.unsqueeze(2)?.unsqueeze(3)?)?;
     }
@@ -163,7 +171,7 @@ fn add_extras<T: Real>(out: &mut [T], n: usize, image_bias: Option<&[T]>, residu
         return;
     }
     out.par_chunks_mut(n)
-        .with_min_len(MIN_TASK.div_ceil(n))
+        .with_min_len(min_items(n))
         .enumerate()
         .for_each(|(i, plane)| {
             let e = image_bias.map_or(T::zero(), |e| e[i]);
@@ -266,7 +274,7 @@ mod tests {
                         let out = if fused {
                             conv2d_fused(&x, &weight, Some(&bias), stride, pad, e, r)
                         } else {
-                            separate(&x, &weight, Some(&bias), stride, pad, e, r)
+                            separate(&x, (&weight, Some(&bias), stride, pad), e, r, None)
                         }
                         .unwrap();
                         let grads = (&out * &v).unwrap().sum_all().unwrap().backward().unwrap();
