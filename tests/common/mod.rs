@@ -3,15 +3,20 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use mapga::check::{check_source, CheckOptions};
 use mapga::diagnostics::{render, RenderOptions};
 use mapga::runtime::{self, Env, RunFailure, RunOptions, RunSummary};
 
-/// A fresh temporary folder for one test.
+/// A fresh temporary folder for one test: a new one on every call, so tests running in
+/// parallel that ask for the same name (two runs of one pipeline) never share one.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mapga-test-{name}-{}", std::process::id()));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("mapga-test-{name}-{pid}-{call}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
