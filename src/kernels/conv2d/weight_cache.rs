@@ -100,6 +100,8 @@ impl<'a, T: Real> ConvWeights<'a, T> {
     }
 
     /// The weights rearranged by `make` into `form`: from the cache, or made now and kept.
+    /// `make` runs under the cache's lock (the images of one call wait for one rearrangement
+    /// instead of each making its own), so it must not wait on other rayon tasks.
     pub(super) fn get(&self, form: Form, make: impl FnOnce(&[T]) -> Vec<T>) -> Arc<Vec<T>> {
         let adjoint = self.adjoint_of.is_some();
         let key = |e: &Entry| e.form == form && e.adjoint == adjoint && e.dtype == T::DTYPE;
