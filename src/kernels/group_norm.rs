@@ -178,12 +178,12 @@ vectorized_fn! {
             let a = gm * rstd;
             if p.silu {
                 for (o, &x) in o.iter_mut().zip(x) {
-                    let y = (x - mean) * a + b;
+                    let y = (x - mean).mul_add(a, b);
                     *o = y * sigmoid(y);
                 }
             } else {
                 for (o, &x) in o.iter_mut().zip(x) {
-                    *o = (x - mean) * a + b;
+                    *o = (x - mean).mul_add(a, b);
                 }
             }
         }

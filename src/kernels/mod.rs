@@ -71,6 +71,10 @@ pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
     /// e^x: for f32 [`exp_f32`] (vectorises), for f64 the standard library's.
     fn exp(self) -> Self;
 
+    /// `self * a + b` with one rounding: one instruction in the kernels' AVX2 and AVX-512
+    /// versions (see [`exp_f32`] for CPUs without FMA).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+
     /// Runs `f` on a scratch buffer of `len` elements kept per thread between calls (its
     /// content is whatever the last user left). A nested call on the same thread gets a fresh
     /// buffer, so re-entrance (rayon work stealing) is safe.
@@ -122,6 +126,11 @@ macro_rules! real {
             #[inline(always)]
             fn exp(self) -> Self {
                 $exp(self)
+            }
+
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
 
             fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {

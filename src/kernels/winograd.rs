@@ -225,17 +225,17 @@ fn patch_scratch_len(g: &Geom) -> usize {
 fn input_1d<T: Real>(d: [T; WINDOW]) -> [T; WINDOW] {
     let [d0, d1, d2, d3, d4, d5] = d;
     let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
-    let a = d4 - four * d2;
-    let b = four * d1 - d3;
+    let a = d2.mul_add(-four, d4);
+    let b = d1.mul_add(four, -d3);
     let c = d4 - d2;
     let e = two * (d1 - d3);
     [
-        four * d0 - five * d2 + d4,
+        d0.mul_add(four, d2.mul_add(-five, d4)),
         a - b,
         a + b,
         c - e,
         c + e,
-        four * d1 - five * d3 + d5,
+        d1.mul_add(four, d3.mul_add(-five, d5)),
     ]
 }
 
@@ -248,9 +248,9 @@ fn output_1d<T: Real>(m: [T; WINDOW]) -> [T; TILE] {
     let (sum34, diff34) = (m3 + m4, m3 - m4);
     [
         m0 + sum12 + sum34,
-        diff12 + two * diff34,
-        sum12 + four * sum34,
-        diff12 + eight * diff34 + m5,
+        diff34.mul_add(two, diff12),
+        sum34.mul_add(four, sum12),
+        diff34.mul_add(eight, diff12) + m5,
     ]
 }
 
