@@ -209,9 +209,9 @@ vectorized_fn! {
             if p.silu {
                 let a = gm * rstd;
                 for (d, &x) in d.iter_mut().zip(x) {
-                    let y = (x - mean) * a + b;
+                    let y = (x - mean).mul_add(a, b);
                     let s = sigmoid(y);
-                    *d = *d * gm * s * (T::one() + y * (T::one() - s));
+                    *d = *d * gm * s * y.mul_add(T::one() - s, T::one());
                 }
             } else {
                 for d in d.iter_mut() {
@@ -229,12 +229,12 @@ vectorized_fn! {
         match addend {
             Some(add) => {
                 for ((d, &x), &a) in d.iter_mut().zip(x).zip(add) {
-                    *d = rstd * (*d - m1 - (x - mean) * c) + a;
+                    *d = rstd.mul_add((x - mean).mul_add(-c, *d - m1), a);
                 }
             }
             None => {
                 for (d, &x) in d.iter_mut().zip(x) {
-                    *d = rstd * (*d - m1 - (x - mean) * c);
+                    *d = rstd * (x - mean).mul_add(-c, *d - m1);
                 }
             }
         }
