@@ -1,4 +1,4 @@
-//! Shape rules of `grid` and `captioned_grid`: the layout of [`crate::io::grid`], known before
+//! Shape rules of `grid` and `captioned_grid`: the layout of [`mod@crate::io::grid`], known before
 //! running. Images go side by side; when some are batches `[N, C, H, W]` (all of one `N`),
 //! each of the first `rows` items (all `N` when `rows` is 0) makes one row and images without
 //! a batch repeat on every row: truth | measurement | restoration for each digit of a batch.

@@ -4,7 +4,7 @@
 //! `mapga::type::shape`), a short lower-case message, labelled spans (the first one is the
 //! primary location), an optional help line saying what to change, and notes. Phases collect
 //! every problem they can find instead of stopping at the first ([`Diags`]). A `Diag` carries
-//! only spans; [`render`] attaches the source text once, when printing.
+//! only spans; [`render()`] attaches the source text once, when printing.
 
 mod code;
 mod render;

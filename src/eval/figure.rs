@@ -6,7 +6,7 @@
 //! make its tile. Cells whose other params differ from their first value are left out, so the
 //! figure is one slice of the grid. Rows are labelled on the left (`solver=dps`), columns under
 //! each tile (`task=box25`, or just `box25` when that is too wide); a cell that failed or has
-//! not run shows as an empty tile. The layout uses [`crate::io::grid`].
+//! not run shows as an empty tile. The layout uses [`mod@crate::io::grid`].
 
 use std::path::{Path, PathBuf};
 

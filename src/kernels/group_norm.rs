@@ -3,7 +3,7 @@
 //! Forward, per (image, group) of `n` elements: mean and biased variance in two passes with
 //! f64 accumulators, then `y = (x - mean) / sqrt(var + eps) * gamma_c + beta_c` and, fused,
 //! `silu(y) = y / (1 + e^-y)`. Backward: the statistics are recomputed (the op saves nothing;
-//! [`super::res_block`] passes the ones its forward kept),
+//! [`super::res_block()`] passes the ones its forward kept),
 //! `dy` goes through the SiLU derivative `s (1 + y (1 - s))`, `s = sigmoid(y)`, and the
 //! closed-form GroupNorm input gradient
 //! `dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))` with `dxhat = gamma_c dy`.
@@ -113,7 +113,7 @@ fn sigmoid<T: Real>(y: T) -> T {
 }
 
 /// Mean and `1 / sqrt(var + eps)` of every group of a batch (image-major), as the forward
-/// computed them: the backward of [`super::res_block`] reuses them instead of two more passes
+/// computed them: the backward of [`super::res_block()`] reuses them instead of two more passes
 /// over the input.
 pub(super) type Stats = Vec<(f64, f64)>;
 

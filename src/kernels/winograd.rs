@@ -153,7 +153,7 @@ pub(super) fn transform_weights<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
 
 /// The forward conv of a batch `x` (`[B, C_in, H, W]`) with the transformed weights `u`
 /// ([`transform_weights`] of `[C_out, C_in, 3, 3]` weights) and an optional bias:
-/// `[B, C_out, H_out, W_out]`, as [`super::conv2d`]'s im2col path computes it. `g` must
+/// `[B, C_out, H_out, W_out]`, as [`mod@super::conv2d`]'s im2col path computes it. `g` must
 /// satisfy [`applies`].
 pub(super) fn forward<T: Real>(x: &[T], u: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     let per_image = tiles_per_image(g);

@@ -1,4 +1,4 @@
-//! Image quality metrics for `report`: [`mse`], [`psnr`] and [`ssim`].
+//! Image quality metrics for `report`: [`mse`], [`psnr`] and [`ssim()`].
 //!
 //! Images are `[C, H, W]` tensors (a `[H, W]` tensor is one grey channel) with values in
 //! [-1, 1], of any float dtype and device; every metric copies both to the CPU and computes
