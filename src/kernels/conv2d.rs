@@ -411,6 +411,12 @@ fn one_thread_per_image(images: usize) -> bool {
     n == 1 || images >= n || in_image_task()
 }
 
+/// Whether [`forward`] runs the conv `g` as kernel-row GEMMs (`kernel_rows.rs`): a stride-1
+/// conv whose images each run on one core.
+fn by_kernel_rows(g: &Geom) -> bool {
+    kernel_rows::applies(g) && one_thread_per_image(g.b)
+}
+
 /// The forward conv of a batch `x` (`[B, C_in, H, W]`, contiguous), `[B, C_out, H_out, W_out]`.
 fn forward<T: Real>(x: &[T], w: &ConvWeights<'_, T>, bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     if winograd::applies(g) {
@@ -431,7 +437,7 @@ fn forward<T: Real>(x: &[T], w: &ConvWeights<'_, T>, bias: Option<&[T]>, g: &Geo
         }
         None => vec![T::zero(); g.b * g.out_len()],
     };
-    if kernel_rows::applies(g) && one_thread_per_image(g.b) {
+    if by_kernel_rows(g) {
         let w_rows = w.get(Form::KernelRows, |w| kernel_rows::weight_rows(w, g));
         per_image(x, g.in_len(), &mut out, g.out_len(), |x, out, par, gp| {
             T::with_scratch(kernel_rows::copies_len(g), |copies| {
@@ -478,8 +484,7 @@ fn flipped_transposed<T: Real>(w: &[T], g: &Geom) -> Vec<T> {
 /// A conv whose [`Geom::adjoint`] the Winograd or the kernel-row forward takes runs as that
 /// forward; any other as `W^T g` (one GEMM per image) + col2im.
 fn input_grad<T: Real>(grad: &[T], w: &[T], cache: &WeightCache, g: &Geom) -> Vec<T> {
-    let by_forward =
-        |a: &Geom| winograd::applies(a) || kernel_rows::applies(a) && one_thread_per_image(a.b);
+    let by_forward = |a: &Geom| winograd::applies(a) || by_kernel_rows(a);
     if let Some(adjoint) = g.adjoint().filter(by_forward) {
         return forward(grad, &ConvWeights::adjoint(w, *g, cache), None, &adjoint);
     }
