@@ -6,10 +6,14 @@
 //! The networks themselves are one architecture per file, candle style ([`unet`]), loaded
 //! and preconditioned by [`network::Network`].
 
+pub mod adm;
 pub mod card;
+pub mod checkpoint;
 pub mod classifier;
 pub mod fixture;
+pub mod formats;
 pub mod network;
+pub mod precond;
 pub mod unet;
 
 pub use classifier::Classifier;

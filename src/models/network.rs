@@ -1,9 +1,12 @@
-//! A trained network loaded from safetensors and its model card, with EDM or consistency-model
-//! preconditioning (ALGORITHMS.md sections 3 and 4).
+//! A trained network with its model card and preconditioning (ALGORITHMS.md sections 3 and
+//! 4): mapga's own U-Net ([`super::unet`]) or the ADM family of the field's checkpoints
+//! ([`super::adm`]).
 //!
 //! `Network::load("models/mnist/denoiser.safetensors", dtype, device)` reads the card
 //! `models/mnist/denoiser.ron` beside it, checks that the file holds exactly the tensors the
 //! card's architecture needs, each with the right shape, and builds the network.
+//! `Network::load_as("cd_imagenet64_lpips.pt", Some(ModelKind::Consistency), ..)` loads a
+//! checkpoint of any supported format with or without a card ([`super::checkpoint`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,7 +14,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use super::adm::AdmUNet;
 use super::card::{self, CardError, ModelCard, ModelKind};
+use super::checkpoint::{self, Description};
+use super::formats::{self, presets::LayoutError, FormatError};
+use super::precond::{Coefficients, Preconditioning};
 use super::unet::{ConfigError, UNet, UNetConfig};
 use crate::io::headers::TensorInfo;
 
@@ -123,18 +130,57 @@ pub enum ModelError {
     /// A noise level outside what the preconditioning allows.
     #[error("noise level {0} must be a positive finite number")]
     Sigma(f64),
+    /// The checkpoint file cannot be read.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The checkpoint's tensors are not a layout mapga can build.
+    #[error("checkpoint `{}`: {error}", .path.display())]
+    Layout {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What does not fit.
+        error: LayoutError,
+    },
+    /// The checkpoint needs a card to say what it cannot.
+    #[error("checkpoint `{}`: {message}", .path.display())]
+    NeedsCard {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What is missing and how to give it.
+        message: String,
+    },
+    /// A class-conditional model called without a class label, or labels that do not fit.
+    #[error("{0}")]
+    Labels(String),
+    /// A denoiser-only family (VP ε-prediction) asked for a consistency function.
+    #[error(
+        "model `{0}` predicts noise (VP ε-prediction): it is a denoiser, not a consistency model"
+    )]
+    NotConsistency(String),
     /// The tensor library failed.
     #[error("{0}")]
     Tensor(#[from] candle_core::Error),
 }
 
-/// A trained U-Net with its card: the denoiser D(x, sigma) and consistency function f(x, t).
+/// The raw network under the preconditioning.
+#[derive(Debug, Clone)]
+enum Backbone {
+    /// mapga's own EDM U-Net.
+    Edm(UNet),
+    /// The ADM / consistency-model U-Net.
+    Adm(AdmUNet),
+}
+
+/// A trained network with its card: the denoiser D(x, sigma) and consistency function f(x, t).
 #[derive(Debug, Clone)]
 pub struct Network {
     card: ModelCard,
     path: PathBuf,
     shape: Vec<usize>,
-    unet: UNet,
+    backbone: Backbone,
+    precond: Preconditioning,
+    /// Class labels for a class-conditional network: one for every image, or one per image.
+    labels: Option<Tensor>,
 }
 
 /// The U-Net configuration a card describes, with the checks that need no weights: the
@@ -173,8 +219,36 @@ impl Network {
     /// `device`. Every tensor the architecture needs must be in the file with its shape, and
     /// the file must hold no other tensor.
     pub fn load(weights: &Path, dtype: DType, device: &Device) -> Result<Network, ModelError> {
-        let card_path = card::card_path_for(weights);
-        let card = card::load_card(&card_path)?;
+        Network::load_as(weights, None, dtype, device)
+    }
+
+    /// Loads a checkpoint of any supported format (safetensors, PyTorch, diffusers folder)
+    /// declared as `declared` (when known), with its card or the card inferred from its
+    /// tensors ([`checkpoint::describe`]), in `dtype` on `device`.
+    pub fn load_as(
+        weights: &Path,
+        declared: Option<ModelKind>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Network, ModelError> {
+        let description = checkpoint::describe(weights, declared)?;
+        match description.adm.clone() {
+            None => Network::load_unet(weights, description, dtype, device),
+            Some(config) => Network::load_adm(weights, description, config, dtype, device),
+        }
+    }
+
+    /// mapga's own U-Net from a safetensors file and its card.
+    fn load_unet(
+        weights: &Path,
+        description: Description,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Network, ModelError> {
+        let card_path = description
+            .card_path
+            .unwrap_or_else(|| card::card_path_for(weights));
+        let card = description.card;
         let config = architecture_of(&card, &card_path)?;
         let shape: Vec<usize> = card.image_shape.iter().map(|&d| d as usize).collect();
         let read_err = |e: candle_core::Error| ModelError::Read {
@@ -195,18 +269,100 @@ impl Network {
         card::check_card_against_weights(&card, &header)?;
         let needed = UNet::tensor_shapes(&config)?;
         check_tensors(weights, &needed, &tensors)?;
-        let mut converted = HashMap::with_capacity(tensors.len());
-        for (name, t) in tensors {
-            converted.insert(name, t.to_dtype(dtype)?.to_device(device)?);
-        }
-        let vb = VarBuilder::from_tensors(converted, dtype, device);
+        let vb = var_builder(tensors, dtype, device)?;
         let unet = UNet::new(&config, vb)?;
         Ok(Network {
             card,
             path: weights.to_path_buf(),
             shape,
-            unet,
+            backbone: Backbone::Edm(unet),
+            precond: description.precond,
+            labels: None,
         })
+    }
+
+    /// An ADM-family network from any format.
+    fn load_adm(
+        weights: &Path,
+        description: Description,
+        config: super::adm::AdmConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Network, ModelError> {
+        let card = description.card;
+        let tensors: HashMap<String, Tensor> =
+            formats::read(weights)?.tensors.into_iter().collect();
+        let header: BTreeMap<String, TensorInfo> = tensors
+            .iter()
+            .map(|(name, t)| {
+                let info = TensorInfo {
+                    dtype: format!("{:?}", t.dtype()),
+                    shape: t.dims().iter().map(|&d| d as u64).collect(),
+                };
+                (name.clone(), info)
+            })
+            .collect();
+        card::check_card_against_weights(&card, &header)?;
+        check_tensors(weights, &AdmUNet::tensor_shapes(&config)?, &tensors)?;
+        let vb = var_builder(tensors, dtype, device)?;
+        let adm = AdmUNet::new(&config, vb)?;
+        Ok(Network {
+            shape: card.image_shape.iter().map(|&d| d as usize).collect(),
+            card,
+            path: weights.to_path_buf(),
+            backbone: Backbone::Adm(adm),
+            precond: description.precond,
+            labels: None,
+        })
+    }
+
+    /// The same network with class labels: one for every image of a batch, or one per image
+    /// (`[B]`). Class-conditional networks need them; others refuse them.
+    pub fn with_labels(&self, labels: &[i64]) -> Result<Network, ModelError> {
+        let classes = self.num_classes().ok_or_else(|| {
+            ModelError::Labels(format!(
+                "model `{}` is not class-conditional: it takes no class label",
+                self.card.name
+            ))
+        })?;
+        if labels.is_empty() {
+            return Err(ModelError::Labels("no class label given".into()));
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
+            return Err(ModelError::Labels(format!(
+                "class {bad} is outside the {classes} classes (0 to {}) of model `{}`",
+                classes - 1,
+                self.card.name
+            )));
+        }
+        let mut net = self.clone();
+        net.labels = Some(Tensor::from_vec(
+            labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+            labels.len(),
+            &Device::Cpu,
+        )?);
+        Ok(net)
+    }
+
+    /// The number of classes of a class-conditional network.
+    pub fn num_classes(&self) -> Option<usize> {
+        match &self.backbone {
+            Backbone::Adm(a) => a.config().num_classes,
+            Backbone::Edm(_) => None,
+        }
+    }
+
+    /// The ADM / consistency-model U-Net, when the network is one.
+    pub fn adm(&self) -> Option<&AdmUNet> {
+        match &self.backbone {
+            Backbone::Adm(a) => Some(a),
+            Backbone::Edm(_) => None,
+        }
+    }
+
+    /// The preconditioning.
+    pub fn preconditioning(&self) -> &Preconditioning {
+        &self.precond
     }
 
     /// The model card.
@@ -244,9 +400,12 @@ impl Network {
         self.card.sigma_max
     }
 
-    /// The raw U-Net.
-    pub fn unet(&self) -> &UNet {
-        &self.unet
+    /// mapga's own U-Net, when the network is one.
+    pub fn unet(&self) -> Option<&UNet> {
+        match &self.backbone {
+            Backbone::Edm(u) => Some(u),
+            Backbone::Adm(_) => None,
+        }
     }
 
     /// Checks that `x` is `[C, H, W]` or `[B, C, H, W]` of the model's image shape.
@@ -267,51 +426,90 @@ impl Network {
         }
     }
 
-    /// `c_skip x + c_out F(c_in x, ln(sigma)/4)` for an image or a batch.
-    fn precondition(
-        &self,
-        x: &Tensor,
-        sigma: f64,
-        c_skip: f64,
-        c_out: f64,
-    ) -> Result<Tensor, ModelError> {
+    /// `c_skip x + c_out F(c_in x, c_noise)` for an image or a batch.
+    fn precondition(&self, x: &Tensor, sigma: f64, c: Coefficients) -> Result<Tensor, ModelError> {
         self.check_input(x)?;
         if !(sigma.is_finite() && sigma > 0.0) {
             return Err(ModelError::Sigma(sigma));
         }
         let single = x.rank() == self.shape.len();
         let batch = if single { x.unsqueeze(0)? } else { x.clone() };
-        let sd = self.card.sigma_data;
-        let c_in = 1.0 / (sigma * sigma + sd * sd).sqrt();
-        let f = self.unet.forward(&(&batch * c_in)?, sigma.ln() / 4.0)?;
-        let out = ((&batch * c_skip)? + (f * c_out)?)?;
+        let f = self.raw(&(&batch * c.c_in)?, c.c_noise)?;
+        let out = ((&batch * c.c_skip)? + (f * c.c_out)?)?;
         Ok(if single { out.squeeze(0)? } else { out })
     }
 
-    /// EDM's denoiser D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with
-    /// c_skip = sd^2/(s^2+sd^2), c_out = s sd/sqrt(s^2+sd^2), c_in = 1/sqrt(s^2+sd^2),
-    /// c_noise = ln(s)/4. `x` is `[C, H, W]` or `[B, C, H, W]`; differentiable in `x`.
+    /// The raw network on a batch, its first `C` output channels (a learned variance is
+    /// dropped), with the class labels broadcast to the batch.
+    fn raw(&self, x: &Tensor, c_noise: f64) -> Result<Tensor, ModelError> {
+        match &self.backbone {
+            Backbone::Edm(unet) => Ok(unet.forward(x, c_noise)?),
+            Backbone::Adm(adm) => {
+                let b = x.dim(0)?;
+                let labels = match (&self.labels, adm.config().num_classes) {
+                    (None, Some(_)) => {
+                        return Err(ModelError::Labels(format!(
+                            "model `{}` is class-conditional: give it a class label",
+                            self.card.name
+                        )))
+                    }
+                    (None, None) => None,
+                    (Some(l), _) if l.dim(0)? == b => Some(l.clone()),
+                    (Some(l), _) if l.dim(0)? == 1 => Some(l.broadcast_as(b)?.contiguous()?),
+                    (Some(l), _) => {
+                        return Err(ModelError::Labels(format!(
+                            "{} class labels for a batch of {b} images",
+                            l.dim(0)?
+                        )))
+                    }
+                };
+                let out = adm.forward(x, &[c_noise], labels.as_ref())?;
+                let c = x.dim(1)?;
+                Ok(if out.dim(1)? == c {
+                    out
+                } else {
+                    out.narrow(1, 0, c)?
+                })
+            }
+        }
+    }
+
+    /// The denoiser D(x, sigma) of the network's preconditioning: EDM's scalings (for mapga's
+    /// own networks c_skip = sd^2/(s^2+sd^2), c_out = s sd/sqrt(s^2+sd^2), c_in =
+    /// 1/sqrt(s^2+sd^2), c_noise = ln(s)/4), or VP ε-prediction's. `x` is `[C, H, W]` or
+    /// `[B, C, H, W]`; differentiable in `x`.
     pub fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor, ModelError> {
-        let (s, sd) = (sigma, self.card.sigma_data);
-        let c_skip = sd * sd / (s * s + sd * sd);
-        let c_out = s * sd / (s * s + sd * sd).sqrt();
-        self.precondition(x, sigma, c_skip, c_out)
+        self.precondition(x, sigma, self.precond.denoiser(sigma))
     }
 
     /// The consistency function f(x, t) = c_skip(t) x + c_out(t) F(c_in x, c_noise) with
     /// c_skip = sd^2/((t-s_min)^2+sd^2), c_out = sd (t-s_min)/sqrt(sd^2+t^2), so that
     /// f(x, s_min) = x exactly. `x` is `[C, H, W]` or `[B, C, H, W]`; differentiable in `x`.
     pub fn consistency(&self, x: &Tensor, t: f64) -> Result<Tensor, ModelError> {
-        let (sd, s_min) = (self.card.sigma_data, self.card.sigma_min);
-        let c_skip = sd * sd / ((t - s_min) * (t - s_min) + sd * sd);
-        let c_out = sd * (t - s_min) / (sd * sd + t * t).sqrt();
-        if c_out == 0.0 {
+        let c = self
+            .precond
+            .consistency(t)
+            .ok_or_else(|| ModelError::NotConsistency(self.card.name.clone()))?;
+        if c.c_out == 0.0 {
             // At t = s_min the network term vanishes: return x itself, exactly.
             self.check_input(x)?;
-            return Ok((x * c_skip)?);
+            return Ok((x * c.c_skip)?);
         }
-        self.precondition(x, t, c_skip, c_out)
+        self.precondition(x, t, c)
     }
+}
+
+/// The tensors converted to `dtype` on `device`, as a var builder.
+fn var_builder(
+    tensors: HashMap<String, Tensor>,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, ModelError> {
+    let mut converted = HashMap::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        converted.insert(name, t.to_dtype(dtype)?.to_device(device)?);
+    }
+    Ok(VarBuilder::from_tensors(converted, dtype, device))
 }
 
 /// Checks the file's tensors against the network's: each needed one present with its shape,
@@ -622,12 +820,17 @@ mod tests {
         let err = Network::load(&path, DType::F32, &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("`chanels`: unknown"), "{err}");
 
-        let err = Network::load(
-            &dir.path().join("none.safetensors"),
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap_err();
+        let none = dir.path().join("none.safetensors");
+        let err = Network::load(&none, DType::F32, &Device::Cpu).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::Format(FormatError::Missing(p)) if *p == none),
+            "{err}"
+        );
+
+        // mapga's own weights without their card: the card is what is missing.
+        let path = write_network(dir.path(), "orphan", &card, &weights).unwrap();
+        std::fs::remove_file(card::card_path_for(&path)).unwrap();
+        let err = Network::load(&path, DType::F32, &Device::Cpu).unwrap_err();
         assert!(
             matches!(err, ModelError::Card(CardError::Missing(_))),
             "{err}"
