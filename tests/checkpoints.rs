@@ -340,3 +340,101 @@ fn the_kind_must_fit_the_family() {
         None
     );
 }
+
+/// The tiny fixtures with the cards a pipeline needs, in a fresh folder: a class-conditional
+/// consistency model and EDM denoiser, an unconditional consistency model and a VP ε denoiser.
+fn staged_models() -> PathBuf {
+    let dir = common::temp_dir("checkpoints-pipelines");
+    for (name, kind) in [
+        ("cm_cond", ModelKind::Consistency),
+        ("edm_cond", ModelKind::Denoiser),
+        ("cm_uncond", ModelKind::Consistency),
+        ("adm", ModelKind::Denoiser),
+    ] {
+        std::fs::copy(
+            fixtures().join(format!("{name}.safetensors")),
+            dir.join(format!("{name}.safetensors")),
+        )
+        .unwrap();
+        let card = ModelCard {
+            kind,
+            ..card_for(name)
+        };
+        std::fs::write(dir.join(format!("{name}.ron")), card.to_ron().unwrap()).unwrap();
+    }
+    dir
+}
+
+fn mapga(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// Every photo pipeline runs end to end (fit the photo, measure, MAP-GA and three baselines,
+/// captioned grid, metrics) on the tiny checkpoints at 16x16.
+#[test]
+fn photo_pipelines_run_on_tiny_checkpoints() {
+    let models = staged_models();
+    let m = |n: &str| format!("{}", models.join(n).display());
+    for task in ["box", "half", "expand", "sr4x", "deblur"] {
+        for (dataset, cm, d, class) in [
+            ("imagenet64", "cm_cond", "edm_cond", Some("class=3")),
+            ("lsun_cat256", "cm_uncond", "adm", None),
+        ] {
+            let pipeline = format!("pipelines/{dataset}_{task}.mapga");
+            let out = models.join(format!("out-{dataset}-{task}"));
+            let (cm, d) = (
+                format!("cm_file={}", m(&format!("{cm}.safetensors"))),
+                format!("edm_file={}", m(&format!("{d}.safetensors"))),
+            );
+            let out_arg = out.display().to_string();
+            let mut args = vec![
+                "run", &pipeline, "--out", &out_arg, "--set", &cm, "--set", &d, "--set", "size=16",
+            ];
+            if let Some(c) = class {
+                args.extend(["--set", c]);
+            }
+            let o = mapga(&args);
+            assert!(
+                o.status.success(),
+                "{pipeline}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let metrics = std::fs::read_to_string(out.join("metrics.json")).unwrap();
+            let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+            for solver in ["MAP-GA", "DPS", "Pi-GDM", "DDRM"] {
+                let psnr = &metrics[format!("PSNR {solver}")];
+                assert!(
+                    psnr.as_f64().is_some_and(f64::is_finite),
+                    "{pipeline}: {metrics}"
+                );
+            }
+            assert!(out.join("grid.png").is_file(), "{pipeline}");
+        }
+    }
+}
+
+/// Without the checkpoints, checking stops at once and says which file to get and where.
+#[test]
+fn photo_pipelines_without_checkpoints_name_the_files() {
+    for pipeline in [
+        "pipelines/imagenet64_box.mapga",
+        "pipelines/lsun_cat256_deblur.mapga",
+    ] {
+        let o = mapga(&[
+            "check",
+            pipeline,
+            "--set",
+            "cm_file=no/cd_imagenet64_lpips.pt",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{pipeline}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("checkpoint not found"), "{err}");
+        assert!(err.contains("cd_imagenet64_lpips.pt"), "{err}");
+        assert!(err.contains("consistency_models"), "{err}");
+        assert!(err.contains("download it"), "{err}");
+    }
+}

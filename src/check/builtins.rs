@@ -6,7 +6,7 @@
 //! argument values known before running (a box inside the image, a positive sigma) and
 //! report them with the argument's span. Headers are read, never pixel data or weights.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::batch::{join_batch, split_batch};
 use super::types::{Dim, FnRef, ModelKind, ModelType, OpType, Shape, Type};
@@ -207,6 +207,8 @@ impl Checker {
                 }
             }
             "grid" | "captioned_grid" => self.grid_rule(name, args, declared),
+            "fit" | "resize" | "center_crop" => self.resize_rule(name, args),
+            "enlarge" => self.enlarge_rule(args),
             "density_plot" => {
                 if let Type::Model(m) = args.ty("prior") {
                     if let Shape::Dims(d) = self.dims.resolve_shape(&m.shape) {
@@ -846,6 +848,103 @@ impl Checker {
         Type::Tensor(Shape::Dims(vec![Dim::Known(1), h, w]))
     }
 
+    /// `enlarge(x, factor)`: the last two dimensions of `x` times `factor`.
+    fn enlarge_rule(&mut self, args: &Args) -> Type {
+        let factor = match args.int("factor") {
+            Some(f) if f >= 1 => Some(f as u64),
+            Some(f) => {
+                self.invalid(
+                    args,
+                    "factor",
+                    format!("`factor` must be at least 1, not {f}"),
+                    "",
+                );
+                return Type::Error;
+            }
+            None => None,
+        };
+        let dims = match shape_of(&args.ty("x")).map(|s| self.dims.resolve_shape(&s)) {
+            Some(Shape::Dims(d)) if d.len() == 3 || d.len() == 4 => d,
+            Some(Shape::Dims(d)) => {
+                self.invalid(
+                    args,
+                    "x",
+                    format!(
+                        "`enlarge` takes an image [C, H, W] or a batch [N, C, H, W], not {} \
+                         dimensions",
+                        d.len()
+                    ),
+                    "",
+                );
+                return Type::Error;
+            }
+            _ => return Type::Tensor(Shape::Unknown),
+        };
+        let n = dims.len();
+        let mut out = dims;
+        for i in n - 2..n {
+            out[i] = match (self.dims.resolve(out[i]), factor) {
+                (Dim::Known(d), Some(f)) => Dim::Known(d * f),
+                _ => self.dims.fresh(),
+            };
+        }
+        Type::Tensor(Shape::Dims(out))
+    }
+
+    /// `fit` / `resize` / `center_crop(x, height, width)`: `x`'s shape with the last two
+    /// dimensions replaced; a crop must fit inside the image.
+    fn resize_rule(&mut self, name: &str, args: &Args) -> Type {
+        let mut size = [None, None];
+        for (i, p) in ["height", "width"].into_iter().enumerate() {
+            match args.int(p) {
+                Some(n) if n > 0 => size[i] = Some(n as u64),
+                Some(n) => self.invalid(args, p, format!("`{p}` must be positive, not {n}"), ""),
+                None => {}
+            }
+        }
+        let dims = match shape_of(&args.ty("x")).map(|s| self.dims.resolve_shape(&s)) {
+            Some(Shape::Dims(d)) => d,
+            _ => return Type::Tensor(Shape::Unknown),
+        };
+        if !(dims.len() == 3 || dims.len() == 4) {
+            self.invalid(
+                args,
+                "x",
+                format!(
+                    "`{name}` takes an image [C, H, W] or a batch [N, C, H, W], not {} dimensions",
+                    dims.len()
+                ),
+                "",
+            );
+            return Type::Error;
+        }
+        let n = dims.len();
+        if name == "center_crop" {
+            for (i, p) in ["height", "width"].into_iter().enumerate() {
+                if let (Dim::Known(have), Some(want)) =
+                    (self.dims.resolve(dims[n - 2 + i]), size[i])
+                {
+                    if want > have {
+                        self.invalid(
+                            args,
+                            p,
+                            format!("a crop {want} pixels {p} does not fit in an image {have} pixels {p}"),
+                            "`fit(x, height, width)` crops to the aspect ratio and resizes",
+                        );
+                    }
+                }
+            }
+        }
+        let mut out = dims;
+        for i in 0..2 {
+            out[n - 2 + i] = match size[i] {
+                Some(v) => Dim::Known(v),
+                None => self.dims.fresh(),
+            };
+        }
+        Type::Tensor(Shape::Dims(out))
+    }
+
     /// An operator mapping `[C, H, W]` to the same shape.
     fn same_shape_op(&mut self, linear: bool, svd: bool) -> Type {
         let s = self.dims.fresh_shape(3);
@@ -1012,6 +1111,11 @@ impl Checker {
         let Some(weights) = self.file_arg(args, "path") else {
             return model(kind, Shape::Unknown);
         };
+        if kind != ModelKind::Classifier {
+            if let Some(t) = self.load_checkpoint(args, kind, &weights) {
+                return t;
+            }
+        }
         let tensors = match crate::io::headers::safetensors_header(&weights) {
             Ok(t) => t,
             Err(e) => {
@@ -1096,6 +1200,126 @@ impl Checker {
         }
         let [c, h, w] = card.image_shape;
         model(kind, Shape::known(&[c as u64, h as u64, w as u64]))
+    }
+}
+
+impl Checker {
+    /// A denoiser or consistency model from a checkpoint of the field (an `adm` card, read
+    /// or inferred: [`crate::models::checkpoint::describe`]): its kind, image shape and class
+    /// label are checked here. `None` for mapga's own `unet` cards (and card errors), which
+    /// [`Checker::load_model`] checks itself.
+    fn load_checkpoint(&mut self, args: &Args, kind: ModelKind, weights: &Path) -> Option<Type> {
+        use crate::models::card::ModelKind as CardKind;
+        use crate::models::network::ModelError;
+        let declared = match kind {
+            ModelKind::Consistency => CardKind::Consistency,
+            _ => CardKind::Denoiser,
+        };
+        let span = args.span("path");
+        let card_path = crate::models::card::card_path_for(weights);
+        if card_path.is_file() {
+            self.dependencies.push(card_path);
+        }
+        let description = match crate::models::checkpoint::describe(weights, Some(declared)) {
+            Ok(d) if d.adm.is_none() => return None,
+            Ok(d) => d,
+            Err(ModelError::Card(_)) => return None,
+            Err(ModelError::Format(crate::models::formats::FormatError::Missing(p))) => {
+                match crate::models::formats::presets::release_named(&p) {
+                    Some(preset) => self.report(
+                        Diag::error(
+                            Code::MissingFile,
+                            span,
+                            format!("checkpoint not found: `{}`", p.display()),
+                            "this file does not exist",
+                        )
+                        .with_note(format!("resolved to {}", absolute(&p).display()))
+                        .with_help(format!(
+                            "this is a published checkpoint ({}): download it from {} and put \
+                             it there, or give its path (e.g. `--set` of the param that names \
+                             it); the README's \"Using the paper's models\" lists every file",
+                            preset.name, preset.source
+                        )),
+                    ),
+                    None => self.file_error(args, "path", &FileError::NotFound(p)),
+                }
+                return Some(Type::Error);
+            }
+            Err(ModelError::Kind { found, .. }) => {
+                let want = kind.name();
+                let have = found.split(" (").next().unwrap_or(&found).to_string();
+                let fix = if have.starts_with("consistency") {
+                    "load it with `consistency(...)`".to_string()
+                } else {
+                    "load it with `denoiser(...)`".to_string()
+                };
+                self.report(
+                    Diag::error(
+                        Code::ModelMismatch,
+                        span,
+                        format!("this model is a {found}, but it is loaded as a {want}"),
+                        format!("a {have}"),
+                    )
+                    .with_help(fix),
+                );
+                return Some(Type::Error);
+            }
+            Err(e) => {
+                self.report(
+                    Diag::error(
+                        Code::BadFile,
+                        span,
+                        format!("the checkpoint cannot be used: {e}"),
+                        "this checkpoint",
+                    )
+                    .with_help(
+                        "`mapga inspect FILE` shows what mapga reads from a checkpoint; a \
+                         model card beside it (FILE with a .ron extension) can set what \
+                         cannot be inferred",
+                    ),
+                );
+                return Some(Type::Error);
+            }
+        };
+        let classes = description.adm.as_ref().and_then(|c| c.num_classes);
+        let name = description.card.name.clone();
+        match (classes, args.int("class")) {
+            (Some(n), Some(-1)) => self.report(
+                Diag::error(
+                    Code::InvalidValue,
+                    span,
+                    format!(
+                        "model `{name}` is class-conditional ({n} classes): it needs a class \
+                         label"
+                    ),
+                    "a class-conditional model",
+                )
+                .with_help(format!(
+                    "give the class of the images: `{}(\"...\", class: 0)` to `class: {}`",
+                    if kind == ModelKind::Consistency {
+                        "consistency"
+                    } else {
+                        "denoiser"
+                    },
+                    n - 1
+                )),
+            ),
+            (Some(n), Some(c)) if c < 0 || c as usize >= n => self.invalid(
+                args,
+                "class",
+                format!("class {c} is outside the {n} classes of model `{name}`"),
+                &format!("classes are numbered 0 to {}", n - 1),
+            ),
+            (None, Some(c)) if c != -1 => self.invalid(
+                args,
+                "class",
+                format!("model `{name}` is not class-conditional: it takes no class label"),
+                "leave `class` out",
+            ),
+            _ => {}
+        }
+        let [c, h, w] = description.card.image_shape;
+        Some(model(kind, Shape::known(&[c as u64, h as u64, w as u64])))
     }
 }
 

@@ -413,6 +413,16 @@ impl Checker {
             Err(_) => {
                 let have = self.dims.resolve_shape(&item);
                 let want = self.dims.resolve_shape(model_shape);
+                let help = match &want {
+                    Shape::Dims(d) if d.len() == 3 => format!(
+                        "`fit(x, {}, {})` centre-crops and resizes an image (or a batch) to the \
+                         model's size; the channel count must be the model's",
+                        d[1], d[2]
+                    ),
+                    _ => "resize or convert the image, or use a model trained at this \
+                          resolution and channel count"
+                        .to_string(),
+                };
                 self.report(
                     Diag::error(
                         Code::ModelMismatch,
@@ -421,7 +431,7 @@ impl Checker {
                         format!("this is {have}"),
                     )
                     .with_label(model_span, format!("this model expects {want}"))
-                    .with_help("resize or convert the image, or use a model trained at this resolution and channel count"),
+                    .with_help(help),
                 );
                 Type::Error
             }

@@ -7,7 +7,7 @@
 //!
 //! For the runtime, [`image`] reads images and masks into tensors and writes tensors as PNG or
 //! JPEG files, [`npy`] reads and writes whole arrays and tensors, and [`grid()`] lays images
-//! side by side for saving. Every writer is atomic (a temporary file renamed into place) and
+//! side by side for saving, and [`resize`] fits photos of any size to a model's resolution. Every writer is atomic (a temporary file renamed into place) and
 //! creates missing parent folders.
 //!
 //! Every problem is a [`FileError`] that names the file and says in plain words what is wrong;
@@ -19,6 +19,7 @@ pub mod headers;
 pub mod image;
 pub mod npy;
 pub mod plot;
+pub mod resize;
 
 pub use self::grid::{grid, grid_rows, GridError};
 pub use self::image::{read_image, read_mask, write_image, ImageOptions};

@@ -371,8 +371,19 @@ pub fn call(
         )))),
         "denoiser" | "consistency" => {
             let path = file(0)?;
-            let net = crate::models::Network::load(&path, dtype, &device)
-                .map_err(|e| RunError::new(Code::RunFile, span, e.to_string()))?;
+            let kind = if name == "consistency" {
+                crate::models::card::ModelKind::Consistency
+            } else {
+                crate::models::card::ModelKind::Denoiser
+            };
+            let fail =
+                |e: crate::models::ModelError| RunError::new(Code::RunFile, span, e.to_string());
+            let mut net =
+                crate::models::Network::load_as(&path, Some(kind), dtype, &device).map_err(fail)?;
+            let class = a.int(1)?;
+            if class != -1 {
+                net = net.with_labels(&[class]).map_err(fail)?;
+            }
             Value::Model(Model::Network(Arc::new(net)))
         }
         "classifier" => {
@@ -531,6 +542,19 @@ pub fn call(
         "operator" => Value::Operator(user_operator(it, &a)?),
 
         // ── files ──
+        "enlarge" => Value::Tensor(
+            crate::io::resize::enlarge(&a.tensor(0)?, a.size(1)?)
+                .map_err(|e| RunError::at(span, e.to_string()))?,
+        ),
+        "fit" | "resize" | "center_crop" => {
+            let (x, h, w) = (a.tensor(0)?, a.size(1)?, a.size(2)?);
+            let out = match name {
+                "fit" => crate::io::resize::fit(&x, h, w),
+                "resize" => crate::io::resize::resize(&x, h, w),
+                _ => crate::io::resize::center_crop(&x, h, w),
+            };
+            Value::Tensor(out.map_err(|e| RunError::at(span, e.to_string()))?)
+        }
         "image" | "mask_image" | "load_npy" => {
             let path = file(0)?;
             let t = match name {

@@ -320,11 +320,14 @@ struct FileDigests {
 const RACY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl FileDigests {
-    /// The digest of the file at `path` (and of its model card for `.safetensors`), or `None`
+    /// The digest of the file at `path` (and of its model card for a weights file), or `None`
     /// when it is not a readable file.
     fn of(&mut self, path: &Path) -> Option<[u8; 32]> {
         let own = self.one(path)?;
-        if path.extension().is_some_and(|e| e == "safetensors") {
+        let model_file = ["safetensors", "pt", "pth", "bin", "ckpt"]
+            .iter()
+            .any(|m| path.extension().is_some_and(|e| e == *m));
+        if model_file {
             let card = self.one(&crate::models::card::card_path_for(path));
             return Some(
                 digest(|h| {

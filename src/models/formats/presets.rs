@@ -110,7 +110,7 @@ pub const PRESETS: &[Preset] = &[
             "ct_imagenet64.pt",
             "edm_imagenet64_ema.pt",
         ],
-        source: "github.com/openai/consistency_models (README: model checkpoints)",
+        source: "the openai/consistency_models repository on GitHub (its README links each file)",
         image_size: 64,
         family: Family::OpenAiKarras,
         config: cm_imagenet64,
@@ -127,7 +127,7 @@ pub const PRESETS: &[Preset] = &[
             "ct_bedroom256.pt",
             "edm_bedroom256_ema.pt",
         ],
-        source: "github.com/openai/consistency_models (README: model checkpoints)",
+        source: "the openai/consistency_models repository on GitHub (its README links each file)",
         image_size: 256,
         family: Family::OpenAiKarras,
         config: cm_lsun256,
@@ -135,7 +135,7 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "adm-imagenet256-uncond",
         files: &["256x256_diffusion_uncond.pt"],
-        source: "github.com/openai/guided-diffusion (README: download the models)",
+        source: "the openai/guided-diffusion repository on GitHub (its README links each file)",
         image_size: 256,
         family: Family::GuidedDiffusionVp,
         config: adm256_uncond,
@@ -143,7 +143,7 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "adm-imagenet256-cond",
         files: &["256x256_diffusion.pt"],
-        source: "github.com/openai/guided-diffusion (README: download the models)",
+        source: "the openai/guided-diffusion repository on GitHub (its README links each file)",
         image_size: 256,
         family: Family::GuidedDiffusionVp,
         config: adm256_cond,
@@ -151,12 +151,23 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "adm-ffhq256",
         files: &["ffhq_10m.pt", "diffusion_ffhq_10m.pt"],
-        source: "the DPS and DiffPIR repositories (README: pretrained models)",
+        source: "the DPS (DPS2022/diffusion-posterior-sampling) and DiffPIR repositories on GitHub (their READMEs link it)",
         image_size: 256,
         family: Family::GuidedDiffusionVp,
         config: adm_ffhq256,
     },
 ];
+
+/// The known release whose file name `path` ends with (`cd_imagenet64_lpips.pt`, or its
+/// stem with another extension: a converted `cd_imagenet64_lpips.safetensors`).
+pub fn release_named(path: &std::path::Path) -> Option<&'static Preset> {
+    let stem = path.file_stem()?.to_str()?;
+    PRESETS.iter().find(|p| {
+        p.files
+            .iter()
+            .any(|f| f.strip_suffix(".pt").unwrap_or(f) == stem)
+    })
+}
 
 /// What [`identify`] found.
 #[derive(Debug, Clone)]
