@@ -1,8 +1,9 @@
 //! PyTorch checkpoints (`torch.save`, torch >= 1.6): a state dict read into named CPU tensors.
 //!
-//! The file is a zip archive ([`super::torch_zip`]) holding `<folder>/data.pkl`, the pickled
-//! object, and one raw storage per `<folder>/data/<key>`. The pickle is read with candle's
-//! unpickler; each tensor in it names a storage, an offset, a shape and strides (elements).
+//! The file is a zip archive (read by the private `torch_zip` module) holding
+//! `<folder>/data.pkl`, the pickled object, and one raw storage per `<folder>/data/<key>`. The
+//! pickle is read with candle's unpickler; each tensor in it names a storage, an offset, a shape
+//! and strides (elements).
 //! Many tensors may be views into one storage (optimisers that keep flat fp32 masters save
 //! that way: OpenAI's consistency models hold 541 views into 2 storages), so each storage is
 //! looked up once in the memory-mapped archive and every view, contiguous or not, is copied
@@ -34,6 +35,9 @@ const DATA_PARALLEL_PREFIX: &str = "module.";
 const LEGACY_MAGIC: [u8; 14] = [
     0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
 ];
+
+/// A pickled dict's key-value pairs, as candle's unpickler gives them.
+type Items = Vec<(Object, Object)>;
 
 /// The longest summary of a candle unpickler message kept in an error.
 const MAX_MESSAGE: usize = 160;
@@ -70,7 +74,8 @@ pub enum PytorchError {
     #[error(
         "`{}` is a PyTorch checkpoint in the legacy (pre-1.6) format, which mapga does not read; \
          re-save it in the zip format (torch >= 1.6 writes it) with \
-         python -c \"import torch; torch.save(torch.load('OLD.pt', map_location='cpu'), 'NEW.pt')\" \
+         python -c \"import torch; torch.save(torch.load('OLD.pt', map_location='cpu'), \
+         'NEW.pt')\" \
          or convert it to safetensors",
         .path.display()
     )]
@@ -356,19 +361,15 @@ fn global_len(arg: &[u8]) -> Option<usize> {
     Some(first + second)
 }
 
-/// The message for an opcode candle's unpickler does not know.
-fn unpickle_hint(protocol: u8) -> &'static str {
-    if protocol > 2 {
+/// The message for an opcode candle's unpickler does not know: `op` at byte `pos` of a pickle
+/// of `protocol`.
+fn unsupported_opcode(op: u8, pos: usize, protocol: u8) -> String {
+    let hint = if protocol > 2 {
         "; the file was pickled with a protocol above 2: re-save it with torch.save's default \
          (no pickle_protocol argument)"
     } else {
         ""
-    }
-}
-
-/// The message for an unsupported opcode `op` at byte `pos` of a pickle of `protocol`.
-fn unsupported_opcode(op: u8, pos: usize, protocol: u8) -> String {
-    let hint = unpickle_hint(protocol);
+    };
     format!("unsupported pickle opcode 0x{op:02x} at byte {pos}{hint}")
 }
 
@@ -382,7 +383,7 @@ fn summarise(error: &candle_core::Error) -> String {
     let message = error.to_string();
     let line = message.lines().next().unwrap_or_default();
     if line.starts_with("conversion error on") || line.starts_with("expected a") {
-        return "the pickle does not have the structure of a torch tensor record".to_owned();
+        return "an object in the pickle does not have the structure torch gives it".to_owned();
     }
     match line.char_indices().nth(MAX_MESSAGE) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
@@ -391,10 +392,7 @@ fn summarise(error: &candle_core::Error) -> String {
 }
 
 /// The state dict's items and the top-level key that held it, if any.
-fn state_dict(
-    path: &Path,
-    object: Object,
-) -> Result<(Vec<(Object, Object)>, Option<String>), PytorchError> {
+fn state_dict(path: &Path, object: Object) -> Result<(Items, Option<String>), PytorchError> {
     let no_state_dict = |found: String| PytorchError::NoStateDict {
         path: path.to_path_buf(),
         found,
@@ -408,7 +406,6 @@ fn state_dict(
     if items.iter().any(|(_, value)| is_tensor(value)) {
         return Ok((items, None));
     }
-    let holds_tensors = |value: &Object| matches!(value, Object::Dict(sub) if sub.iter().any(|(_, v)| is_tensor(v)));
     let candidates: Vec<usize> = (0..items.len())
         .filter(|&i| holds_tensors(&items[i].1))
         .collect();
@@ -423,7 +420,9 @@ fn state_dict(
         (None, [i]) => *i,
         (None, []) => return Err(no_state_dict(no_tensors_found(&items))),
         (None, several) => {
-            let keys: Vec<String> = several.iter().map(|&i| describe_key(&items[i].0)).collect();
+            let mut keys: Vec<String> =
+                several.iter().map(|&i| describe_key(&items[i].0)).collect();
+            keys.sort();
             return Err(no_state_dict(format!(
                 "{} entries hold dicts of tensors ({}) and none is called {}",
                 keys.len(),
@@ -446,17 +445,20 @@ fn state_dict(
     }
 }
 
+/// Whether `value` is a dict with a tensor among its values.
+fn holds_tensors(value: &Object) -> bool {
+    matches!(value, Object::Dict(items) if items.iter().any(|(_, v)| is_tensor(v)))
+}
+
 /// The message for a top-level dict with no tensors in it or in its values.
 fn no_tensors_found(items: &[(Object, Object)]) -> String {
     const SHOWN: usize = 20;
     if items.is_empty() {
         return "its top-level object is an empty dict".to_owned();
     }
-    let mut keys: Vec<String> = items
-        .iter()
-        .take(SHOWN)
-        .map(|(k, _)| describe_key(k))
-        .collect();
+    let mut keys: Vec<String> = items.iter().map(|(k, _)| describe_key(k)).collect();
+    keys.sort();
+    keys.truncate(SHOWN);
     if items.len() > SHOWN {
         keys.push(format!("and {} more", items.len() - SHOWN));
     }
@@ -532,11 +534,7 @@ fn describe(object: &Object) -> String {
 }
 
 /// The tensor records of the state dict `items`, skipping values that are not tensors.
-fn tensor_infos(
-    path: &Path,
-    items: Vec<(Object, Object)>,
-    folder: &str,
-) -> Result<Vec<TensorInfo>, PytorchError> {
+fn tensor_infos(path: &Path, items: Items, folder: &str) -> Result<Vec<TensorInfo>, PytorchError> {
     let storage_dir = PathBuf::from(format!("{folder}/data"));
     let mut infos = Vec::with_capacity(items.len());
     for (key, value) in items {
@@ -655,7 +653,7 @@ fn build_tensors(
             None => {
                 let storage = archive
                     .entry(&info.path)
-                    .map_err(|e| error(e.to_string()))?
+                    .map_err(|e| error(format!("cannot be read: {e}")))?
                     .ok_or_else(|| {
                         error(format!(
                             "needs storage `{}`, which the archive lacks",
@@ -739,7 +737,8 @@ fn check_view(
         .ok_or_else(too_large)?;
     if last >= storage_len {
         return Err(format!(
-            "(shape {dims:?}, strides {strides:?}, offset {offset}) reaches element {last} of a storage of {storage_len}"
+            "(shape {dims:?}, strides {strides:?}, offset {offset}) reaches element {last} of a \
+             storage of {storage_len}"
         ));
     }
     Ok(count)
@@ -821,54 +820,565 @@ fn strip_data_parallel(tensors: BTreeMap<String, Tensor>) -> BTreeMap<String, Te
 }
 
 #[cfg(test)]
-mod scratch {
+mod tests {
     use super::*;
-    #[test]
-    fn scratch_tmp_files() {
-        let mut names: Vec<_> = std::fs::read_dir("/tmp/ptw")
+    use crate::models::formats::torch_zip::tests::{write_zip, Layout};
+    use candle_core::DType;
+
+    /// A file of `tests/fixtures/adm/`.
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/adm")
+            .join(name)
+    }
+
+    /// `t`'s values widened to f32, in row-major order.
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.to_dtype(DType::F32)
             .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "pt"))
-            .collect();
-        names.sort();
-        for p in names {
-            match read_pytorch(&p) {
-                Ok(c) => {
-                    println!(
-                        "{}: OK key={:?} {} tensors",
-                        p.display(),
-                        c.key,
-                        c.tensors.len()
-                    );
-                    let st = p.with_extension("safetensors");
-                    let reference = if st.exists() {
-                        Some(candle_core::safetensors::load(&st, &Device::Cpu).unwrap())
-                    } else {
-                        None
-                    };
-                    for (k, t) in &c.tensors {
-                        let same = reference.as_ref().map(|r| {
-                            let r = &r[k];
-                            r.dims() == t.dims()
-                                && r.dtype() == t.dtype()
-                                && r.flatten_all()
-                                    .unwrap()
-                                    .to_dtype(candle_core::DType::F64)
-                                    .unwrap()
-                                    .to_vec1::<f64>()
-                                    .unwrap()
-                                    == t.flatten_all()
-                                        .unwrap()
-                                        .to_dtype(candle_core::DType::F64)
-                                        .unwrap()
-                                        .to_vec1::<f64>()
-                                        .unwrap()
-                        });
-                        println!("   {k} {:?} {:?} same={same:?}", t.dims(), t.dtype());
-                    }
-                }
-                Err(e) => println!("{}: ERR {e}", p.display()),
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// Checks that `checkpoint` has exactly the tensors of `cm_cond.safetensors`, in `dtype`, each
+    /// value within `tolerance(reference value)`.
+    fn assert_matches_cm_cond(checkpoint: &Checkpoint, dtype: DType, tolerance: fn(f32) -> f32) {
+        let reference =
+            candle_core::safetensors::load(fixture("cm_cond.safetensors"), &Device::Cpu).unwrap();
+        let names: Vec<&String> = checkpoint.tensors.keys().collect();
+        let mut expected: Vec<&String> = reference.keys().collect();
+        expected.sort();
+        assert_eq!(names, expected);
+        for (name, tensor) in &checkpoint.tensors {
+            let want = &reference[name];
+            assert_eq!(tensor.dims(), want.dims(), "{name}");
+            assert_eq!(tensor.dtype(), dtype, "{name}");
+            assert!(tensor.is_contiguous(), "{name}");
+            for (got, want) in values(tensor).into_iter().zip(values(want)) {
+                assert!(
+                    (got - want).abs() <= tolerance(want),
+                    "{name}: {got} vs {want}"
+                );
             }
         }
+    }
+
+    /// Exact equality.
+    fn exact(_: f32) -> f32 {
+        0.0
+    }
+
+    #[test]
+    fn reads_a_plain_state_dict() {
+        let checkpoint = read_pytorch(&fixture("cm_cond.pt")).unwrap();
+        assert_eq!(checkpoint.key, None);
+        assert_eq!(checkpoint.tensors.len(), 143);
+        assert_matches_cm_cond(&checkpoint, DType::F32, exact);
+    }
+
+    #[test]
+    fn reads_a_nested_checkpoint_and_names_its_key() {
+        let checkpoint = read_pytorch(&fixture("cm_cond_nested.pt")).unwrap();
+        assert_eq!(checkpoint.key.as_deref(), Some("model"));
+        assert_matches_cm_cond(&checkpoint, DType::F32, exact);
+    }
+
+    #[test]
+    fn reads_views_into_shared_storages_looking_each_up_once() {
+        let path = fixture("abcdefghijklmnopqrstu.pt");
+        let checkpoint = read_pytorch(&path).unwrap();
+        assert_matches_cm_cond(&checkpoint, DType::F32, exact);
+        // data.pkl, byteorder, and each of the 2 storages once, for 143 tensors.
+        let archive = TorchZip::open(&path).unwrap();
+        read_archive(&path, &archive).unwrap();
+        assert_eq!(archive.lookups(), 2 + 2);
+        // One storage per tensor in the plain file.
+        let path = fixture("cm_cond.pt");
+        let archive = TorchZip::open(&path).unwrap();
+        read_archive(&path, &archive).unwrap();
+        assert_eq!(archive.lookups(), 2 + 143);
+    }
+
+    #[test]
+    fn reads_float16_in_float16() {
+        let checkpoint = read_pytorch(&fixture("cm_cond_half.pt")).unwrap();
+        // Round to nearest: half an f16 ulp (2^-11 relative), or half the smallest subnormal.
+        assert_matches_cm_cond(&checkpoint, DType::F16, |want| {
+            (want.abs() * 2f32.powi(-11)).max(2f32.powi(-25))
+        });
+    }
+
+    #[test]
+    fn refuses_the_legacy_format_saying_how_to_resave() {
+        let path = fixture("legacy_format.pt");
+        let error = read_pytorch(&path).unwrap_err();
+        assert!(matches!(error, PytorchError::Legacy { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("legacy_format.pt"), "{message}");
+        assert!(message.contains("re-save"), "{message}");
+        assert!(
+            message.contains("torch.save(torch.load('OLD.pt', map_location='cpu'), 'NEW.pt')"),
+            "{message}"
+        );
+    }
+
+    /// A protocol-2 pickle written opcode by opcode, as torch writes state dicts.
+    struct Pickle(Vec<u8>);
+
+    impl Pickle {
+        fn new() -> Self {
+            Pickle(vec![0x80, 2])
+        }
+        fn op(&mut self, bytes: &[u8]) -> &mut Self {
+            self.0.extend_from_slice(bytes);
+            self
+        }
+        fn str(&mut self, s: &str) -> &mut Self {
+            self.op(b"X")
+                .op(&(s.len() as u32).to_le_bytes())
+                .op(s.as_bytes())
+        }
+        fn int(&mut self, i: i32) -> &mut Self {
+            self.op(b"J").op(&i.to_le_bytes())
+        }
+        fn global(&mut self, module: &str, name: &str) -> &mut Self {
+            self.op(format!("c{module}\n{name}\n").as_bytes())
+        }
+        fn ints(&mut self, values: &[i32]) -> &mut Self {
+            self.op(b"(");
+            for &v in values {
+                self.int(v);
+            }
+            self.op(b"t")
+        }
+        /// `_rebuild_tensor_v2((storage, class, key, cpu, numel), offset, shape, stride, False,
+        /// OrderedDict())`.
+        fn tensor(
+            &mut self,
+            class: &str,
+            key: &str,
+            numel: i32,
+            offset: i32,
+            shape: &[i32],
+            stride: &[i32],
+        ) -> &mut Self {
+            self.global("torch._utils", "_rebuild_tensor_v2").op(b"((");
+            self.str("storage")
+                .global("torch", class)
+                .str(key)
+                .str("cpu")
+                .int(numel)
+                .op(b"tQ");
+            self.int(offset).ints(shape).ints(stride).op(&[0x89]);
+            self.global("collections", "OrderedDict").op(b")RtR")
+        }
+        /// A dict from `build`'s key-value pairs.
+        fn dict(&mut self, build: impl FnOnce(&mut Self)) -> &mut Self {
+            self.op(b"}(");
+            build(self);
+            self.op(b"u")
+        }
+        fn finish(&mut self) -> Vec<u8> {
+            self.op(b".").0.clone()
+        }
+    }
+
+    /// Writes a torch-like archive with folder `w` holding `pickle` and f32 storages, plus
+    /// `extra` entries, and returns its path (inside `dir`).
+    fn archive(
+        dir: &tempfile::TempDir,
+        pickle: &[u8],
+        storages: &[(&str, &[f32])],
+        extra: &[(&str, &[u8])],
+    ) -> PathBuf {
+        let mut entries: Vec<(String, Vec<u8>)> = vec![("w/data.pkl".into(), pickle.to_vec())];
+        for (key, values) in storages {
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            entries.push((format!("w/data/{key}"), bytes));
+        }
+        entries.extend(
+            extra
+                .iter()
+                .map(|(name, bytes)| (name.to_string(), bytes.to_vec())),
+        );
+        let refs: Vec<(&str, &[u8])> = entries
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        let path = dir.path().join("w.pt");
+        std::fs::write(
+            &path,
+            write_zip(
+                &refs,
+                &Layout {
+                    zip64: true,
+                    local_extra: 13,
+                    ..Layout::default()
+                },
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// 60 floats whose values are their indices.
+    fn ramp() -> Vec<f32> {
+        (0..60).map(|i| i as f32).collect()
+    }
+
+    /// The storage indices a view visits, in row-major order.
+    fn view_indices(shape: &[i32], stride: &[i32], offset: i32) -> Vec<f32> {
+        let mut out = vec![offset];
+        for (&d, &s) in shape.iter().zip(stride) {
+            out = out
+                .iter()
+                .flat_map(|&base| (0..d).map(move |i| base + i * s))
+                .collect();
+        }
+        out.into_iter().map(|i| i as f32).collect()
+    }
+
+    #[test]
+    fn copies_strided_fortran_offset_and_broadcast_views_in_order() {
+        let views: [(&str, &[i32], &[i32], i32); 7] = [
+            ("transposed", &[3, 2], &[1, 3], 0),
+            ("fortran", &[2, 3, 4], &[1, 2, 6], 0),
+            ("strided", &[2, 3], &[20, 3], 5),
+            ("broadcast", &[2, 3], &[0, 1], 7),
+            ("offset", &[2, 2], &[2, 1], 56),
+            ("scalar", &[], &[], 9),
+            ("empty", &[0, 3], &[3, 1], 60),
+        ];
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            for (name, shape, stride, offset) in views {
+                p.str(name)
+                    .tensor("FloatStorage", "0", 60, offset, shape, stride);
+            }
+            p.str("_metadata").int(1);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = archive(
+            &dir,
+            &pickle.finish(),
+            &[("0", &ramp())],
+            &[("w/byteorder", b"little")],
+        );
+        let checkpoint = read_pytorch(&path).unwrap();
+        assert_eq!(
+            checkpoint.tensors.len(),
+            views.len(),
+            "the `_metadata` int is skipped"
+        );
+        for (name, shape, stride, offset) in views {
+            let tensor = &checkpoint.tensors[name];
+            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            assert_eq!(tensor.dims(), dims.as_slice(), "{name}");
+            assert_eq!(
+                values(tensor),
+                view_indices(shape, stride, offset),
+                "{name}"
+            );
+        }
+    }
+
+    /// The error reading a one-tensor archive whose tensor is `tensor`'s record in a storage
+    /// of `stored` floats.
+    fn one_tensor_error(tensor: impl FnOnce(&mut Pickle), stored: usize) -> String {
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            p.str("w");
+            tensor(p);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = archive(&dir, &pickle.finish(), &[("0", &ramp()[..stored])], &[]);
+        read_pytorch(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn views_and_storages_that_do_not_fit_are_errors() {
+        let past_end = one_tensor_error(
+            |p| {
+                p.tensor("FloatStorage", "0", 60, 58, &[4], &[1]);
+            },
+            60,
+        );
+        assert!(
+            past_end.contains("tensor `w` (shape [4], strides [1], offset 58) reaches element 61"),
+            "{past_end}"
+        );
+        let short = one_tensor_error(
+            |p| {
+                p.tensor("FloatStorage", "0", 60, 0, &[4], &[1]);
+            },
+            30,
+        );
+        assert!(
+            short.contains("a storage of 120 bytes, fewer than the 60 F32 elements"),
+            "{short}"
+        );
+        let missing = one_tensor_error(
+            |p| {
+                p.tensor("FloatStorage", "9", 60, 0, &[4], &[1]);
+            },
+            60,
+        );
+        assert!(
+            missing.contains("needs storage `w/data/9`, which the archive lacks"),
+            "{missing}"
+        );
+        let int32 = one_tensor_error(
+            |p| {
+                p.tensor("IntStorage", "0", 60, 0, &[4], &[1]);
+            },
+            60,
+        );
+        assert!(
+            int32.contains("unsupported storage type IntStorage (supported: Float"),
+            "{int32}"
+        );
+    }
+
+    #[test]
+    fn malformed_tensor_records_are_errors_not_panics() {
+        let few_args = |p: &mut Pickle| {
+            p.global("torch._utils", "_rebuild_tensor_v2")
+                .op(b"(")
+                .int(0)
+                .op(b"tR");
+        };
+        let error = one_tensor_error(few_args, 60);
+        assert!(
+            error.contains("tensor `w` has a malformed `torch._utils._rebuild_tensor_v2` record"),
+            "{error}"
+        );
+        let short_id = |p: &mut Pickle| {
+            p.global("torch._utils", "_rebuild_tensor_v2")
+                .op(b"((")
+                .str("storage")
+                .op(b"tQ");
+            p.int(0).ints(&[1]).ints(&[1]).op(b"tR");
+        };
+        assert!(one_tensor_error(short_id, 60).contains("malformed"));
+        let from_type = |p: &mut Pickle| {
+            p.global("torch._tensor", "_rebuild_from_type_v2")
+                .op(b"(")
+                .int(0)
+                .op(b"tR");
+        };
+        assert!(one_tensor_error(from_type, 60).contains("malformed"));
+        let quantized = |p: &mut Pickle| {
+            p.global("torch._utils", "_rebuild_qtensor").op(b")R");
+        };
+        let error = one_tensor_error(quantized, 60);
+        assert!(
+            error
+                .contains("is stored with `torch._utils._rebuild_qtensor`, which is not supported"),
+            "{error}"
+        );
+    }
+
+    /// A state dict of one 4-float tensor named `name`.
+    fn small_state_dict(p: &mut Pickle, name: &str) {
+        p.dict(|p| {
+            p.str(name).tensor("FloatStorage", "0", 60, 0, &[4], &[1]);
+        });
+    }
+
+    /// Reads an archive holding `pickle` and the ramp storage.
+    fn read(pickle: &[u8]) -> Result<Checkpoint, PytorchError> {
+        let dir = tempfile::tempdir().unwrap();
+        read_pytorch(&archive(&dir, pickle, &[("0", &ramp())], &[]))
+    }
+
+    #[test]
+    fn picks_the_state_dict_out_of_a_nested_checkpoint() {
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            small_state_dict(p.str("ema"), "a");
+            small_state_dict(p.str("model"), "b");
+            // 2**70, which candle's unpickler cannot take (a shift overflow).
+            p.str("seed").op(&[0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0x40]);
+            p.str("step").int(3);
+        });
+        let checkpoint = read(&pickle.finish()).unwrap();
+        assert_eq!(
+            checkpoint.key.as_deref(),
+            Some("model"),
+            "model is preferred to ema"
+        );
+        assert_eq!(checkpoint.tensors.keys().collect::<Vec<_>>(), ["b"]);
+
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            p.str("epoch").int(1);
+            small_state_dict(p.str("weights"), "a");
+        });
+        assert_eq!(
+            read(&pickle.finish()).unwrap().key.as_deref(),
+            Some("weights"),
+            "the only dict of tensors"
+        );
+
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            small_state_dict(p.str("generator"), "a");
+            small_state_dict(p.str("critic"), "b");
+        });
+        let error = read(&pickle.finish()).unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "holds no state dict: 2 entries hold dicts of tensors (critic, generator)"
+            ),
+            "{error}"
+        );
+
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            p.str("step").int(3).str("note").str("x");
+        });
+        let error = read(&pickle.finish()).unwrap_err().to_string();
+        assert!(
+            error.contains("holds no state dict: no tensors in its top-level dict")
+                && error.contains("(note, step)"),
+            "{error}"
+        );
+
+        let error = read(&Pickle::new().op(b"]").finish())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("its top-level object is a list, not a dict of tensors"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn strips_the_data_parallel_prefix_only_from_all_names() {
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            p.str("module.a")
+                .tensor("FloatStorage", "0", 60, 0, &[4], &[1]);
+            p.str("module.b.c")
+                .tensor("FloatStorage", "0", 60, 4, &[4], &[1]);
+        });
+        let checkpoint = read(&pickle.finish()).unwrap();
+        assert_eq!(checkpoint.tensors.keys().collect::<Vec<_>>(), ["a", "b.c"]);
+
+        let mut pickle = Pickle::new();
+        pickle.dict(|p| {
+            p.str("module.a")
+                .tensor("FloatStorage", "0", 60, 0, &[4], &[1]);
+            p.str("b").tensor("FloatStorage", "0", 60, 4, &[4], &[1]);
+        });
+        let checkpoint = read(&pickle.finish()).unwrap();
+        assert_eq!(
+            checkpoint.tensors.keys().collect::<Vec<_>>(),
+            ["b", "module.a"]
+        );
+    }
+
+    #[test]
+    fn pickles_candle_cannot_read_are_errors_not_panics() {
+        let mut protocol_4 = vec![0x80, 4, 0x95];
+        protocol_4.extend_from_slice(&[0; 8]);
+        let error = read(&protocol_4).unwrap_err().to_string();
+        let expected = "unsupported pickle opcode 0x95 at byte 2; the file was pickled with a \
+                        protocol above 2";
+        assert!(error.contains(expected), "{error}");
+        let mut pickle = Pickle::new();
+        small_state_dict(&mut pickle, "a");
+        let whole = pickle.finish();
+        for len in 0..whole.len() {
+            assert!(read(&whole[..len]).is_err(), "pickle cut to {len} bytes");
+        }
+        let long_string = [0x80, 2, b'X', 0xff, 0xff, 0xff, 0xff, b'.'];
+        assert!(read(&long_string)
+            .unwrap_err()
+            .to_string()
+            .contains("the pickle is cut off"));
+        let dict_opcode = [0x80, 2, b'(', b'd', b'.'];
+        assert!(read(&dict_opcode)
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported pickle opcode 0x64"));
+    }
+
+    #[test]
+    fn refuses_files_that_are_not_readable_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.pt");
+        std::fs::write(&text, "not a checkpoint").unwrap();
+        let error = read_pytorch(&text).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "`{}` is not a PyTorch checkpoint (zip) file",
+                text.display()
+            )
+        );
+        assert!(matches!(
+            read_pytorch(&dir.path().join("missing.pt")),
+            Err(PytorchError::Io { .. })
+        ));
+
+        let mut pickle = Pickle::new();
+        small_state_dict(&mut pickle, "a");
+        let pickle = pickle.finish();
+        let script = archive(
+            &dir,
+            &pickle,
+            &[("0", &ramp())],
+            &[("w/constants.pkl", b"\x80\x02)."), ("w/code/m.py", b"")],
+        );
+        let error = read_pytorch(&script).unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "is a TorchScript archive; TorchScript modules are not supported, save the"
+            ),
+            "{error}"
+        );
+
+        let big = archive(&dir, &pickle, &[("0", &ramp())], &[("w/byteorder", b"big")]);
+        assert!(matches!(
+            read_pytorch(&big),
+            Err(PytorchError::BigEndian { .. })
+        ));
+
+        let two = archive(&dir, &pickle, &[("0", &ramp())], &[("v/data.pkl", &pickle)]);
+        let error = read_pytorch(&two).unwrap_err().to_string();
+        assert!(
+            error.contains("the archive has 2 data.pkl entries (in w, v)"),
+            "{error}"
+        );
+
+        let refs: [(&str, &[u8]); 1] = [("w/data.pkl", &pickle)];
+        std::fs::write(
+            &two,
+            write_zip(
+                &refs,
+                &Layout {
+                    method: 8,
+                    ..Layout::default()
+                },
+            ),
+        )
+        .unwrap();
+        let error = read_pytorch(&two).unwrap_err().to_string();
+        assert!(
+            error.contains("entry `w/data.pkl` is compressed (method 8)"),
+            "{error}"
+        );
+
+        let mut truncated = std::fs::read(&big).unwrap();
+        truncated.truncate(truncated.len() - 30);
+        std::fs::write(&two, truncated).unwrap();
+        let error = read_pytorch(&two).unwrap_err().to_string();
+        assert!(
+            error.contains("is not a readable PyTorch checkpoint: not a zip archive"),
+            "{error}"
+        );
     }
 }

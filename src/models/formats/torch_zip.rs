@@ -65,7 +65,10 @@ pub enum ZipError {
     #[error("corrupt or truncated zip archive: {0}")]
     Corrupt(String),
     /// An entry is compressed; torch writes stored entries only.
-    #[error("entry `{name}` is compressed (method {method}); PyTorch checkpoints store entries uncompressed")]
+    #[error(
+        "entry `{name}` is compressed (method {method}); PyTorch checkpoints store entries \
+         uncompressed"
+    )]
     Compressed {
         /// The entry.
         name: String,
