@@ -397,6 +397,15 @@ fn photo_pipelines_run_on_tiny_checkpoints() {
             if let Some(c) = class {
                 args.extend(["--set", c]);
             }
+            // Clean, warnings included, before running.
+            let mut check = vec!["check", "--deny-warnings", &pipeline];
+            check.extend(args[4..].iter().copied());
+            let o = mapga(&check);
+            assert!(
+                o.status.success(),
+                "{pipeline}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             let o = mapga(&args);
             assert!(
                 o.status.success(),

@@ -90,11 +90,29 @@ fn every_file_parses_without_diagnostics() {
     report("have syntax diagnostics", &failures);
 }
 
+/// Whether every diagnostic only says that a published checkpoint is not on this machine.
+/// The photo pipelines (`imagenet64_*`, `lsun_cat256_*`) need the paper's released models,
+/// which cannot ship (0.4-2 GB each); `tests/checkpoints.rs` checks and runs each of them
+/// completely, without a warning, on tiny stand-ins.
+fn only_missing_releases(diags: &mapga::diagnostics::Diags) -> bool {
+    !diags.is_empty()
+        && diags.0.iter().all(|d| {
+            d.code == mapga::diagnostics::Code::MissingFile
+                && d.message.starts_with("checkpoint not found")
+                && d.help
+                    .as_deref()
+                    .is_some_and(|h| h.contains("published checkpoint"))
+        })
+}
+
 #[test]
 fn every_file_checks_without_errors() {
     let mut failures = Vec::new();
     for (rel, path) in corpus() {
         let checked = check_file(&path, &CheckOptions::default());
+        if rel.starts_with("pipelines/") && only_missing_releases(&checked.diags) {
+            continue;
+        }
         let strict = rel.starts_with("pipelines/");
         let bad = if strict {
             !checked.diags.is_empty()

@@ -928,7 +928,7 @@ impl Checker {
                         self.invalid(
                             args,
                             p,
-                            format!("a crop {want} pixels {p} does not fit in an image {have} pixels {p}"),
+                            format!("a crop of {p} {want} does not fit in an image of {p} {have}"),
                             "`fit(x, height, width)` crops to the aspect ratio and resizes",
                         );
                     }
@@ -1116,12 +1116,21 @@ impl Checker {
                 return t;
             }
         }
-        let tensors = match crate::io::headers::safetensors_header(&weights) {
-            Ok(t) => t,
-            Err(e) => {
-                self.file_error(args, "path", &e);
-                return Type::Error;
+        let safetensors = !matches!(
+            crate::models::formats::format_of(&weights),
+            Ok(f) if f != crate::models::formats::Format::Safetensors
+        );
+        let tensors = if safetensors {
+            match crate::io::headers::safetensors_header(&weights) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.file_error(args, "path", &e);
+                    return Type::Error;
+                }
             }
+        } else {
+            // Another format's card problem: the card is checked alone.
+            Default::default()
         };
         let card_path = crate::models::card::card_path_for(&weights);
         self.dependencies.push(card_path.clone());
@@ -1141,7 +1150,8 @@ impl Checker {
                         absolute(&card_path).display()
                     ))
                     .with_help(
-                        "every weights file needs a RON model card with the same name beside it",
+                        "mapga's own networks need a RON model card with the same name beside \
+                         them; `mapga inspect FILE` shows what mapga infers for a checkpoint",
                     ),
                 );
                 return Type::Error;
@@ -1223,7 +1233,8 @@ impl Checker {
         let description = match crate::models::checkpoint::describe(weights, Some(declared)) {
             Ok(d) if d.adm.is_none() => return None,
             Ok(d) => d,
-            Err(ModelError::Card(_)) => return None,
+            // Card problems are reported by `load_model` with the card's own diagnostics.
+            Err(ModelError::Card(_) | ModelError::Architecture { .. }) => return None,
             Err(ModelError::Format(crate::models::formats::FormatError::Missing(p))) => {
                 match crate::models::formats::presets::release_named(&p) {
                     Some(preset) => self.report(
@@ -1235,9 +1246,10 @@ impl Checker {
                         )
                         .with_note(format!("resolved to {}", absolute(&p).display()))
                         .with_help(format!(
-                            "this is a published checkpoint ({}): download it from {} and put \
-                             it there, or give its path (e.g. `--set` of the param that names \
-                             it); the README's \"Using the paper's models\" lists every file",
+                            "this is a published checkpoint ({}): download it from {} to \
+                             this path, or give the path where it is (with `--set` when a \
+                             param names it); the README's \"Using the paper's models\" lists \
+                             every file",
                             preset.name, preset.source
                         )),
                     ),

@@ -1,15 +1,18 @@
 //! The command-line interface: `mapga run`, `mapga watch`, `mapga check`, `mapga graph`,
-//! `mapga fmt`, `mapga doc`.
+//! `mapga eval`, `mapga fmt`, `mapga doc`, and for checkpoints `mapga inspect` and
+//! `mapga convert`.
 //!
 //! Exit codes (the contract scripts rely on): 0 when clean (warnings allowed), 1 when the
 //! program has errors (or `fmt --check` finds files to reformat), 2 for usage and I/O errors
 //! (a file that cannot be read, a bad `--set`).
 
 mod check;
+mod convert;
 mod doc;
 mod eval;
 mod fmt;
 mod graph;
+mod inspect;
 pub mod process;
 mod run;
 pub use run::Progress;
@@ -79,6 +82,25 @@ pub enum Command {
     /// item (`mapga`, `std.solvers.dps.dps`) or a module (`std.solvers.dps`). Exits 2 when
     /// nothing has that name.
     Doc(DocArgs),
+    /// Convert a checkpoint (safetensors, PyTorch, diffusers folder) to safetensors with its
+    /// full card beside it.
+    ///
+    /// Writes OUT (a .safetensors file, tensors under the official names, in --dtype) and its
+    /// card `OUT.ron`: the card mapga reads or infers for IN, named after OUT, with the
+    /// conversion in `provenance` and the SHA-256 of the written file. The converted pair
+    /// loads without inference and gives the same network. Exits 0 on success, 1 when IN is
+    /// not a checkpoint mapga can use, 2 for usage and I/O errors (OUT exists without
+    /// --force, OUT is IN, a file that cannot be read or written).
+    Convert(convert::ConvertArgs),
+    /// Show what mapga infers about a checkpoint, without building its network.
+    ///
+    /// Prints the format, the known release it matches (name, source, released file names),
+    /// the tensor and parameter counts, the number of classes of a class-conditional model,
+    /// and the card as RON: the card read from beside the checkpoint, completed from its
+    /// tensors, or inferred from them. This is the way to see the card mapga infers; it is
+    /// what `mapga convert` writes, less the output's name, the conversion note and the hash.
+    /// Exits 1 when the checkpoint cannot be used, 2 when the path cannot be read.
+    Inspect(inspect::InspectArgs),
 }
 
 /// How diagnostics are printed.
@@ -294,6 +316,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fmt(a) => fmt::run(&a),
         Command::Doc(a) => doc::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Convert(a) => convert::run(&a),
+        Command::Inspect(a) => inspect::run(&a),
     };
     ExitCode::from(code)
 }

@@ -190,8 +190,9 @@ impl ModelCard {
 pub enum CardError {
     /// No card beside the weights.
     #[error(
-        "model card `{}` not found: every weights file needs a RON card with the same name \
-         and a `.ron` extension beside it",
+        "model card `{}` not found: mapga's own networks, and checkpoints that are not of \
+         the ADM / consistency-model family, need a RON card with the same name and a `.ron` \
+         extension beside them",
         .0.display()
     )]
     Missing(PathBuf),

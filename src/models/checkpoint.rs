@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::adm::{self, AdmConfig};
 use super::card::{self, CardError, HyperValue, ModelCard, ModelKind};
-use super::formats::{self, presets, Format};
+use super::formats::{self, presets, Format, FormatError};
 use super::network::ModelError;
 use super::precond::{self, Preconditioning};
 
@@ -66,8 +66,8 @@ fn card_beside(weights: &Path) -> Result<Option<(ModelCard, PathBuf)>, ModelErro
     }
 }
 
-/// The tensor names and shapes of a checkpoint (reading the weights where the format has no
-/// separate header).
+/// The tensor names and shapes of a checkpoint, from its header (safetensors) or pickle
+/// (PyTorch); a diffusers folder's weights are read to map their names.
 fn shapes_of(
     path: &Path,
     format: Format,
@@ -90,6 +90,11 @@ fn shapes_of(
             .collect();
         return Ok((shapes, None));
     }
+    if format == Format::PyTorch {
+        // The pickle alone: no storage is read (the weights can be gigabytes).
+        let shapes = formats::pytorch::read_pytorch_shapes(path).map_err(FormatError::from)?;
+        return Ok((shapes, None));
+    }
     let weights = formats::read(path)?;
     Ok((weights.shapes(), weights.diffusers))
 }
@@ -101,6 +106,15 @@ pub fn describe(path: &Path, declared: Option<ModelKind>) -> Result<Description,
     if let Some((card, card_path)) = &beside {
         if card.architecture == "unet" || card.kind == ModelKind::Classifier {
             // mapga's own card: everything is in it (checked by `network::architecture_of`).
+            if let Some(d) =
+                declared.filter(|&d| d != card.kind && card.kind != ModelKind::Classifier)
+            {
+                return Err(ModelError::Kind {
+                    card: card_path.clone(),
+                    found: format!("{} (says its card)", kind_name(card.kind)),
+                    expected: kind_name(d).into(),
+                });
+            }
             let precond = Preconditioning::Karras {
                 sigma_data: card.sigma_data,
                 sigma_min: card.sigma_min,
@@ -123,8 +137,11 @@ pub fn describe(path: &Path, declared: Option<ModelKind>) -> Result<Description,
         }
     }
     let (shapes, diffusers) = shapes_of(path, format)?;
-    if beside.is_none() && shapes.contains_key("emb.linear_1.weight") {
-        // mapga's own U-Net (its tensor names), whose card is missing.
+    let adm_like = shapes
+        .keys()
+        .any(|k| k.starts_with("input_blocks.") || k.starts_with("time_embed."));
+    if beside.is_none() && !adm_like {
+        // Not the ADM family (mapga's own U-Net, or something else): only a card can say.
         return Err(CardError::Missing(card::card_path_for(path)).into());
     }
     let sample_size = diffusers.as_ref().and_then(|d| d.sample_size);
@@ -316,7 +333,10 @@ fn inferred_card(
         provenance: Some(format!(
             "inferred by mapga from the tensors of the {} `{}`: {release}",
             format.name(),
-            path.display()
+            path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
         )),
         weights_sha256: None,
         tensors: None,

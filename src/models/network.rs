@@ -29,7 +29,7 @@ pub enum ModelError {
     #[error(transparent)]
     Card(#[from] CardError),
     /// The card names an architecture mapga does not have.
-    #[error("model card `{}`: unknown architecture `{architecture}` (expected `unet`)", .card.display())]
+    #[error("model card `{}`: unknown architecture `{architecture}` (expected `unet` or `adm`)", .card.display())]
     Architecture {
         /// The card.
         card: PathBuf,

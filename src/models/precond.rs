@@ -44,6 +44,8 @@ pub struct Coefficients {
 /// A discrete VP noise schedule seen in the variance-exploding scale: σ_i of every step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VpSchedule {
+    beta_start: f64,
+    beta_end: f64,
     sigmas: Vec<f64>,
 }
 
@@ -64,7 +66,11 @@ impl VpSchedule {
                 ((1.0 - alpha_bar) / alpha_bar).sqrt()
             })
             .collect();
-        VpSchedule { sigmas }
+        VpSchedule {
+            beta_start,
+            beta_end,
+            sigmas,
+        }
     }
 
     /// σ of every step, increasing.
@@ -195,6 +201,8 @@ impl Preconditioning {
                     "diffusion_steps".into(),
                     HyperValue::Int(s.sigmas.len() as i64),
                 ),
+                ("beta_start".into(), HyperValue::Float(s.beta_start)),
+                ("beta_end".into(), HyperValue::Float(s.beta_end)),
             ]),
         }
     }

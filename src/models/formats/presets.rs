@@ -358,11 +358,13 @@ pub fn identify(shapes: &Shapes, heads: Option<Heads>) -> Result<Identified, Lay
                 .count();
             (shared, p, needed)
         });
-        let (_, preset, needed) = scored
-            .max_by_key(|(shared, _, _)| *shared)
-            .expect("PRESETS is not empty");
-        let mismatch = first_mismatch(&needed, shapes).unwrap_or_default();
-        (preset.name, mismatch)
+        match scored.max_by_key(|(shared, _, _)| *shared) {
+            Some((_, preset, needed)) => (
+                preset.name,
+                first_mismatch(&needed, shapes).unwrap_or_default(),
+            ),
+            None => ("(none)", String::new()),
+        }
     };
     let unknown = |reason: String| {
         let (preset, mismatch) = closest();

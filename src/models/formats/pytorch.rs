@@ -75,8 +75,8 @@ pub enum PytorchError {
         "`{}` is a PyTorch checkpoint in the legacy (pre-1.6) format, which mapga does not read; \
          re-save it in the zip format (torch >= 1.6 writes it) with \
          python -c \"import torch; torch.save(torch.load('OLD.pt', map_location='cpu'), \
-         'NEW.pt')\" \
-         or convert it to safetensors",
+         'NEW.pt')\"; `mapga convert NEW.pt NEW.safetensors` then makes the fastest file to \
+         load",
         .path.display()
     )]
     Legacy {
@@ -96,7 +96,7 @@ pub enum PytorchError {
     /// The storages were written big-endian.
     #[error(
         "`{}` was saved on a big-endian machine; only little-endian checkpoints are supported \
-         (re-save it on a little-endian machine or convert it to safetensors)",
+         (re-save it on a little-endian machine, or as safetensors)",
         .path.display()
     )]
     BigEndian {
@@ -148,6 +148,25 @@ pub fn read_pytorch(path: &Path) -> Result<Checkpoint, PytorchError> {
     sniff(path)?;
     let archive = TorchZip::open(path).map_err(|e| archive_error(path, e))?;
     read_archive(path, &archive)
+}
+
+/// The names and shapes of the state dict's tensors, from the archive's pickle alone (no
+/// storage is read): what the checker needs to know about a multi-gigabyte checkpoint.
+pub fn read_pytorch_shapes(path: &Path) -> Result<BTreeMap<String, Vec<usize>>, PytorchError> {
+    sniff(path)?;
+    let archive = TorchZip::open(path).map_err(|e| archive_error(path, e))?;
+    let folder = data_folder(path, &archive)?;
+    check_byte_order(path, &archive, &folder)?;
+    let pickle = archive
+        .entry(&format!("{folder}/data.pkl"))
+        .map_err(|e| archive_error(path, e))?
+        .ok_or_else(|| archive_problem(path, "its data.pkl entry vanished"))?;
+    let (items, _) = state_dict(path, unpickle(path, pickle)?)?;
+    let shapes = tensor_infos(path, items, &folder)?
+        .into_iter()
+        .map(|info| (info.name.clone(), info.layout.dims().to_vec()))
+        .collect();
+    Ok(strip_data_parallel(shapes))
 }
 
 /// Reads the state dict out of an opened archive.
@@ -805,7 +824,7 @@ fn advance(index: &mut [usize], dims: &[usize]) -> bool {
 }
 
 /// Removes DataParallel's `module.` prefix when every name has it.
-fn strip_data_parallel(tensors: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
+fn strip_data_parallel<T>(tensors: BTreeMap<String, T>) -> BTreeMap<String, T> {
     if tensors.is_empty()
         || !tensors
             .keys()
@@ -899,6 +918,26 @@ mod tests {
         let archive = TorchZip::open(&path).unwrap();
         read_archive(&path, &archive).unwrap();
         assert_eq!(archive.lookups(), 2 + 143);
+    }
+
+    #[test]
+    fn shapes_come_from_the_pickle_alone() {
+        for file in [
+            "cm_cond.pt",
+            "cm_cond_nested.pt",
+            "abcdefghijklmnopqrstu.pt",
+        ] {
+            let shapes = read_pytorch_shapes(&fixture(file)).unwrap();
+            let full = read_pytorch(&fixture(file)).unwrap();
+            let want: BTreeMap<String, Vec<usize>> = full
+                .tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+                .collect();
+            assert_eq!(shapes, want, "{file}");
+        }
+        let err = read_pytorch_shapes(&fixture("legacy_format.pt")).unwrap_err();
+        assert!(matches!(err, PytorchError::Legacy { .. }), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Plain safetensors files: a JSON header of names, dtypes, shapes and byte ranges, then the
-//! raw little-endian data. `mapga convert` writes this format (with a card beside it), the
+//! raw little-endian data. `mapga convert` writes this format (with a card beside it): the
 //! fastest one to load.
 
 use std::collections::BTreeMap;
@@ -18,14 +18,4 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, FormatError> {
         }
     })?;
     Ok(tensors.into_iter().collect())
-}
-
-/// Writes `tensors` to `path` as safetensors, atomically (a reader never sees half a file).
-pub fn write(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<(), FormatError> {
-    let fail = |message: String| FormatError::Safetensors {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = ::safetensors::tensor::serialize(tensors, None).map_err(|e| fail(e.to_string()))?;
-    crate::io::atomic::write_bytes(path, &bytes).map_err(|e| fail(e.to_string()))
 }
