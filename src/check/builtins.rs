@@ -882,8 +882,8 @@ impl Checker {
         };
         let n = dims.len();
         let mut out = dims;
-        for i in n - 2..n {
-            out[i] = match (self.dims.resolve(out[i]), factor) {
+        for d in out.iter_mut().skip(n - 2) {
+            *d = match (self.dims.resolve(*d), factor) {
                 (Dim::Known(d), Some(f)) => Dim::Known(d * f),
                 _ => self.dims.fresh(),
             };

@@ -25,8 +25,11 @@ pub enum ResizeError {
     Tensor(#[from] candle_core::Error),
 }
 
+/// The leading dimensions, the height and width, and the `[H, W]` planes as f32 vectors.
+type Planes = (Vec<usize>, usize, usize, Vec<Vec<f32>>);
+
 /// The `[.., H, W]` planes of `x` as f32 vectors, with the leading dimensions.
-fn planes(x: &Tensor) -> Result<(Vec<usize>, usize, usize, Vec<Vec<f32>>), ResizeError> {
+fn planes(x: &Tensor) -> Result<Planes, ResizeError> {
     let dims = x.dims().to_vec();
     if !(dims.len() == 3 || dims.len() == 4) {
         return Err(ResizeError::Rank(dims));

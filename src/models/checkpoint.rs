@@ -66,18 +66,15 @@ fn card_beside(weights: &Path) -> Result<Option<(ModelCard, PathBuf)>, ModelErro
     }
 }
 
+/// Tensor names and shapes, and what a diffusers folder's `config.json` says.
+type Shapes = (
+    BTreeMap<String, Vec<usize>>,
+    Option<formats::diffusers::UNetConfig>,
+);
+
 /// The tensor names and shapes of a checkpoint, from its header (safetensors) or pickle
 /// (PyTorch); a diffusers folder's weights are read to map their names.
-fn shapes_of(
-    path: &Path,
-    format: Format,
-) -> Result<
-    (
-        BTreeMap<String, Vec<usize>>,
-        Option<formats::diffusers::UNetConfig>,
-    ),
-    ModelError,
-> {
+fn shapes_of(path: &Path, format: Format) -> Result<Shapes, ModelError> {
     if format == Format::Safetensors {
         let header =
             crate::io::headers::safetensors_header(path).map_err(|e| ModelError::Read {

@@ -162,8 +162,10 @@ pub enum ModelError {
     Tensor(#[from] candle_core::Error),
 }
 
-/// The raw network under the preconditioning.
+/// The raw network under the preconditioning (one per network: the size difference of the
+/// variants does not matter).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Backbone {
     /// mapga's own EDM U-Net.
     Edm(UNet),
