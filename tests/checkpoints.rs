@@ -35,36 +35,26 @@ fn variant(name: &str) -> serde_json::Value {
     all["variants"][name].clone()
 }
 
-/// The card a tiny fixture needs (its 16-channel heads are no release's): the heads, and the
-/// kind its preconditioning says.
+/// The card a tiny fixture needs (its 16-channel heads, or head count, are no release's), and
+/// the kind its preconditioning says.
 fn card_for(name: &str) -> ModelCard {
     let v = variant(name);
-    let mut hp = BTreeMap::new();
-    match v["num_head_channels"].as_i64() {
-        Some(c) if c > 0 => hp.insert("num_head_channels".to_string(), HyperValue::Int(c)),
-        _ => hp.insert(
-            "num_heads".to_string(),
-            HyperValue::Int(v["num_heads"].as_i64().unwrap()),
-        ),
-    };
     let kind = match v["preconditioning"].as_str().unwrap() {
         "consistency" => ModelKind::Consistency,
         _ => ModelKind::Denoiser,
     };
-    ModelCard {
-        name: name.into(),
-        kind,
-        architecture: "adm".into(),
-        image_shape: [3, 16, 16],
-        value_range: (-1.0, 1.0),
-        sigma_data: 0.5,
-        sigma_min: 0.002,
-        sigma_max: 80.0,
-        hyperparameters: hp,
-        provenance: Some("tests/fixtures/adm (scripts/make_adm_fixtures.py)".into()),
-        weights_sha256: None,
-        tensors: None,
+    let mut card = common::adm_fixture_card(name, kind, &[]);
+    if v["num_head_channels"].as_i64().is_none_or(|c| c <= 0) {
+        card.hyperparameters.clear();
+        let heads = v["num_heads"].as_i64().unwrap();
+        card.hyperparameters
+            .insert("num_heads".to_string(), HyperValue::Int(heads));
+    } else {
+        let c = v["num_head_channels"].as_i64().unwrap();
+        card.hyperparameters
+            .insert("num_head_channels".to_string(), HyperValue::Int(c));
     }
+    card
 }
 
 /// A copy of the fixture `file` in a fresh folder with `card` beside it (when given).
@@ -72,23 +62,11 @@ fn staged(file: &str, card: Option<&ModelCard>) -> PathBuf {
     let dir = common::temp_dir("checkpoints");
     let from = fixtures().join(file);
     let to = dir.join(file);
-    copy(&from, &to);
+    common::copy_tree(&from, &to);
     if let Some(card) = card {
         std::fs::write(to.with_extension("ron"), card.to_ron().unwrap()).unwrap();
     }
     to
-}
-
-fn copy(from: &Path, to: &Path) {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            copy(&entry.path(), &to.join(entry.file_name()));
-        }
-    } else {
-        std::fs::copy(from, to).unwrap();
-    }
 }
 
 fn values(t: &Tensor) -> Vec<f64> {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -45,39 +44,12 @@ fn convert_ok(input: &Path, out: &Path, extra: &[&str]) -> String {
     text(&o.stdout)
 }
 
-/// The card a tiny fixture needs: its 16-channel heads are no release's.
 fn fixture_card(name: &str, kind: ModelKind, hp: &[(&str, HyperValue)]) -> ModelCard {
-    let mut hyperparameters =
-        BTreeMap::from([("num_head_channels".to_string(), HyperValue::Int(16))]);
-    for (k, v) in hp {
-        hyperparameters.insert(k.to_string(), v.clone());
-    }
-    ModelCard {
-        name: name.into(),
-        kind,
-        architecture: "adm".into(),
-        image_shape: [3, 16, 16],
-        value_range: (-1.0, 1.0),
-        sigma_data: 0.5,
-        sigma_min: 0.002,
-        sigma_max: 80.0,
-        hyperparameters,
-        provenance: Some("tests/fixtures/adm (scripts/make_adm_fixtures.py)".into()),
-        weights_sha256: None,
-        tensors: None,
-    }
+    common::adm_fixture_card(name, kind, hp)
 }
 
 fn copy(from: &Path, to: &Path) {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            copy(&entry.path(), &to.join(entry.file_name()));
-        }
-    } else {
-        std::fs::copy(from, to).unwrap();
-    }
+    common::copy_tree(from, to)
 }
 
 /// A copy of `from` in the fresh folder `dir` with `card` beside it (when given).

@@ -258,19 +258,7 @@ impl Network {
             message: e.to_string(),
         };
         let tensors = candle_core::safetensors::load(weights, &Device::Cpu).map_err(read_err)?;
-        let header: BTreeMap<String, TensorInfo> = tensors
-            .iter()
-            .map(|(name, t)| {
-                let info = TensorInfo {
-                    dtype: format!("{:?}", t.dtype()),
-                    shape: t.dims().iter().map(|&d| d as u64).collect(),
-                };
-                (name.clone(), info)
-            })
-            .collect();
-        card::check_card_against_weights(&card, &header)?;
-        let needed = UNet::tensor_shapes(&config)?;
-        check_tensors(weights, &needed, &tensors)?;
+        check_weights(weights, &card, &UNet::tensor_shapes(&config)?, &tensors)?;
         let vb = var_builder(tensors, dtype, device)?;
         let unet = UNet::new(&config, vb)?;
         Ok(Network {
@@ -294,18 +282,7 @@ impl Network {
         let card = description.card;
         let tensors: HashMap<String, Tensor> =
             formats::read(weights)?.tensors.into_iter().collect();
-        let header: BTreeMap<String, TensorInfo> = tensors
-            .iter()
-            .map(|(name, t)| {
-                let info = TensorInfo {
-                    dtype: format!("{:?}", t.dtype()),
-                    shape: t.dims().iter().map(|&d| d as u64).collect(),
-                };
-                (name.clone(), info)
-            })
-            .collect();
-        card::check_card_against_weights(&card, &header)?;
-        check_tensors(weights, &AdmUNet::tensor_shapes(&config)?, &tensors)?;
+        check_weights(weights, &card, &AdmUNet::tensor_shapes(&config)?, &tensors)?;
         let vb = var_builder(tensors, dtype, device)?;
         let adm = AdmUNet::new(&config, vb)?;
         Ok(Network {
@@ -499,6 +476,28 @@ impl Network {
         }
         self.precondition(x, t, c)
     }
+}
+
+/// The file's tensors against the card's list ([`card::check_card_against_weights`]) and
+/// against the network's needs ([`check_tensors`]).
+fn check_weights(
+    path: &Path,
+    card: &ModelCard,
+    needed: &BTreeMap<String, Vec<usize>>,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), ModelError> {
+    let header: BTreeMap<String, TensorInfo> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let info = TensorInfo {
+                dtype: format!("{:?}", t.dtype()),
+                shape: t.dims().iter().map(|&d| d as u64).collect(),
+            };
+            (name.clone(), info)
+        })
+        .collect();
+    card::check_card_against_weights(card, &header)?;
+    check_tensors(path, needed, tensors)
 }
 
 /// The tensors converted to `dtype` on `device`, as a var builder.

@@ -122,3 +122,45 @@ pub fn npy_dtype_and_shape(path: &Path) -> (String, Vec<u64>) {
     let h = mapga::io::npy::npy_header(path).expect("an .npy header");
     (h.dtype.as_str().to_string(), h.shape)
 }
+
+/// Copies a file, or a folder with everything in it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).expect("create folder");
+        for entry in std::fs::read_dir(from).expect("read folder") {
+            let entry = entry.expect("folder entry");
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).expect("copy file");
+    }
+}
+
+/// The model card a tiny ADM fixture of `tests/fixtures/adm/` needs (16x16 images; its
+/// 16-channel heads are no release's, so the card says them), with more hyperparameters.
+pub fn adm_fixture_card(
+    name: &str,
+    kind: mapga::models::card::ModelKind,
+    hp: &[(&str, mapga::models::card::HyperValue)],
+) -> mapga::models::card::ModelCard {
+    use mapga::models::card::HyperValue;
+    let mut hyperparameters =
+        std::collections::BTreeMap::from([("num_head_channels".to_string(), HyperValue::Int(16))]);
+    for (k, v) in hp {
+        hyperparameters.insert(k.to_string(), v.clone());
+    }
+    mapga::models::card::ModelCard {
+        name: name.into(),
+        kind,
+        architecture: "adm".into(),
+        image_shape: [3, 16, 16],
+        value_range: (-1.0, 1.0),
+        sigma_data: 0.5,
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+        hyperparameters,
+        provenance: Some("tests/fixtures/adm (scripts/make_adm_fixtures.py)".into()),
+        weights_sha256: None,
+        tensors: None,
+    }
+}

@@ -406,45 +406,16 @@ fn rename(
 
 #[cfg(test)]
 mod tests {
+    use super::super::presets;
     use super::*;
-
-    fn in64_like() -> AdmConfig {
-        AdmConfig {
-            in_channels: 3,
-            model_channels: 192,
-            out_channels: 3,
-            num_res_blocks: 3,
-            attention_ds: vec![2, 4, 8],
-            channel_mult: vec![1, 2, 3, 4],
-            num_classes: Some(1000),
-            heads: Heads::Channels(64),
-            scale_shift: true,
-            resblock_updown: true,
-            qkv_order: QkvOrder::Flash,
-            attention_1d: false,
-            groups: 32,
-        }
-    }
-
-    fn lsun_like() -> AdmConfig {
-        AdmConfig {
-            model_channels: 256,
-            num_res_blocks: 2,
-            attention_ds: vec![8, 16, 32],
-            channel_mult: vec![1, 1, 2, 2, 4, 4],
-            num_classes: None,
-            scale_shift: false,
-            ..in64_like()
-        }
-    }
 
     /// The committed key maps of the two consistency-model configurations (re-derived from
     /// diffusers' conversion script) agree with ours, tensor by tensor.
     #[test]
     fn key_maps_match_the_published_ones() {
         for (file, config) in [
-            ("keymap_cm_imagenet64.tsv", in64_like()),
-            ("keymap_cm_lsun256.tsv", lsun_like()),
+            ("keymap_cm_imagenet64.tsv", presets::cm_imagenet64()),
+            ("keymap_cm_lsun256.tsv", presets::cm_lsun256()),
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures/adm")

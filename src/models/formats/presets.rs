@@ -44,7 +44,8 @@ pub struct Preset {
     pub config: fn() -> AdmConfig,
 }
 
-fn cm_imagenet64() -> AdmConfig {
+/// The ImageNet-64 consistency models' configuration.
+pub(crate) fn cm_imagenet64() -> AdmConfig {
     AdmConfig {
         in_channels: 3,
         model_channels: 192,
@@ -62,7 +63,8 @@ fn cm_imagenet64() -> AdmConfig {
     }
 }
 
-fn cm_lsun256() -> AdmConfig {
+/// The LSUN-256 consistency models' configuration.
+pub(crate) fn cm_lsun256() -> AdmConfig {
     AdmConfig {
         model_channels: 256,
         num_res_blocks: 2,
