@@ -425,3 +425,41 @@ fn photo_pipelines_without_checkpoints_name_the_files() {
         assert!(err.contains("download it"), "{err}");
     }
 }
+
+/// `class:` takes one label per image as a tensor: each image of the batch is the same as
+/// with its label alone.
+#[test]
+fn a_batch_takes_one_label_per_image() {
+    let dir = common::temp_dir("checkpoints-labels");
+    common::copy_tree(
+        &fixtures().join("diffusers_cm_cond"),
+        &dir.join("diffusers_cm_cond"),
+    );
+    let pipeline = dir.join("labels.mapga");
+    std::fs::write(
+        &pipeline,
+        r#"model both = consistency("diffusers_cm_cond", class: tensor([3.0, 7.0], shape(2)))
+model three = consistency("diffusers_cm_cond", class: 3)
+model seven = consistency("diffusers_cm_cond", class: 7)
+let z = gaussian_like(batch_shape(both.shape, 2), seed: 1) * 20.0
+let x = both(z, 20.0)
+report norm(x[0] - three(z[0], 20.0)) / norm(x[0]) as "first",
+    norm(x[1] - seven(z[1], 20.0)) / norm(x[1]) as "second",
+    norm(x[1] - three(z[1], 20.0)) / norm(x[1]) as "other label"
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = mapga(&[
+        "run",
+        &pipeline.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["first"].as_f64().unwrap() < 1e-5, "{metrics}");
+    assert!(metrics["second"].as_f64().unwrap() < 1e-5, "{metrics}");
+    assert!(metrics["other label"].as_f64().unwrap() > 1e-2, "{metrics}");
+}

@@ -1295,6 +1295,42 @@ impl Checker {
         };
         let classes = description.adm.as_ref().and_then(|c| c.num_classes);
         let name = description.card.name.clone();
+        match args.ty("class") {
+            Type::Int | Type::Error => {}
+            Type::Tensor(shape) => {
+                let rank = match self.dims.resolve_shape(&shape) {
+                    Shape::Dims(d) => Some(d.len()),
+                    Shape::Unknown => None,
+                };
+                if classes.is_none() {
+                    self.invalid(
+                        args,
+                        "class",
+                        format!("model `{name}` is not class-conditional: it takes no class label"),
+                        "leave `class` out",
+                    );
+                } else if rank.is_some_and(|r| r != 1) {
+                    self.invalid(
+                        args,
+                        "class",
+                        "class labels are an Int or a Tensor [N] of one label per image".into(),
+                        "",
+                    );
+                }
+                let [c, h, w] = description.card.image_shape;
+                return Some(model(kind, Shape::known(&[c as u64, h as u64, w as u64])));
+            }
+            other if !other.is_open() => {
+                let other = self.dims.resolve_type(&other);
+                self.invalid(
+                    args,
+                    "class",
+                    format!("a class label is an Int or a Tensor of labels, not {other}"),
+                    "",
+                );
+            }
+            _ => {}
+        }
         match (classes, args.int("class")) {
             (Some(n), Some(-1)) => self.report(
                 Diag::error(

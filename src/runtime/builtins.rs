@@ -380,9 +380,14 @@ pub fn call(
                 |e: crate::models::ModelError| RunError::new(Code::RunFile, span, e.to_string());
             let mut net =
                 crate::models::Network::load_as(&path, Some(kind), dtype, &device).map_err(fail)?;
-            let class = a.int(1)?;
-            if class != -1 {
-                net = net.with_labels(&[class]).map_err(fail)?;
+            let labels = match a.get(1)? {
+                Value::Int(-1) => None,
+                Value::Int(c) => Some(vec![*c]),
+                Value::Tensor(t) => Some(class_labels(t).map_err(|e| RunError::at(span, e))?),
+                _ => return Err(a.wrong(1, "an Int or a Tensor of class labels")),
+            };
+            if let Some(labels) = labels {
+                net = net.with_labels(&labels).map_err(fail)?;
             }
             Value::Model(Model::Network(Arc::new(net)))
         }
@@ -938,4 +943,28 @@ fn user_operator(it: &Interp, a: &Args) -> Result<Operator, RunError> {
         }
     });
     Ok(operators::user(f, name, &domain))
+}
+
+/// Class labels from a tensor `[N]` of whole numbers (as `load_npy` reads them).
+fn class_labels(t: &Tensor) -> Result<Vec<i64>, String> {
+    if t.rank() != 1 {
+        return Err(format!(
+            "class labels are a Tensor [N] of one label per image, not {:?}",
+            t.dims()
+        ));
+    }
+    let values: Vec<f64> = t
+        .to_dtype(candle_core::DType::F64)
+        .and_then(|t| t.to_vec1())
+        .map_err(|e| e.to_string())?;
+    values
+        .iter()
+        .map(|&v| {
+            if v.fract() == 0.0 && v.is_finite() {
+                Ok(v as i64)
+            } else {
+                Err(format!("class label {v} is not a whole number"))
+            }
+        })
+        .collect()
 }
