@@ -4,6 +4,7 @@
     python3 bench/compare_pytorch.py                # everything (about 15-30 min on 2 cores)
     python3 bench/compare_pytorch.py --quick        # a smoke test: few repetitions
     python3 bench/compare_pytorch.py --threads 1 --reps 20 --json out.json
+    python3 bench/compare_pytorch.py --cases cm64 --skip tax,growth   # the full IN64 CM (opt-in)
 
 Both sides load the same safetensors weights: the PyTorch twin of mapga's U-Net
 (`train/mapga_train/unet.py`) and mapga's own loader (`Network::load`, what `mapga run` uses,
@@ -32,6 +33,25 @@ over the model-loaded baseline), the interpreter's overhead (`mapga run` of `ben
 against the same iterations as a hand-written Rust loop), and the RSS of a long MAP-GA run
 (per-iteration allocation growth). The last line is `worst ratio mapga/pytorch: X.XX`, the
 largest ratio over the vjp and iter cases.
+
+(c) Opt-in (`--cases cm64`, not in the default set: it writes 2.3 GB of checkpoints and its
+timings take several minutes): OpenAI's ImageNet-64 consistency model at full size
+(`scripts/adm_reference.py`'s `cm_imagenet64` config, mapga preset `openai-cm-imagenet64`,
+295,899,267 parameters in 541 tensors), at batch 1 unless `--batches` says otherwise. The
+reference module writes seeded random weights (seed 0) once to the temporary folder, as
+`cm64.pt` (torch.save with every tensor a view into one of two flat float32 storages, the
+layout of OpenAI's fp16 training checkpoints) and `cm64.safetensors` (the same values), no card.
+The random init keeps activations O(1) through the network: conv and linear weights
+N(0, 1/fan_in), biases N(0, 0.2^2), GroupNorm weights 1 + N(0, 0.3^2) and biases N(0, 0.2^2),
+label_emb N(0, 0.5^2) (the scheme of tests/fixtures/adm; the official init zeroes the output
+convs, which would make every VJP trivial). Both sides time fwd (the consistency function f(z, t)
+at t = 1: c_noise = 250 ln t, the boundary-condition scalings, class label 3) and vjp; PyTorch
+runs the reference module with the safetensors loaded into it, mapga the worker's
+`Network::load_as` of the same file (release inferred from the tensors) with `with_labels`.
+Before timing, mapga's f and VJP on its inputs are recomputed by PyTorch and the relative errors
+printed. Extra sections: the peak memory of one VJP, and load times: each file loaded by each
+side in a fresh process (`torch.load` or `safetensors.torch.load_file` + `load_state_dict`;
+mapga's `Network::load_as` call, timed inside the worker; files in the page cache).
 
 If PyTorch, safetensors or numpy is missing, the script says so and installs
 `train/requirements.txt` (torch, about 5 GB) into `bench/.venv`, then reruns itself there
@@ -182,8 +202,10 @@ def denoise(torch, net, x, s: float):
 class TorchProblem:
     """bench/problem.rs in PyTorch: box25 inpainting of a random batch at level T."""
 
-    def __init__(self, torch, cm, den, shape, batch: int):
+    def __init__(self, torch, cm, den, shape, batch: int, f=None):
         self.torch, self.cm, self.den = torch, cm, den
+        # The consistency function x -> cm(x, T): mapga's own parameterisation by default.
+        self.f = f or (lambda x: consistency(torch, cm, x, T))
         c, h, w = shape
         g = torch.Generator().manual_seed(0)
         full = (batch, c, h, w)
@@ -202,18 +224,18 @@ class TorchProblem:
 
     def forward(self):
         with self.torch.no_grad():
-            return consistency(self.torch, self.cm, self.z, T)
+            return self.f(self.z)
 
     def vjp(self):
         z = self.z.detach().requires_grad_(True)
-        loss = (consistency(self.torch, self.cm, z, T) * self.v).sum()
+        loss = (self.f(z) * self.v).sum()
         (g,) = self.torch.autograd.grad(loss, z)
         return g
 
     def iteration(self):
         torch = self.torch
         z = self.z.detach().requires_grad_(True)
-        x = consistency(torch, self.cm, z, T)
+        x = self.f(z)
         # log_likelihood: r = y - A x, w = stop_grad(K^-1 r), value <r0, w>/2 - <r, w>.
         r = self.y - self.mask * x
         r0 = r.detach()
@@ -246,6 +268,191 @@ def conv_macs(torch, net, shape, batch: int) -> int:
     for h in hooks:
         h.remove()
     return total[0]
+
+
+# ── the ImageNet-64 consistency model (case cm64) ──────────────────────────────────────────
+
+#: The class label of the cm64 runs, and the seed of its random weights.
+CM64_LABEL = 3
+CM64_SEED = 0
+
+
+def adm_reference():
+    """scripts/adm_reference.py, the independent PyTorch ADM U-Net with the official names."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    import adm_reference
+
+    return adm_reference
+
+
+def cm64_config() -> dict:
+    return dict(adm_reference().FULL_CONFIGS["cm_imagenet64"])
+
+
+def cm64_random_state(torch, seed: int):
+    """A seeded random state_dict of the ImageNet-64 CM (official names, float32), scaled so
+    activations stay O(1) through the whole network: conv and linear weights N(0, 1/fan_in)
+    (the output convs included, which the official init sets to zero), their biases
+    N(0, 0.2^2), GroupNorm weights 1 + N(0, 0.3^2) and biases N(0, 0.2^2), label_emb N(0, 0.5^2)
+    (the scheme of the test fixtures, tests/fixtures/adm/README.md)."""
+    from collections import OrderedDict
+
+    R = adm_reference()
+    shapes = R.meta_model(cm64_config()).state_dict()
+    g = torch.Generator().manual_seed(seed)
+    sd = OrderedDict()
+    for name, meta in shapes.items():
+        t = torch.randn(meta.shape, generator=g, dtype=torch.float32)
+        if name.startswith("label_emb."):
+            t.mul_(0.5)
+        elif meta.ndim >= 2:
+            t.mul_(1.0 / math.sqrt(math.prod(meta.shape[1:])))
+        elif name.endswith(".weight"):  # GroupNorm (every other weight has ndim >= 2)
+            t.mul_(0.3).add_(1.0)
+        else:  # biases
+            t.mul_(0.2)
+        sd[name] = t
+    return sd
+
+
+def flat_view_state_dict(sd):
+    """Every tensor a view into one of two flat float32 storages (ndim <= 1 and the rest), the
+    layout OpenAI's fp16 training saves (master_params_to_state_dict); as in
+    scripts/make_adm_fixtures.py."""
+    from collections import OrderedDict
+
+    import torch
+
+    out = OrderedDict(sd)
+    for names in ([k for k, v in sd.items() if v.ndim <= 1], [k for k, v in sd.items() if v.ndim > 1]):
+        flat = torch.cat([sd[k].reshape(-1) for k in names])
+        off = 0
+        for k in names:
+            n = sd[k].numel()
+            out[k] = flat[off:off + n].view(sd[k].shape)
+            off += n
+    return out
+
+
+def write_cm64(torch, folder: Path) -> dict:
+    """Writes the random-weight IN64 CM as `cm64.pt` (two flat storages) and
+    `cm64.safetensors` (the same values), without cards: mapga infers the release from the
+    tensors (preset `openai-cm-imagenet64`). Returns the paths and a few facts."""
+    from safetensors.torch import save_file
+
+    note("cm64: writing the random-weight ImageNet-64 consistency model (.pt and .safetensors)")
+    start = time.perf_counter()
+    sd = cm64_random_state(torch, CM64_SEED)
+    pt, st = folder / "cm64.pt", folder / "cm64.safetensors"
+    torch.save(flat_view_state_dict(sd), pt)
+    save_file(sd, str(st))
+    params, tensors = sum(v.numel() for v in sd.values()), len(sd)
+    del sd
+    loaded = torch.load(pt, map_location="cpu", weights_only=True, mmap=True)
+    storages = len({v.untyped_storage().data_ptr() for v in loaded.values()})
+    del loaded
+    if storages != 2:
+        raise RuntimeError(f"{pt} has {storages} storages, not 2")
+    return {"pt": pt, "safetensors": st, "params": params, "tensors": tensors,
+            "storages": storages, "pt_bytes": pt.stat().st_size,
+            "safetensors_bytes": st.stat().st_size,
+            "write_s": time.perf_counter() - start}
+
+
+def cm64_load(torch, st: Path):
+    """The reference module with the weights of `st`, in eval mode, weights constant."""
+    from safetensors.torch import load_file
+
+    with torch.device("meta"):
+        net = adm_reference().UNet(**cm64_config())
+    net.load_state_dict(load_file(str(st)), strict=True, assign=True)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def cm64_function(torch, net, batch: int):
+    """x -> f(x, T): the consistency function of the OpenAI parameterisation (c_noise =
+    250 ln T, the boundary-condition scalings with sigma_data 0.5 and sigma_min 0.002), class
+    CM64_LABEL for every image."""
+    R = adm_reference()
+    c_skip, c_out, c_in = R.consistency_scalings(T)
+    labels = torch.full((batch,), CM64_LABEL, dtype=torch.long)
+
+    def f(x):
+        times = torch.full((x.shape[0],), R.karras_time(T), dtype=x.dtype)
+        return c_skip * x + c_out * net(c_in * x, times, labels)
+
+    return f
+
+
+def cm64_macs(torch, net, batch: int) -> int:
+    """Multiply-adds of one forward: every conv (hooks) and the attention blocks' qkv and
+    output projections and their two T x T products (the reference runs these as einsums)."""
+    R = adm_reference()
+    total = [0]
+
+    def conv_hook(mod, _inp, out):
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        total[0] += out.numel() * (mod.in_channels // mod.groups) * k
+
+    def attention_hook(_mod, inp, _out):
+        b, c, h, w = inp[0].shape
+        t = h * w
+        total[0] += b * (4 * c * c * t + 2 * t * t * c)
+
+    hooks = [m.register_forward_hook(conv_hook) for m in net.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    hooks += [m.register_forward_hook(attention_hook) for m in net.modules()
+              if isinstance(m, R.AttentionBlock)]
+    with torch.no_grad():
+        cm64_function(torch, net, batch)(torch.zeros(batch, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+def torch_load_probe(path: Path) -> dict:
+    """In this fresh process: the reference module with the weights of `path` (.pt or
+    .safetensors) as a PyTorch user loads them: the module built on the meta device and
+    materialised uninitialised (`to_empty`), the file read (`torch.load` / `load_file`), then
+    `load_state_dict` (a copy into the module). Milliseconds of each step."""
+    import torch
+    from safetensors.torch import load_file
+
+    start = time.perf_counter()
+    with torch.device("meta"):
+        net = adm_reference().UNet(**cm64_config())
+    net = net.to_empty(device="cpu")
+    build = time.perf_counter()
+    if path.suffix == ".pt":
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        sd = load_file(str(path))
+    read = time.perf_counter()
+    net.load_state_dict(sd, strict=True)
+    done = time.perf_counter()
+    return {"build_ms": (build - start) * 1e3, "read_ms": (read - build) * 1e3,
+            "load_state_dict_ms": (done - read) * 1e3, "total_ms": (done - start) * 1e3,
+            "read_and_load_state_dict_ms": (done - build) * 1e3}
+
+
+def torch_load_time(path: Path, threads: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--load-probe", str(path), "--threads",
+                          str(threads)], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def mapga_load_time(exe: Path, path: Path, threads: int) -> dict:
+    """`Network::load_as` of `path` in a fresh worker: the call's own wall time."""
+    w = Worker(exe, threads)
+    try:
+        return w("loadckpt", "cm", path, CM64_LABEL)
+    finally:
+        w.close()
 
 
 def time_once(fn) -> float:
@@ -322,8 +529,12 @@ def memory_probe(args) -> None:
     """`--mem-probe`: in this fresh process, load the CM, build the inputs, then one VJP; print
     its peak RSS over the baseline as JSON."""
     torch = torch_setup(args.threads)
-    cm, shape = torch_load(Path(args.mem_probe))
-    p = TorchProblem(torch, cm, None, shape, args.batch)
+    if args.mem_kind == "cm64":
+        cm, shape = cm64_load(torch, Path(args.mem_probe)), [3, 64, 64]
+        p = TorchProblem(torch, cm, None, shape, args.batch, cm64_function(torch, cm, args.batch))
+    else:
+        cm, shape = torch_load(Path(args.mem_probe))
+        p = TorchProblem(torch, cm, None, shape, args.batch)
     reset = reset_peak()
     before, peak_before = rss_kb()
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -340,17 +551,20 @@ def memory_probe(args) -> None:
     print(json.dumps(out), flush=True)
 
 
-def torch_memory(weights: Path, batch: int, threads: int) -> dict:
+def torch_memory(weights: Path, batch: int, threads: int, kind: str = "card") -> dict:
     out = subprocess.run([sys.executable, __file__, "--mem-probe", str(weights), "--batch",
-                          str(batch), "--threads", str(threads)], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+                          str(batch), "--threads", str(threads), "--mem-kind", kind], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def mapga_memory(exe: Path, weights: Path, batch: int, threads: int) -> dict:
+def mapga_memory(exe: Path, weights: Path, batch: int, threads: int, kind: str = "card") -> dict:
     w = Worker(exe, threads)
     try:
-        w("load", "cm", weights)
+        if kind == "cm64":
+            w("loadckpt", "cm", weights, CM64_LABEL)
+        else:
+            w("load", "cm", weights)
         return w("mem", "cm", batch)
     finally:
         w.close()
@@ -443,18 +657,26 @@ def parse_args() -> argparse.Namespace:
                    help="pause before each timed repetition, so the other side's threads are "
                         "idle (default 20)")
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
-    p.add_argument("--cases", default="mnist,in64", help="networks: mnist, in64 (comma-separated)")
-    p.add_argument("--batches", default="1,16", help="batch sizes (comma-separated)")
+    p.add_argument("--cases", default="mnist,in64",
+                   help="networks: mnist, in64, cm64 (comma-separated; default mnist,in64: "
+                        "cm64, the full ImageNet-64 consistency model, is opt-in)")
+    p.add_argument("--batches", default=None,
+                   help="batch sizes (comma-separated; default 1,16 for mnist and in64, 1 for "
+                        "cm64)")
+    p.add_argument("--load-reps", type=int, default=None,
+                   help="cm64: fresh-process loads per file and side (default 3, --quick 1)")
     p.add_argument("--tax-iters", type=int, default=None,
                    help="iterations of the interpreter-tax runs (default 10)")
     p.add_argument("--growth-iters", type=int, default=None,
                    help="iterations of the allocation-growth run (default 1000)")
     p.add_argument("--skip", default="",
-                   help="sections to leave out: memory, tax, growth (comma-separated)")
+                   help="sections to leave out: memory, tax, growth, load (comma-separated)")
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
     p.add_argument("--no-install", action="store_true",
                    help="fail instead of installing missing Python packages")
     p.add_argument("--mem-probe", help=argparse.SUPPRESS)
+    p.add_argument("--mem-kind", default="card", help=argparse.SUPPRESS)
+    p.add_argument("--load-probe", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads < 1:
@@ -467,6 +689,7 @@ def parse_args() -> argparse.Namespace:
     args.tax_cli_reps = 1 if quick else 5
     args.growth_iters = args.growth_iters or (200 if quick else 1000)
     args.skip = {s for s in args.skip.split(",") if s}
+    args.load_reps = args.load_reps or (1 if quick else 3)
     return args
 
 
@@ -475,6 +698,10 @@ def main() -> None:
     ensure_dependencies(args)
     if args.mem_probe:
         memory_probe(args)
+        return
+    if args.load_probe:
+        torch_setup(args.threads)
+        print(json.dumps(torch_load_probe(Path(args.load_probe))), flush=True)
         return
     torch = torch_setup(args.threads)
     mapga, worker_exe = (build() if not args.no_build else
@@ -502,7 +729,14 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
         write_random_unet(torch, cm_path, "Consistency", 0)
         write_random_unet(torch, den_path, "Denoiser", 1)
         networks["in64"] = (cm_path, den_path)
-    batches = [int(b) for b in args.batches.split(",")]
+    explicit = [int(b) for b in args.batches.split(",")] if args.batches else None
+    batches = explicit or [1, 16]
+    cm64 = None
+    if "cm64" in cases:
+        cm64 = write_cm64(torch, tmp)
+        cm64["batches"] = explicit or [1]
+        results["cm64_files"] = {k: str(v) if isinstance(v, Path) else v
+                                 for k, v in cm64.items()}
 
     w = Worker(worker_exe, args.threads)
     threads = w("threads")
@@ -535,6 +769,30 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
 
     # Forward, VJP, iteration.
     rows = []
+
+    def time_ops(p, name: str, cm_name: str, den_name: str, label: str, batch: int, ops,
+                 fwd_flop: int) -> None:
+        for op, mult in ops:
+            note(f"timing {label} {op}")
+            for _ in range(args.warmup):
+                p.run(op)
+            w("time", op, cm_name, den_name, batch, 0, args.warmup)
+            t_ms, m_ms = [], []
+            for rep in range(args.reps):
+                sides = ["torch", "mapga"] if rep % 2 == 0 else ["mapga", "torch"]
+                for side in sides:
+                    time.sleep(args.gap_ms / 1e3)  # let the other side's threads go idle
+                    if side == "torch":
+                        t_ms.append(time_once(lambda: p.run(op)))
+                    else:
+                        m_ms.append(w("time", op, cm_name, den_name, batch, 1, 0)["median_ms"])
+            tm, mm = statistics.median(t_ms), statistics.median(m_ms)
+            flop = mult * fwd_flop
+            rows.append({"case": f"{label} {op}", "network": name, "batch": batch, "op": op,
+                         "torch_ms": tm, "mapga_ms": mm, "ratio": mm / tm,
+                         "torch_gflops": flop / tm / 1e6, "mapga_gflops": flop / mm / 1e6,
+                         "gflop": flop / 1e9, "torch_all_ms": t_ms, "mapga_all_ms": m_ms})
+
     for name, (cm_path, den_path) in networks.items():
         cm, shape = torch_load(cm_path)
         den, _ = torch_load(den_path)
@@ -544,29 +802,42 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
             p = TorchProblem(torch, cm, den, shape, batch)
             fwd_flop = 2 * conv_macs(torch, cm, shape, batch)
             label = f"{name} {'x'.join(map(str, shape))} b{batch}"
-            for op, mult in (("fwd", 1), ("vjp", 2), ("iter", 3)):
-                note(f"timing {label} {op}")
-                for _ in range(args.warmup):
-                    p.run(op)
-                w("time", op, f"{name}_cm", f"{name}_den", batch, 0, args.warmup)
-                t_ms, m_ms = [], []
-                for rep in range(args.reps):
-                    sides = ["torch", "mapga"] if rep % 2 == 0 else ["mapga", "torch"]
-                    for side in sides:
-                        time.sleep(args.gap_ms / 1e3)  # let the other side's threads go idle
-                        if side == "torch":
-                            t_ms.append(time_once(lambda: p.run(op)))
-                        else:
-                            m_ms.append(w("time", op, f"{name}_cm", f"{name}_den", batch, 1,
-                                          0)["median_ms"])
-                tm, mm = statistics.median(t_ms), statistics.median(m_ms)
-                flop = mult * fwd_flop
-                row = {"case": f"{label} {op}", "network": name, "batch": batch, "op": op,
-                       "torch_ms": tm, "mapga_ms": mm, "ratio": mm / tm,
-                       "torch_gflops": flop / tm / 1e6, "mapga_gflops": flop / mm / 1e6,
-                       "gflop": flop / 1e9, "torch_all_ms": t_ms, "mapga_all_ms": m_ms}
-                rows.append(row)
+            time_ops(p, name, f"{name}_cm", f"{name}_den", label, batch,
+                     (("fwd", 1), ("vjp", 2), ("iter", 3)), fwd_flop)
             del p
+    if cm64 is not None:
+        # Both sides on the same safetensors file: PyTorch loads it into the reference
+        # module, mapga with Network::load_as (release inferred from the tensors).
+        cm = cm64_load(torch, cm64["safetensors"])
+        w("loadckpt", "cm64", cm64["safetensors"], CM64_LABEL)
+        checks = []
+        c_skip, c_out, _ = adm_reference().consistency_scalings(T)
+        for batch in cm64["batches"]:
+            p = TorchProblem(torch, cm, None, [3, 64, 64], batch, cm64_function(torch, cm, batch))
+            # The same function on both sides: mapga's f and VJP on its own inputs, recomputed
+            # by PyTorch.
+            note(f"checking cm64 b{batch}: mapga against PyTorch on the same inputs")
+            v = w("values", "cm64", batch)
+            z = torch.tensor(v["z"]).reshape(v["shape"])
+            cot = torch.tensor(v["v"]).reshape(v["shape"])
+            q = TorchProblem(torch, cm, None, [3, 64, 64], batch, p.f)
+            q.z, q.v = z, cot
+            f_t, g_t = q.forward(), q.vjp()
+            f_m = torch.tensor(v["f"]).reshape(v["shape"])
+            g_m = torch.tensor(v["g"]).reshape(v["shape"])
+            checks.append({"batch": batch,
+                           "f_rel_err": float((f_m - f_t).norm() / f_t.norm()),
+                           "vjp_rel_err": float((g_m - g_t).norm() / g_t.norm()),
+                           "f_std": float(f_t.std()), "vjp_std": float(g_t.std()),
+                           "raw_out_std": float(((f_t - c_skip * z) / c_out).std())})
+            del q, z, cot, f_t, g_t, f_m, g_m, v
+            fwd_flop = 2 * cm64_macs(torch, cm, batch)
+            time_ops(p, "cm64", "cm64", "-", f"cm64 3x64x64 b{batch}", batch,
+                     (("fwd", 1), ("vjp", 2)), fwd_flop)
+            del p
+        cm64["checks"] = checks
+        results["cm64_checks"] = checks
+        del cm
     results["cases"] = rows
     say("")
     head = (f"{'case':<28} {'torch ms':>10} {'mapga ms':>10} {'mapga/torch':>11} "
@@ -579,6 +850,15 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
     say(f"(GFLOP/s: conv FLOPs, VJP = 2x and iteration = 3x the forward's; gemm ceiling "
         f"torch {gemm['torch_gflops']:.0f}, mapga {gemm['mapga_gflops']:.0f} GFLOP/s; "
         f"medians of {args.reps} alternating repetitions after {args.warmup} warm-up runs)")
+    if cm64 is not None:
+        say(f"(cm64: the ImageNet-64 consistency model, {cm64['params']:,} parameters in "
+            f"{cm64['tensors']} tensors, seeded random weights, class {CM64_LABEL}, t = {T}; "
+            f"its FLOPs also count the attention projections and T x T products)")
+        for c in cm64["checks"]:
+            say(f"cm64 b{c['batch']}: mapga against PyTorch on the same inputs: f relative "
+                f"error {c['f_rel_err']:.1e}, VJP relative error {c['vjp_rel_err']:.1e} "
+                f"(std of F {c['raw_out_std']:.2f}, of f {c['f_std']:.2f}, of the VJP "
+                f"{c['vjp_std']:.2f})")
     w.close()
 
     if "memory" not in args.skip:
@@ -597,9 +877,22 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
                 mem.append({"case": label, "torch": t, "mapga": m, "ratio": ratio})
                 say(f"{label:<28} {t['delta_kb'] / 1024:>10.1f} {m['delta_kb'] / 1024:>10.1f} "
                     f"{ratio:>10.2f}x")
+        if cm64 is not None:
+            for batch in cm64["batches"]:
+                note(f"memory cm64 b{batch}")
+                t = torch_memory(cm64["safetensors"], batch, args.threads, "cm64")
+                m = mapga_memory(worker_exe, cm64["safetensors"], batch, args.threads, "cm64")
+                label = f"cm64 3x64x64 b{batch} vjp"
+                ratio = m["delta_kb"] / t["delta_kb"] if t["delta_kb"] else float("nan")
+                mem.append({"case": label, "torch": t, "mapga": m, "ratio": ratio})
+                say(f"{label:<28} {t['delta_kb'] / 1024:>10.1f} {m['delta_kb'] / 1024:>10.1f} "
+                    f"{ratio:>10.2f}x")
         say(f"(method: torch {mem[0]['torch']['method']}, mapga {mem[0]['mapga']['method']})"
             if mem else "")
         results["memory"] = mem
+
+    if cm64 is not None and "load" not in args.skip:
+        load_times(args, worker_exe, cm64, results)
 
     def mnist_worker() -> Worker:
         w = Worker(worker_exe, args.threads)
@@ -685,6 +978,53 @@ def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict
             f"({run['kb_per_iteration']:+.2f} kB/iteration, sampled every 50 ms): "
             + verdict)
     finish(rows, results)
+
+
+def load_times(args, worker_exe: Path, cm64: dict, results: dict) -> None:
+    """cm64: each file loaded by each side in a fresh process, `args.load_reps` times,
+    alternating; the load call's own wall time (the files are in the page cache: they were
+    just written)."""
+    runs = {(side, fmt): [] for side in ("torch", "mapga") for fmt in ("pt", "safetensors")}
+    for rep in range(args.load_reps):
+        for fmt in ("pt", "safetensors"):
+            path = cm64[fmt]
+            sides = ("torch", "mapga") if rep % 2 == 0 else ("mapga", "torch")
+            for side in sides:
+                note(f"load cm64 {fmt} {side} ({rep + 1}/{args.load_reps})")
+                if side == "torch":
+                    runs[(side, fmt)].append(torch_load_time(path, args.threads))
+                else:
+                    runs[(side, fmt)].append(mapga_load_time(worker_exe, path, args.threads))
+
+    def med(side, fmt, key):
+        return statistics.median(r[key] for r in runs[(side, fmt)])
+
+    say("")
+    say(f"loading the cm64 checkpoint ({cm64['params']:,} parameters; .pt {cm64['pt_bytes'] / 2**20:.0f} MiB "
+        f"with 2 flat storages, .safetensors {cm64['safetensors_bytes'] / 2**20:.0f} MiB; a fresh "
+        f"process per load, files in the page cache; medians of {args.load_reps}):")
+    head = (f"{'file':<13} {'torch read':>11} {'+load_state_dict':>17} {'torch total':>12} "
+            f"{'mapga load_as':>14} {'mapga/torch':>11}")
+    say(head)
+    say("-" * len(head))
+    load = {"reps": args.load_reps, "runs": {f"{s}_{f}": r for (s, f), r in runs.items()}}
+    for fmt in ("pt", "safetensors"):
+        read = med("torch", fmt, "read_ms")
+        lsd = med("torch", fmt, "load_state_dict_ms")
+        total = med("torch", fmt, "read_and_load_state_dict_ms")
+        m = med("mapga", fmt, "load_ms")
+        load[fmt] = {"torch_read_ms": read, "torch_load_state_dict_ms": lsd,
+                     "torch_ms": total, "torch_build_ms": med("torch", fmt, "build_ms"),
+                     "mapga_ms": m, "ratio": m / total}
+        say(f"{'.' + fmt:<13} {read:>9.0f} ms {lsd:>14.0f} ms {total:>9.0f} ms "
+            f"{m:>11.0f} ms {m / total:>10.2f}x")
+    say(f"(torch: `torch.load(map_location='cpu', weights_only=True)` / "
+        f"`safetensors.torch.load_file`, then `load_state_dict` into the reference module "
+        f"built on the meta device and materialised with `to_empty` "
+        f"({load['pt']['torch_build_ms']:.0f} ms, not counted); mapga: the "
+        f"`Network::load_as(path, Some(Consistency), F32, Cpu)` call, which also builds the "
+        f"network. Target: mapga < 3 s from safetensors)")
+    results["load"] = load
 
 
 def finish(rows, results: dict) -> None:

@@ -12,6 +12,8 @@
 //! |------------------------------------------|---------------------------------------------------|
 //! | `threads`                                | the thread counts in use                          |
 //! | `load NAME PATH`                         | loads the network `PATH` (safetensors + card)     |
+//! | `loadckpt NAME PATH LABEL`               | loads the checkpoint `PATH` of any format as a consistency model (`Network::load_as`, the card inferred when there is none), with the class label LABEL (`-`: none): `load_ms` (the `load_as` call alone), `labels_ms`, `rss_kb` after |
+//! | `values CM BATCH`                        | the problem's `z` and `v`, `f = cm(z, t)` and the VJP `g`, flattened (to compare with PyTorch on the same inputs) |
 //! | `time OP CM DEN BATCH REPS WARMUP`       | OP = fwd, vjp or iter (see `bench/problem.rs`); DEN may be `-` for fwd and vjp; `ms` of each rep, `median_ms` |
 //! | `gemm N REPS`                            | an N x N x N f32 matmul: `ms` of each rep, `median_ms` |
 //! | `mem CM BATCH`                           | peak RSS of one VJP over the RSS before it (`delta_kb`); run it first in a fresh worker |
@@ -34,6 +36,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use mapga::check::{check_file, CheckOptions};
 use mapga::diffusion::Model;
+use mapga::models::card::ModelKind;
+use mapga::models::Network;
 use mapga::runtime::{self, Env, RunOptions};
 use problem::{Error, Problem};
 use serde_json::{json, Value};
@@ -141,6 +145,47 @@ impl Worker {
                 let model = problem::load(Path::new(path))?;
                 self.models.insert(name.to_string(), model);
                 Ok(json!({"ok": true}))
+            }
+            "loadckpt" => {
+                let (name, path, label) = (arg(words, 1)?, arg(words, 2)?, arg(words, 3)?);
+                let start = Instant::now();
+                let net = Network::load_as(
+                    Path::new(path),
+                    Some(ModelKind::Consistency),
+                    DType::F32,
+                    &Device::Cpu,
+                )?;
+                let load_ms = start.elapsed().as_secs_f64() * 1e3;
+                let start = Instant::now();
+                let net = if label == "-" {
+                    net
+                } else {
+                    net.with_labels(&[label.parse()?])?
+                };
+                let labels_ms = start.elapsed().as_secs_f64() * 1e3;
+                self.models
+                    .insert(name.to_string(), Model::Network(std::sync::Arc::new(net)));
+                Ok(json!({
+                    "ok": true,
+                    "load_ms": load_ms,
+                    "labels_ms": labels_ms,
+                    "rss_kb": rss_kb()?.0,
+                }))
+            }
+            "values" => {
+                let (cm, batch) = (arg(words, 1)?, num(words, 2)?);
+                let p = self.problem(cm, "-", batch)?;
+                let flat = |t: &Tensor| -> Result<Vec<f32>, Error> {
+                    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+                };
+                Ok(json!({
+                    "ok": true,
+                    "shape": p.z.dims(),
+                    "z": flat(&p.z)?,
+                    "v": flat(&p.v)?,
+                    "f": flat(&p.forward()?)?,
+                    "g": flat(&p.vjp()?)?,
+                }))
             }
             "time" => {
                 let (op, cm, den) = (arg(words, 1)?, arg(words, 2)?, arg(words, 3)?);

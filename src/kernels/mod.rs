@@ -22,6 +22,8 @@
 //!   The affine weight and bias are constants too; tracked ones take the stock layer.
 //! * [`upsample_nearest2x()`] (`upsample.rs`): nearest-neighbour 2x upsampling whose backward
 //!   is a 2x2 box sum.
+//! * [`attention()`] (`attention.rs`): multi-head self-attention over the pixels from a `qkv`
+//!   projection, one op with its backward and a fused scaled softmax (forward and backward).
 //! * [`res_block()`] (`res_block.rs`): a U-Net residual block (GroupNorm+SiLU, conv plus the
 //!   noise embedding, GroupNorm+SiLU, conv plus the skip connection) as one op running the
 //!   kernels above, so candle's backward pass accumulates one gradient for the block instead
@@ -51,12 +53,14 @@
 // (calls to functions compiled for CPU features detected at run time) use `unsafe`.
 #![allow(unsafe_code)]
 
+mod attention;
 mod conv2d;
 mod group_norm;
 mod res_block;
 mod upsample;
 mod winograd;
 
+pub use attention::attention;
 pub use conv2d::{conv2d, conv2d_fused, Conv2d};
 pub use group_norm::{group_norm, GroupNorm};
 pub use res_block::res_block;

@@ -47,11 +47,17 @@
 //!
 //! GroupNorm: 32 groups (configurable), eps 1e-5. Tensor names are the official `state_dict`
 //! names (`input_blocks.1.0.in_layers.2.weight`, ...); [`AdmUNet::tensor_shapes`] lists them.
+//!
+//! The layers run on [`crate::kernels`]: convs, GroupNorm+SiLU (the scale-shift folded into
+//! its affine per image), plain residual blocks as one op, and the attention as one op
+//! ([`kernels::attention()`]), each with its own backward pass.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
+use candle_core::{DType, Device, Module, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Embedding, Linear, VarBuilder};
 
 use crate::kernels::{self, Conv2d, GroupNorm};
 
@@ -342,9 +348,11 @@ struct ResBlock {
     out_norm: GroupNorm,
     out_conv: Conv2d,
     skip: Option<Conv2d>,
+    /// `out_norm`'s weight and bias, for the scale-shift path.
+    out_affine: (Tensor, Tensor),
+    groups: usize,
     resample: Resample,
     scale_shift: bool,
-    out_channels: usize,
 }
 
 fn conv(
@@ -375,6 +383,11 @@ impl ResBlock {
             in_conv: conv(i, o, 3, 1, vb.pp("in_layers.2"))?,
             emb: candle_nn::linear(config.embedding(), emb_out, vb.pp("emb_layers.1"))?,
             out_norm: norm(config, o, vb.pp("out_layers.0"))?,
+            out_affine: (
+                vb.pp("out_layers.0").get(o, "weight")?,
+                vb.pp("out_layers.0").get(o, "bias")?,
+            ),
+            groups: config.groups,
             out_conv: conv(o, o, 3, 1, vb.pp("out_layers.3"))?,
             skip: if i != o {
                 Some(conv(i, o, 1, 1, vb.pp("skip_connection"))?)
@@ -383,8 +396,35 @@ impl ResBlock {
             },
             resample,
             scale_shift: config.scale_shift,
-            out_channels: o,
         })
+    }
+
+    /// `silu(out_norm(h) (1 + scale) + shift)` with `[scale, shift] = e` (`[B, 2 o]`), as one
+    /// fused GroupNorm+SiLU: per image the affine is `gamma (1 + scale)` and
+    /// `beta (1 + scale) + shift`, and the batch runs as one image of `B o` channels in
+    /// `B groups` groups (each image's groups are consecutive channels, so the statistics are
+    /// the same). `e` depends on the time and label only, so the affine is a constant of the
+    /// op; were it tracked, [`kernels::group_norm`] takes the stock differentiable layers.
+    fn scale_shift_norm_silu(&self, h: &Tensor, e: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, o, height, width) = h.dims4()?;
+        let (gamma, beta) = &self.out_affine;
+        let scale = (e.narrow(1, 0, o)? + 1.0)?;
+        let shift = e.narrow(1, o, o)?;
+        let weight = scale.broadcast_mul(&gamma.unsqueeze(0)?)?.flatten_all()?;
+        let bias = (scale.broadcast_mul(&beta.unsqueeze(0)?)? + shift)?.flatten_all()?;
+        // (A reshape is a node of the autograd graph, whose backward zeroes and adds a
+        // gradient the size of the activation: none at batch 1.)
+        let flat = if b == 1 {
+            h.clone()
+        } else {
+            h.reshape((1, b * o, height, width))?
+        };
+        let y = kernels::group_norm(&flat, &weight, &bias, self.groups * b, GROUP_NORM_EPS, true)?;
+        if b == 1 {
+            Ok(y)
+        } else {
+            y.reshape((b, o, height, width))
+        }
     }
 
     /// `x`: `[B, i, H, W]`; `emb`: `[B, E]`, already through SiLU.
@@ -409,11 +449,7 @@ impl ResBlock {
         let h = resample(&self.in_norm.forward_silu(x)?, self.resample)?;
         let x = resample(x, self.resample)?;
         let h = if self.scale_shift {
-            let o = self.out_channels;
-            let scale = (e.narrow(1, 0, o)? + 1.0)?.unsqueeze(2)?.unsqueeze(3)?;
-            let shift = e.narrow(1, o, o)?.unsqueeze(2)?.unsqueeze(3)?;
-            let h = self.out_norm.forward(&self.in_conv.forward(&h)?)?;
-            h.broadcast_mul(&scale)?.broadcast_add(&shift)?.silu()?
+            self.scale_shift_norm_silu(&self.in_conv.forward(&h)?, &e)?
         } else {
             let h = self.in_conv.forward_with(&h, Some(&e), None)?;
             self.out_norm.forward_silu(&h)?
@@ -487,26 +523,8 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let (heads, t) = (self.heads, h * w);
-        let d = c / heads;
-        // [B, 3C, T] -> three [B * heads, d, T].
         let qkv = self.qkv.forward(&self.norm.forward(x)?)?;
-        let qkv = qkv.reshape((b, 3, heads * d, t))?;
-        let part = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(1, i, 1)?
-                .contiguous()?
-                .reshape((b * heads, d, t))
-        };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        // weights[n, i, j] = softmax_j(q_i . k_j / sqrt(d))
-        let scale = 1.0 / (d as f64).sqrt();
-        let logits = (q.transpose(1, 2)?.contiguous()?.matmul(&k)? * scale)?;
-        // `softmax_last_dim` would be faster but has no backward pass.
-        let weights = candle_nn::ops::softmax(&logits, D::Minus1)?;
-        // out[n, c, i] = sum_j v[n, c, j] weights[n, i, j]
-        let out = v.matmul(&weights.transpose(1, 2)?.contiguous()?)?;
-        let out = out.reshape((b, c, h, w))?;
+        let out = kernels::attention(&qkv, self.heads)?;
         self.proj_out.forward_with(&out, None, Some(x))
     }
 }
@@ -538,6 +556,40 @@ fn run(block: &Block, x: &Tensor, emb: &Tensor) -> candle_core::Result<Tensor> {
     block
         .iter()
         .try_fold(x.clone(), |h, layer| layer.forward(&h, emb))
+}
+
+/// A var-builder backend that records the name and shape of every tensor asked for and
+/// returns zeros broadcast from a single element (no memory per tensor).
+struct ShapeRecorder(Arc<Mutex<BTreeMap<String, Vec<usize>>>>);
+
+impl SimpleBackend for ShapeRecorder {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _hints: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the tensor list is unavailable".into()))?
+            .insert(name.to_string(), shape.dims().to_vec());
+        Tensor::zeros((), dtype, device)?.broadcast_as(shape)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        candle_core::bail!("the shape of tensor `{name}` is not known")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
 }
 
 /// The ADM U-Net F(x, t, y); see the module documentation.
@@ -654,23 +706,28 @@ impl AdmUNet {
     }
 
     /// Every tensor the configuration needs, by official name, with its shape.
+    ///
+    /// The network is built on a var builder that records each name and shape and hands out
+    /// zeros broadcast from one element: no weight memory is allocated or initialised (with
+    /// a `VarMap` the ImageNet-64 model's 296 M random initial values took about 3 s of every
+    /// load, which calls this for the checks).
     pub fn tensor_shapes(config: &AdmConfig) -> candle_core::Result<BTreeMap<String, Vec<usize>>> {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let shapes = Arc::new(Mutex::new(BTreeMap::new()));
+        let vb = VarBuilder::from_backend(
+            Box::new(ShapeRecorder(shapes.clone())),
+            DType::F32,
+            Device::Cpu,
+        );
         // Legacy reordering needs values; the names and shapes do not depend on it.
         let flash = AdmConfig {
             qkv_order: QkvOrder::Flash,
             ..config.clone()
         };
         AdmUNet::new(&flash, vb)?;
-        let data = varmap
-            .data()
+        let data = shapes
             .lock()
             .map_err(|_| candle_core::Error::Msg("the tensor list is unavailable".into()))?;
-        Ok(data
-            .iter()
-            .map(|(name, var)| (name.clone(), var.dims().to_vec()))
-            .collect())
+        Ok(data.clone())
     }
 
     /// The configuration the network was built with.
