@@ -5,8 +5,11 @@
 //! `apply` is candle's `conv2d` (a correlation) with the flipped kernel on a circularly
 //! padded input; `adjoint` is the correlation with the kernel itself, padded the other way.
 //! Both are differentiable, and a batch `[N, C, H, W]` is one convolution of its `N C`
-//! channels. There is no closed-form SVD in real arithmetic here, so
-//! `gram_solve` and `pinv` use the conjugate-gradient defaults of [`LinearOperator`].
+//! channels. A circulant matrix is diagonal in the Fourier basis, with eigenvalues `K`, the DFT
+//! of the kernel wrapped onto the `H x W` grid, so `A A^T` has the spectrum `|K|^2` and
+//! `gram_solve` and `pinv` are exact Fourier filters ([`super::fourier`]), with the spectral
+//! cut of the separable operators (values below 10 eps(dtype) of the largest count as zero).
+//! (There is no SVD in real arithmetic here, so DDRM does not take these operators.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,11 +18,12 @@ use candle_core::{DType, Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use super::error::{argument_error, Result};
+use super::fourier::Dft2;
 use super::linear::LinearOperator;
 use super::motion::motion_kernel;
 use super::names::number;
 use super::operator::Operator;
-use super::tensors::{device_key, image_dims, shape_str, split_batch, DeviceKey};
+use super::tensors::{device_key, dtype_epsilon, image_dims, shape_str, split_batch, DeviceKey};
 
 /// Circular convolution with a fixed 2-D kernel (see the module doc).
 #[derive(Debug)]
@@ -28,6 +32,15 @@ pub struct CircularConv {
     /// `[kh, kw]`, f64 on the CPU.
     kernel: Tensor,
     cache: Mutex<HashMap<DeviceKey, Arc<(Tensor, Tensor)>>>,
+    spectra: Mutex<HashMap<(usize, usize, DeviceKey), Arc<Spectrum>>>,
+}
+
+/// What the Fourier solves need for `H x W` images: the DFT and `|K|^2`, the spectrum of
+/// `A A^T` (`[H, W]`).
+#[derive(Debug)]
+struct Spectrum {
+    dft: Dft2,
+    gram: Tensor,
 }
 
 /// `x` (`[C, H, W]` or `[N, C, H, W]`) padded circularly: `before`/`after` rows and columns
@@ -83,6 +96,7 @@ impl CircularConv {
             name,
             kernel,
             cache: Mutex::new(HashMap::new()),
+            spectra: Mutex::new(HashMap::new()),
         })
     }
 
@@ -113,6 +127,40 @@ impl CircularConv {
         let t = Arc::new((convert(&flipped)?, convert(&self.kernel)?));
         cache.insert(key, t.clone());
         Ok(t)
+    }
+
+    /// The DFT and the spectrum `|K|^2` of `A A^T` for `h x w` images, in `like`'s dtype and
+    /// device: `K` is the DFT of the kernel wrapped onto the grid (tap `(p, q)` at
+    /// `((p - kh / 2) mod h, (q - kw / 2) mod w)`; taps that land on one cell add up).
+    fn spectrum(&self, h: usize, w: usize, like: &Tensor) -> Result<Arc<Spectrum>> {
+        let key = (h, w, device_key(like.dtype(), like.device()));
+        let mut cache = self.spectra.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = cache.get(&key) {
+            return Ok(s.clone());
+        }
+        let (kh, kw) = self.kernel.dims2()?;
+        let taps = self.kernel.flatten_all()?.to_vec1::<f64>()?;
+        let mut wrapped = vec![0.0; h * w];
+        for p in 0..kh {
+            for q in 0..kw {
+                let i = (p + h * (kh / h + 1) - kh / 2) % h;
+                let j = (q + w * (kw / w + 1) - kw / 2) % w;
+                wrapped[i * w + j] += taps[p * kw + q];
+            }
+        }
+        let wrapped = Tensor::from_vec(wrapped, (h, w), &Device::Cpu)?;
+        let (re, im) = Dft2::new(h, w, DType::F64, &Device::Cpu)?.forward(&wrapped)?;
+        let gram = re
+            .sqr()?
+            .add(&im.sqr()?)?
+            .to_dtype(like.dtype())?
+            .to_device(like.device())?;
+        let s = Arc::new(Spectrum {
+            dft: Dft2::new(h, w, like.dtype(), like.device())?,
+            gram,
+        });
+        cache.insert(key, s.clone());
+        Ok(s)
     }
 
     /// Correlation of each channel of `x` (an image or a batch) with `k` after padding.
@@ -156,6 +204,37 @@ impl LinearOperator for CircularConv {
     fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
         let k = self.kernels(y)?;
         self.correlate(y, &k.1, true)
+    }
+
+    /// `(a |K|^2 + b)^+` applied in the Fourier basis; spectral values below 10 eps(dtype) of
+    /// the largest count as zero, as in the separable operators' exact solve.
+    fn gram_solve(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
+        if !(a >= 0.0 && b >= 0.0 && a.is_finite() && b.is_finite()) {
+            return Err(argument_error(
+                format!("{}.gram_solve", self.name),
+                format!("a and b must be finite and zero or more, got a = {a}, b = {b}"),
+            ));
+        }
+        let (_, image) = split_batch(&self.name, r.dims())?;
+        let s = self.spectrum(image[1], image[2], r)?;
+        let d = s.gram.affine(a, b)?;
+        let top = d
+            .flatten_all()?
+            .max(0)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        if top == 0.0 {
+            return Ok(r.zeros_like()?);
+        }
+        let floor = top * 10.0 * dtype_epsilon(r.dtype());
+        let zero = d.zeros_like()?;
+        let inv = d.gt(floor)?.where_cond(&d.recip()?, &zero)?;
+        s.dft.filter(r, &inv)
+    }
+
+    /// `A^+ y = A^T (A A^T)^+ y`, with the cut of `gram_solve`.
+    fn pinv(&self, y: &Tensor) -> Result<Tensor> {
+        self.adjoint(&self.gram_solve(y, 1.0, 0.0)?)
     }
 
     fn visualize(&self, y: &Tensor) -> Result<Tensor> {

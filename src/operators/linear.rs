@@ -5,7 +5,6 @@ use candle_core::{DType, Device, Tensor};
 use super::cg::{gram_solve_f64, pinv_f64};
 use super::error::Result;
 use super::separable::Separable;
-use super::tensors::per_item;
 
 /// A linear operator with its adjoint (trait object; built-ins implement it).
 ///
@@ -30,28 +29,25 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
     /// `A^T y`, built from candle operations (differentiable).
     fn adjoint(&self, y: &Tensor) -> Result<Tensor>;
 
-    /// `(a A A^T + b I)^+ r`, range-shaped; exact where known (diagonal, separable SVD),
-    /// conjugate gradients otherwise (this default, in f64 on the tensor's device, with the
-    /// tolerance of `r`'s dtype). The pseudo-inverse where singular (a mask with `b = 0`:
-    /// zero on missing pixels).
+    /// `(a A A^T + b I)^+ r`, range-shaped; exact where known (diagonal, separable SVD,
+    /// Fourier), conjugate gradients otherwise (this default: batched, in f64 on the tensor's
+    /// device, with the tolerance of `r`'s dtype; see `cg.rs` for the truncated pseudo-inverse
+    /// when `b = 0`). The pseudo-inverse where singular (a mask with `b = 0`: zero on missing
+    /// pixels).
     fn gram_solve(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-        per_image(r, |r| {
-            gram_solve_f64(
-                &self.name(),
-                &|z| self.apply(z),
-                &|z| self.adjoint(z),
-                r,
-                (a, b),
-            )
-        })
+        gram_solve_f64(
+            &self.name(),
+            &|z| self.apply(z),
+            &|z| self.adjoint(z),
+            r,
+            (a, b),
+        )
     }
 
     /// `A^+ y`, the minimum-norm least-squares solution of `A x = y`, domain-shaped. This
-    /// default runs CGLS in f64 on the tensor's device (one image of a batch at a time).
+    /// default is `A^T (A A^T)^+ y` by the iterative Gram solve, in f64 on the tensor's device.
     fn pinv(&self, y: &Tensor) -> Result<Tensor> {
-        per_image(y, |y| {
-            pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y)
-        })
+        pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y)
     }
 
     /// The SVD, when known.
@@ -66,16 +62,6 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
 
     /// A measurement `y` shown as a domain-shaped image (for `save`).
     fn visualize(&self, y: &Tensor) -> Result<Tensor>;
-}
-
-/// `f` for one image `[C, H, W]`; for a batch `[N, C, H, W]`, `f` of each image, stacked: an
-/// iterative solve stops on each image's own residual.
-pub(crate) fn per_image(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    if x.rank() == 4 {
-        per_item(x, f)
-    } else {
-        f(x)
-    }
 }
 
 /// `A = U S V^T` with the spectral coefficients stored in a DOMAIN-shaped tensor.

@@ -173,9 +173,10 @@ impl Node {
                 if let (Node::Linear(op), Node::Diagonal(d)) = (first.as_ref(), second.as_ref()) {
                     let d = d.to_dtype(r.dtype())?;
                     let zero = d.zeros_like()?;
+                    // Counted in f64: a u8 sum of the comparison wraps past 255 zeros.
                     if d.eq(&zero)?
-                        .sum_all()?
                         .to_dtype(DType::F64)?
+                        .sum_all()?
                         .to_scalar::<f64>()?
                         == 0.0
                     {

@@ -9,7 +9,8 @@
 //! - [`Separable`] operators (identity, circular Gaussian/uniform blur, block and bicubic
 //!   downsampling, to_grey, and their fused compositions) apply one dense matrix per axis
 //!   and have an exact SVD; [`Inpaint`] is diagonal; [`CircularConv`] (kernel and motion
-//!   blur) solves with conjugate gradients.
+//!   blur) solves exactly in the Fourier basis; anything else (compositions that do not
+//!   fuse, user operators' Jacobians) solves with batched conjugate gradients.
 //! - [`Linearisation`] is the Jacobian of any operator at a point.
 //! - The built-ins are functions named as in the language ([`gaussian_blur`], [`inpaint`],
 //!   [`box_mask`], ...).
@@ -20,6 +21,7 @@ mod cg;
 mod conv;
 mod diagonal;
 mod error;
+mod fourier;
 mod linear;
 mod linearise;
 mod mask;

@@ -23,7 +23,7 @@ use candle_core::Tensor;
 
 use super::cg::{gram_solve_f64, pinv_f64};
 use super::error::{shape_error, OperatorError, Result};
-use super::linear::{per_image, LinearOperator, Svd};
+use super::linear::{LinearOperator, Svd};
 use super::linearise::Linearisation;
 use super::names::number;
 use super::pointwise::Pointwise;
@@ -202,26 +202,25 @@ impl Operator {
     }
 
     /// `(a A A^T + b I)^+ r`: exact for built-ins that know it (masks, separable operators,
-    /// and scalings of them), conjugate gradients in f64 otherwise.
+    /// circular convolutions, and scalings of them), batched conjugate gradients in f64
+    /// otherwise (a truncated pseudo-inverse when `b = 0`, see `cg.rs`).
     pub fn gram_solve(&self, r: &Tensor, a: f64, b: f64) -> Result<Tensor> {
         self.require_linear("Gram solve")?;
         match self {
             Operator::Linear(l) => l.gram_solve(r, a, b),
             Operator::Scale(c, inner) => inner.gram_solve(r, a * c * c, b),
-            _ => per_image(r, |r| {
-                gram_solve_f64(
-                    &self.name(),
-                    &|z| self.apply(z),
-                    &|z| self.adjoint(z),
-                    r,
-                    (a, b),
-                )
-            }),
+            _ => gram_solve_f64(
+                &self.name(),
+                &|z| self.apply(z),
+                &|z| self.adjoint(z),
+                r,
+                (a, b),
+            ),
         }
     }
 
     /// `A^+ y`, the minimum-norm least-squares solution of `A x = y`: exact for built-ins
-    /// that know it, CGLS in f64 otherwise.
+    /// that know it, `A^T (A A^T)^+ y` by the iterative Gram solve otherwise.
     pub fn pinv(&self, y: &Tensor) -> Result<Tensor> {
         self.require_linear("pseudo-inverse")?;
         match self {
@@ -234,9 +233,7 @@ impl Operator {
                     p.affine(1.0 / c, 0.0)?
                 })
             }
-            _ => per_image(y, |y| {
-                pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y)
-            }),
+            _ => pinv_f64(&self.name(), &|z| self.apply(z), &|z| self.adjoint(z), y),
         }
     }
 

@@ -16,7 +16,7 @@ pub enum Pointwise {
         /// The upper bound.
         hi: f64,
     },
-    /// `x -> 2 ((clamp(x, -1, 1) + 1) / 2)^gamma - 1`.
+    /// `x -> 2 max((clamp(x, -1, 1) + 1) / 2, 1e-12)^gamma - 1`.
     GammaCurve {
         /// The exponent (> 0).
         gamma: f64,
@@ -28,8 +28,8 @@ pub enum Pointwise {
     },
 }
 
-/// The floor on `(x + 1) / 2` where the gamma curve's derivative is evaluated, so that it
-/// stays finite at the black point for `gamma < 1`.
+/// The floor on `(x + 1) / 2` where the gamma curve and its derivative are evaluated, so that
+/// its derivative stays finite at the black point for `gamma < 1`.
 const GAMMA_FLOOR: f64 = 1e-12;
 
 impl Pointwise {
@@ -46,9 +46,13 @@ impl Pointwise {
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Pointwise::Clipping { lo, hi } => x.clamp(*lo, *hi)?,
+            // u is floored as in `derivative`: at u = 0 the backward of u^gamma is
+            // gamma u^(gamma - 1), infinite for gamma < 1, and 0 * inf made gradients NaN at
+            // every black pixel. The floor moves the value there by 2e-12^gamma at most.
             Pointwise::GammaCurve { gamma } => x
                 .clamp(-1.0, 1.0)?
                 .affine(0.5, 0.5)?
+                .maximum(GAMMA_FLOOR)?
                 .powf(*gamma)?
                 .affine(2.0, -1.0)?,
             Pointwise::Saturation { k } => {

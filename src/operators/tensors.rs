@@ -163,19 +163,6 @@ pub(crate) fn apply_axes(x: &Tensor, mats: [Option<&AxisMatrix>; 3]) -> Result<T
     Ok(x.reshape(with_batch(batch, &[c, h, w]))?)
 }
 
-/// The inner product `<a, b>` in f64.
-pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
-    Ok(a.to_dtype(DType::F64)?
-        .mul(&b.to_dtype(DType::F64)?)?
-        .sum_all()?
-        .to_scalar::<f64>()?)
-}
-
-/// The Euclidean norm of `a`, in f64.
-pub(crate) fn norm(a: &Tensor) -> Result<f64> {
-    Ok(dot(a, a)?.sqrt())
-}
-
 /// `y` resized to `shape` (same rank) by nearest-neighbour sampling along every axis: output
 /// index `i` takes input index `floor(i * in / out)`, so an integer upscaling repeats pixels.
 pub(crate) fn nearest_resize(y: &Tensor, shape: &[usize]) -> Result<Tensor> {
