@@ -95,17 +95,18 @@ fn every_cell_runs_and_the_tables_and_figure_are_written() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(
         rows[0],
-        "solver,task,item,PSNR,SSIM,data consistency,seconds per item,evaluations per item"
+        "solver,task,item,PSNR,SSIM,data consistency,seconds per item,evaluations per item,backward passes per item"
     );
     assert_eq!(rows.len(), 1 + 4 * 4, "{csv}");
     assert!(rows[1].starts_with("mapga,box25,0,"), "{csv}");
     assert!(rows[16].starts_with("ddrm,sr2x,3,"), "{csv}");
-    // MAP-GA: 10 levels x 5 steps x (consistency + prior) + 10 final estimates; DDRM: 11.
-    assert!(rows[1].ends_with(",110"), "{csv}");
-    assert!(rows[16].ends_with(",11"), "{csv}");
+    // MAP-GA: 10 levels x 5 steps x (consistency + prior) + 10 final estimates, and a backward
+    // pass through the consistency model per step; DDRM: 11 forward passes, no backward pass.
+    assert!(rows[1].ends_with(",110,50"), "{csv}");
+    assert!(rows[16].ends_with(",11,0"), "{csv}");
     // summary.md: one row per cell, per-item reports as mean ± standard error.
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
-    assert!(md.contains("| solver | task | PSNR | SSIM | data consistency | seconds / item | evaluations / item |"), "{md}");
+    assert!(md.contains("| solver | task | PSNR | SSIM | data consistency | seconds / item | evaluations / item | backward / item |"), "{md}");
     let table_rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
     assert_eq!(table_rows.len(), 1 + 4, "{md}");
     assert!(
@@ -113,7 +114,7 @@ fn every_cell_runs_and_the_tables_and_figure_are_written() {
         "{md}"
     );
     assert!(
-        table_rows[4].starts_with("| ddrm | sr2x | ") && table_rows[4].ends_with(" | 11 |"),
+        table_rows[4].starts_with("| ddrm | sr2x | ") && table_rows[4].ends_with(" | 11 | 0 |"),
         "{md}"
     );
     // figure.png: 2 solvers (rows) x 2 tasks (columns) of 3 digits, with labels.

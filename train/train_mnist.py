@@ -21,6 +21,20 @@ weights as an uninterrupted one on the same machine):
    (`tests/fixtures/parity/*.safetensors`: inputs and float64 reference outputs) that
    `tests/parity.rs` compares the Rust forward against.
 
+Not in `all`: `cm2`, consistency distillation with the improvements of the later
+consistency-training literature (issue #19), from the SHIPPED denoiser
+(`models/mnist/denoiser.safetensors`), exported as a candidate to `train/runs/cm2/export/`:
+
+- the pseudo-Huber distance sqrt(|a - b|^2 + c^2) - c, c = 0.00054 sqrt(d) (Song & Dhariwal,
+  "Improved Techniques for Training Consistency Models", ICLR 2024, section 3.3), instead of L2;
+- the lognormal choice of the grid interval (ibid., section 3.5: P(t_n) proportional to
+  erf((ln t_{n+1} - P_mean) / (sqrt 2 P_std)) - erf((ln t_n - P_mean) / (sqrt 2 P_std)),
+  P_mean = -1.1, P_std = 2.0) and the weight lambda(t_n) = 1 / (t_{n+1} - t_n) (ibid. 3.4);
+- a finer teacher grid (N = 40 Heun steps) and a longer run with a slower evaluation EMA.
+
+Teacher, grid, Heun step, consistency parameterisation and target EMA are those of `cm`
+(ALGORITHMS.md 4.1-4.3), so the two runs differ only in those choices.
+
 Only the TRAIN split (data/README.md) is used; the TEST split is never seen here.
 """
 
@@ -64,7 +78,7 @@ CONFIG = UNetConfig(in_channels=1, channels=16, channel_mult=[1, 2, 4], num_res_
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stage", choices=["all", "denoiser", "cm", "classifier", "export"],
+    p.add_argument("--stage", choices=["all", "denoiser", "cm", "classifier", "export", "cm2"],
                    default="all")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
@@ -73,6 +87,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cm-steps", type=int, default=600)
     p.add_argument("--cm-lr", type=float, default=4e-4)
     p.add_argument("--cm-grid", type=int, default=18, help="N, the Karras grid of distillation")
+    p.add_argument("--cm2-steps", type=int, default=2000)
+    p.add_argument("--cm2-lr", type=float, default=4e-4)
+    p.add_argument("--cm2-grid", type=int, default=40, help="N of the improved distillation")
+    p.add_argument("--cm2-ema", type=float, default=0.9995, help="evaluation EMA of cm2")
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--out", type=Path, default=REPO / "models" / "mnist")
@@ -214,6 +232,92 @@ def train_cm(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
     return ema
 
 
+def interval_weights(grid: torch.Tensor, p_mean: float = -1.1, p_std: float = 2.0) -> torch.Tensor:
+    """iCT's lognormal probabilities of the intervals (grid[n], grid[n + 1]) of an ascending grid."""
+    cdf = torch.erf((grid.log() - p_mean) / (2.0**0.5 * p_std))
+    w = (cdf[1:] - cdf[:-1]).clamp_min(0.0)
+    return w / w.sum()
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+    """sqrt(|a - b|^2 + c^2) - c per item of a batch."""
+    return ((a - b).flatten(1).pow(2).sum(1) + c * c).sqrt() - c
+
+
+def shipped_denoiser(dev) -> UNet:
+    """The shipped EDM denoiser (`models/mnist/denoiser.safetensors`), the teacher of cm2."""
+    from safetensors.torch import load_file
+
+    net = UNet(CONFIG)
+    state = load_file(str(REPO / "models" / "mnist" / "denoiser.safetensors"))
+    net.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    return net.to(dev).eval()
+
+
+def train_cm2(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
+    """Improved consistency distillation (module doc, `cm2`)."""
+    teacher = teacher.requires_grad_(False).eval()
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    target = copy.deepcopy(teacher)
+    ema = copy.deepcopy(teacher)
+    opt = torch.optim.Adam(student.parameters(), lr=args.cm2_lr)
+    ckpt = Checkpointed("cm2")
+    state = {"student": student, "target": target, "ema": ema, "opt": opt}
+    start = ckpt.load(state)
+    if start:
+        log("cm2", f"resumed at step {start}")
+    grid = karras(args.cm2_grid, SIGMA_MIN, SIGMA_MAX).flip(0).to(dev)  # ascending
+    probs = interval_weights(grid)
+    c = 0.00054 * float(x[0].numel()) ** 0.5
+    order = batches(x, args.batch, args.seed + 2, skip=start)
+    t0, running = time.time(), 0.0
+    for step in range(start + 1, args.cm2_steps + 1):
+        idx = next(order)
+        y = x[idx].to(dev)
+        n = torch.multinomial(probs, y.shape[0], replacement=True).to(dev)
+        t_cur, t_next = grid[n], grid[n + 1]
+        noisy = y + torch.randn_like(y) * t_next.to(y.dtype).view(-1, 1, 1, 1)
+        with torch.no_grad():
+            x_hat = heun_step(teacher, noisy, t_next, t_cur)
+            want = consistency(target, x_hat, t_cur)
+        weight = (1.0 / (t_next - t_cur)).to(y.dtype)
+        loss = (weight * pseudo_huber(consistency(student, noisy, t_next), want, c)).mean()
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(args.cm2_lr, step, args.cm2_steps, warmup=1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(target, student, 0.95)
+        ema_update(ema, student, min(args.cm2_ema, (1 + step) / (10 + step)))
+        running += loss.item()
+        if step % 100 == 0:
+            log("cm2", f"step {step}/{args.cm2_steps} loss {running / 100:.6f} "
+                f"({time.time() - t0:.0f} s)")
+            running = 0.0
+        ckpt.save(state, step, force=step == args.cm2_steps)
+    return ema
+
+
+def export_cm2(args, cm: UNet) -> Path:
+    """The cm2 candidate as `cm.safetensors` + `cm.ron` in `train/runs/cm2/export/`."""
+    out = RUNS / "cm2" / "export"
+    sha = save_weights(cm, out / "cm.safetensors")
+    write_card(out / "cm.ron", {
+        "name": "mnist-consistency-cm2", "kind": "Consistency", "architecture": "unet",
+        "image_shape": (1, 28, 28), "value_range": (-1.0, 1.0), "sigma_data": SIGMA_DATA,
+        "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "hyperparameters": CONFIG.hyperparameters(),
+        "provenance": (f"train/train_mnist.py --stage cm2 --seed {args.seed} at commit {git_commit()}; "
+                       f"TRAIN split of data/mnist (9,000 digits); consistency distillation from "
+                       f"models/mnist/denoiser.safetensors, Heun teacher on a {args.cm2_grid}-point "
+                       f"Karras grid, pseudo-Huber distance, lognormal intervals and 1/dt weights "
+                       f"(Song & Dhariwal 2024), target EMA 0.95, {args.cm2_steps} Adam steps of batch "
+                       f"{args.batch}, lr {args.cm2_lr} (linear decay over the last 30%), "
+                       f"EMA {args.cm2_ema} with warm-up"),
+        "weights_sha256": sha,
+    })
+    return out
+
+
 def train_classifier(args, x: torch.Tensor, labels: torch.Tensor, dev) -> Classifier:
     net = Classifier().to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -345,12 +449,15 @@ def main() -> None:
 
     for stage in stages:
         # Each stage's own seed, whether it runs alone or in the whole pipeline.
-        torch.manual_seed(1000 * args.seed + STAGES.index(stage))
+        torch.manual_seed(1000 * args.seed + (STAGES + ["cm2"]).index(stage))
         t0 = time.time()
         if stage == "denoiser":
             nets["denoiser"] = train_denoiser(args, x, dev)
         elif stage == "cm":
             nets["cm"] = train_cm(args, x, need("denoiser"), dev)
+        elif stage == "cm2":
+            out = export_cm2(args, train_cm2(args, x, shipped_denoiser(dev), dev).cpu())
+            log("cm2", f"exported the candidate to {out}")
         elif stage == "classifier":
             nets["classifier"] = train_classifier(args, x, labels, dev)
             (RUNS / "classifier").mkdir(parents=True, exist_ok=True)

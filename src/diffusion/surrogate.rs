@@ -30,8 +30,9 @@ pub enum SurrogateError {
 /// through D, as in MAP-GA's Algorithm 2.
 pub fn log_prior(model: &Model, x: &Tensor, eps: f64) -> Result<Tensor, SurrogateError> {
     if let Some(exact) = model.log_density(x, eps)? {
-        // The exact density stands for one call of the denoiser (whose score it differentiates).
-        super::nfe::record_tensor(x, model.shape());
+        // The exact density stands for one call of the denoiser (whose score it differentiates),
+        // with no backward pass through a network.
+        super::nfe::record_tensor_forward(x, model.shape());
         return Ok(exact);
     }
     let x0 = x.detach();

@@ -68,6 +68,10 @@ pub struct Evaluations {
     pub total: u64,
     /// Model calls in all.
     pub calls: u64,
+    /// Backward passes (vector-Jacobian products) through the models, per item (0 in records
+    /// written before they were counted).
+    #[serde(default)]
+    pub backward_per_item: f64,
 }
 
 impl CellRecord {
@@ -123,6 +127,7 @@ impl CellRecord {
                 },
                 total: nfe.item_evaluations,
                 calls: nfe.calls,
+                backward_per_item: nfe.backward_items as f64 / items as f64,
             },
             reports: map,
         }
@@ -153,6 +158,7 @@ impl CellRecord {
                 per_item: 0.0,
                 total: 0,
                 calls: 0,
+                backward_per_item: 0.0,
             },
             reports: Map::new(),
         }
@@ -405,6 +411,7 @@ mod tests {
             calls: 5,
             item_evaluations: 20,
             items: 4,
+            backward_items: 8,
         };
         let reports = vec![
             (
@@ -417,6 +424,7 @@ mod tests {
         assert_eq!(r.items, 4);
         assert_eq!(r.seconds_per_item, 0.5);
         assert_eq!(r.network_evaluations.per_item, 5.0);
+        assert_eq!(r.network_evaluations.backward_per_item, 2.0);
         let dir = tempfile::tempdir().unwrap();
         write_record(dir.path(), &r).unwrap();
         let back = read_record(dir.path()).unwrap();

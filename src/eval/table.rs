@@ -2,10 +2,11 @@
 //! item of each cell) and `summary.md` (one row per cell).
 //!
 //! `results.csv` has the grid params, `item` (0 to N - 1), every per-item report, every number
-//! reported once per cell (repeated on each of its rows), `seconds per item` and `evaluations
-//! per item`; failed cells have no items and are left out. `summary.md` has the params, each
-//! per-item report as `mean ± standard error`, the other reports as they are, seconds and
-//! network evaluations per item, and `failed: reason` for a failed cell. Rows come in the
+//! reported once per cell (repeated on each of its rows), `seconds per item`, `evaluations per
+//! item` (forward passes of the networks) and `backward passes per item`; failed cells have no
+//! items and are left out. `summary.md` has the params, each per-item report as
+//! `mean ± standard error`, the other reports as they are, seconds, network evaluations and
+//! backward passes per item, and `failed: reason` for a failed cell. Rows come in the
 //! suite's order, whichever run or shard made them, so the tables of a sharded and merged
 //! evaluation equal those of one run (timings aside).
 
@@ -72,6 +73,7 @@ pub fn results_csv(records: &[CellRecord]) -> String {
     head.extend(cols.numbers.iter().cloned());
     head.push("seconds per item".into());
     head.push("evaluations per item".into());
+    head.push("backward passes per item".into());
     let mut out = String::new();
     let line = |out: &mut String, fields: Vec<String>| {
         let fields: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
@@ -112,6 +114,7 @@ pub fn results_csv(records: &[CellRecord]) -> String {
             }
             row.push(num(r.seconds_per_item));
             row.push(num(r.network_evaluations.per_item));
+            row.push(num(r.network_evaluations.backward_per_item));
             line(&mut out, row);
         }
     }
@@ -161,6 +164,7 @@ pub fn summary_md(records: &[CellRecord], title: &str, total: Option<usize>) -> 
     head.extend(cols.numbers.iter().cloned());
     head.push("seconds / item".into());
     head.push("evaluations / item".into());
+    head.push("backward / item".into());
     let _ = writeln!(
         out,
         "| {} |",
@@ -204,10 +208,11 @@ pub fn summary_md(records: &[CellRecord], title: &str, total: Option<usize>) -> 
             }
             row.push(short(r.seconds_per_item));
             row.push(short(r.network_evaluations.per_item));
+            row.push(short(r.network_evaluations.backward_per_item));
         } else {
             let reason = r.error.as_deref().unwrap_or("unknown error");
             row.push(format!("failed: {reason}"));
-            let blanks = cols.per_item.len() + cols.numbers.len() + 2;
+            let blanks = cols.per_item.len() + cols.numbers.len() + 3;
             row.extend(std::iter::repeat_n(String::new(), blanks.saturating_sub(1)));
         }
         let _ = writeln!(
@@ -265,6 +270,7 @@ mod tests {
             calls: 10,
             item_evaluations: 10 * psnr.len() as u64,
             items: psnr.len() as u64,
+            backward_items: 4 * psnr.len() as u64,
         };
         let reports = vec![
             ("PSNR".to_string(), ReportValue::Items(psnr)),
@@ -295,16 +301,19 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "solver,item,PSNR,\"note, with comma\",seconds per item,evaluations per item"
+            "solver,item,PSNR,\"note, with comma\",seconds per item,evaluations per item,backward passes per item"
         );
         assert_eq!(lines.len(), 1 + 6);
-        assert_eq!(lines[1], "mapga,0,20,1.5,1,10");
-        assert_eq!(lines[6], "ddrm,2,12,1.5,1,10");
+        assert_eq!(lines[1], "mapga,0,20,1.5,1,10,4");
+        assert_eq!(lines[6], "ddrm,2,12,1.5,1,10,4");
         let md = summary_md(&records, "Evaluation of `suite.mapga`", Some(4));
         assert!(md.contains("3 of 4 cells finished (1 failed)"), "{md}");
-        assert!(md.contains("| mapga | 22.0 ± 1.2 | 1.5 | 1 | 10 |"), "{md}");
         assert!(
-            md.contains("| dps | failed: the objective became NaN |  |  |  |"),
+            md.contains("| mapga | 22.0 ± 1.2 | 1.5 | 1 | 10 | 4 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| dps | failed: the objective became NaN |  |  |  |  |"),
             "{md}"
         );
     }

@@ -52,6 +52,8 @@ pub struct Evaluations {
     pub calls: u64,
     /// The largest batch a call evaluated.
     pub items: u64,
+    /// Backward passes (vector-Jacobian products) through the models per item.
+    pub backward_per_item: f64,
 }
 
 impl Evaluations {
@@ -62,6 +64,7 @@ impl Evaluations {
             total: n.item_evaluations,
             calls: n.calls,
             items: n.items,
+            backward_per_item: n.backward_per_item(),
         }
     }
 }
