@@ -138,7 +138,7 @@ def main() -> None:
         for sampler in ["EDM Heun-18", "CM 1-step", "CM 2-step"]:
             table.append(f"| {sampler} | {100 * metric(m, sampler + ' confident'):.1f}% | "
                          f"{metric(m, sampler + ' FD'):.2f} |")
-        table.append(f"| held-out digits themselves | {100 * metric(m, 'test confident'):.1f}% "
+        table.append(f"| held-out digits themselves | {100 * metric(m, 'reference confident'):.1f}% "
                      f"| 0 |")
     (args.out / "table.md").write_text("\n".join(table) + "\n")
     (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -35,6 +35,7 @@ fn methods_of(t: &Type) -> &'static [&'static str] {
             "svd_ut",
             "svd_u",
             "singular_values",
+            "singular_values_cut",
         ],
         _ => &[],
     }
@@ -217,6 +218,7 @@ impl Checker {
                 Type::Tensor(o.range.clone()),
             ),
             "singular_values" => ("svd", vec![], Type::Tensor(o.domain.clone())),
+            "singular_values_cut" => ("svd", vec![("s_min", None)], Type::Tensor(o.domain.clone())),
             _ => {
                 let methods = methods_of(&Type::Operator(Box::new(o.clone())));
                 let mut d = Diag::error(

@@ -75,6 +75,20 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
 pub trait Svd {
     /// The singular values for images of shape `domain`, domain-shaped, in `dtype` on `device`.
     fn singular_values(&self, domain: &[usize], dtype: DType, device: &Device) -> Result<Tensor>;
+    /// The singular values with the small ones set to 0: those below `s_min` (this default). A
+    /// separable operator cuts each AXIS's values below `s_min` before multiplying them, as
+    /// DDRM's official code does for its separable blurs (a product of two values above the
+    /// cut is kept even when it is below it).
+    fn singular_values_cut(
+        &self,
+        domain: &[usize],
+        dtype: DType,
+        device: &Device,
+        s_min: f64,
+    ) -> Result<Tensor> {
+        let s = self.singular_values(domain, dtype, device)?;
+        Ok(s.ge(s_min)?.where_cond(&s, &s.zeros_like()?)?)
+    }
     /// `V^T x`: image to coefficients.
     fn vt(&self, x: &Tensor) -> Result<Tensor>;
     /// `V c`: coefficients to image.

@@ -226,6 +226,23 @@ fn outer(vectors: [Vec<f64>; 3], dtype: DType, device: &Device) -> Result<Tensor
 }
 
 impl Factors {
+    /// The domain-shaped singular values with each axis's values below `s_min` set to 0 before
+    /// the product (identity axes keep their 1s).
+    fn singular_values_cut(&self, s_min: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        let per_axis: [Vec<f64>; 3] = std::array::from_fn(|i| {
+            let ax = &self.axes[i];
+            if ax.m.is_none() {
+                vec![1.0; self.domain[i]]
+            } else {
+                ax.padded(self.domain[i])
+                    .into_iter()
+                    .map(|v| if v < s_min { 0.0 } else { v })
+                    .collect()
+            }
+        });
+        outer(per_axis, dtype, device)
+    }
+
     fn tensors(&self, dtype: DType, device: &Device) -> Result<Arc<Tensors>> {
         let key = device_key(dtype, device);
         let mut cache = self.tensors.lock().unwrap_or_else(PoisonError::into_inner);
@@ -472,6 +489,17 @@ impl Svd for Separable {
             .clone())
     }
 
+    fn singular_values_cut(
+        &self,
+        domain: &[usize],
+        dtype: DType,
+        device: &Device,
+        s_min: f64,
+    ) -> Result<Tensor> {
+        self.factors(domain)?
+            .singular_values_cut(s_min, dtype, device)
+    }
+
     fn vt(&self, x: &Tensor) -> Result<Tensor> {
         let t = self.tensors_for(&item_dims(&self.name, x.dims())?, x)?;
         run(x, refs(&t.v, true))
@@ -600,6 +628,46 @@ mod tests {
         expect.sort_by(f64::total_cmp);
         got.sort_by(f64::total_cmp);
         assert_close(&got, &expect, 1e-13, "singular values");
+    }
+
+    #[test]
+    fn the_cut_is_per_axis_for_separable_operators_and_on_the_value_otherwise() {
+        let s_min = 0.3;
+        let op = ok(gaussian_blur(1.2, 0));
+        let svd = op.svd().unwrap_or_else(|| panic!("no svd"));
+        let domain = [1, 6, 8];
+        let all = values(&ok(svd.singular_values(&domain, DType::F64, &Device::Cpu)));
+        let cut = values(&ok(svd.singular_values_cut(
+            &domain,
+            DType::F64,
+            &Device::Cpu,
+            s_min,
+        )));
+        // The per-axis values, descending: the first row and column of the outer product, over
+        // the largest value of the other axis (the same kernel on both axes, so sqrt(top)).
+        let (h, w) = (6, 8);
+        let top = all[0];
+        let row = |i: usize| all[i * w] / top.sqrt();
+        let col = |j: usize| all[j] / top.sqrt();
+        let mut kept_below = 0;
+        for i in 0..h {
+            for j in 0..w {
+                let v = all[i * w + j];
+                let want = if row(i) < s_min || col(j) < s_min {
+                    0.0
+                } else {
+                    v
+                };
+                assert!((cut[i * w + j] - want).abs() < 1e-12, "({i}, {j})");
+                if want > 0.0 && v < s_min {
+                    kept_below += 1;
+                }
+            }
+        }
+        assert!(
+            kept_below > 0,
+            "no product below the cut was kept: the case shows nothing"
+        );
     }
 
     #[test]

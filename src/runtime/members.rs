@@ -133,14 +133,20 @@ pub fn method(it: &mut Interp, n: NodeId, name: &str, a: Vec<Value>) -> Result<V
             };
             svd()?.ut(&y, image).map_err(e)?
         }
-        "singular_values" => {
+        "singular_values" | "singular_values_cut" => {
             let domain = type_dims(it, n).ok_or_else(|| {
                 RunError::at(span, "the operator's domain is not known before running")
             })?;
             let env = &it.prog.env;
-            svd()?
-                .singular_values(&domain, env.dtype, &env.device)
-                .map_err(e)?
+            if name == "singular_values" {
+                svd()?
+                    .singular_values(&domain, env.dtype, &env.device)
+                    .map_err(e)?
+            } else {
+                svd()?
+                    .singular_values_cut(&domain, env.dtype, &env.device, number(1)?)
+                    .map_err(e)?
+            }
         }
         other => {
             return Err(RunError::at(
