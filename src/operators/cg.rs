@@ -56,7 +56,7 @@ pub const F32_SPECTRAL_FLOOR: f64 = 1e-4;
 impl CgSettings {
     /// The default rule for items of `unknowns` unknowns of `dtype`: relative residual 1e-10
     /// (f64) or 1e-6 (other dtypes), at most `clamp(2 unknowns, 100, 5000)` iterations, the
-    /// spectrum floored at 10 eps(dtype).
+    /// spectrum floored at 10 eps (f64) or [`F32_SPECTRAL_FLOOR`] (other dtypes).
     pub fn for_dtype(dtype: DType, unknowns: usize) -> Self {
         Self {
             tolerance: if dtype == DType::F64 { 1e-10 } else { 1e-6 },
