@@ -1,5 +1,6 @@
 //! `mapga run --threads N`: one thread runs a pipeline to the same numbers as the default; zero
-//! threads (or not a number) is a usage error (exit 2) that says what is expected.
+//! threads, not a number, or more than 8 per core is a usage error (exit 2) that says what is
+//! expected.
 
 mod common;
 
@@ -71,6 +72,8 @@ fn zero_threads_is_a_usage_error() {
     for (arg, says) in [
         ("0", "the number of threads must be at least 1"),
         ("two", "`two` is not a number of threads"),
+        // Asked once: 100,000 threads took the machine's load to 2,800.
+        ("100000", "100000 threads is more than this machine can use"),
     ] {
         let out = mapga(&dir, &["run", "--threads", arg, "p.mapga"]);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -36,7 +36,8 @@ pub struct EvalArgs {
     /// The floating-point type of tensors.
     #[arg(long, value_enum, default_value_t)]
     pub dtype: DtypeArg,
-    /// Threads to compute with, at least 1 [default: all cores, or RAYON_NUM_THREADS when set].
+    /// Threads to compute with, 1 to 8 per core [default: all cores, or RAYON_NUM_THREADS when
+    /// set].
     #[arg(long, value_name = "N", value_parser = super::parse_threads)]
     pub threads: Option<usize>,
     /// Items of each cell shown in figure.png.

@@ -184,7 +184,8 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Threads to compute with, at least 1 [default: all cores, or RAYON_NUM_THREADS when set].
+    /// Threads to compute with, 1 to 8 per core [default: all cores, or RAYON_NUM_THREADS when
+    /// set].
     ///
     /// Sizes the thread pool of the tensor kernels (rayon's global pool, and candle's matrix
     /// products, which read RAYON_NUM_THREADS).
@@ -199,10 +200,25 @@ pub struct RunArgs {
     pub sweep: Vec<String>,
 }
 
-/// `--threads N`: a whole number of at least 1.
+/// How many threads per core `--threads` may ask for: more only adds contention (and a
+/// `--threads 100000` once tried to start 100,000 threads and took the machine down).
+const MAX_THREADS_PER_CORE: usize = 8;
+
+/// The most threads `--threads` accepts here: 8 per core this process may use.
+fn max_threads() -> usize {
+    MAX_THREADS_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--threads N`: a whole number from 1 to [`max_threads`].
 fn parse_threads(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("the number of threads must be at least 1".into()),
+        Ok(n) if n > max_threads() => Err(format!(
+            "{n} threads is more than this machine can use: at most {} ({MAX_THREADS_PER_CORE} per \
+             core, {} cores)",
+            max_threads(),
+            max_threads() / MAX_THREADS_PER_CORE
+        )),
         Ok(n) => Ok(n),
         Err(_) => Err(format!(
             "`{s}` is not a number of threads (a whole number of at least 1)"
@@ -242,10 +258,20 @@ pub fn set_threads(n: usize) -> Result<(), String> {
         .build_global()
     {
         Ok(()) => Ok(()),
-        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        // rayon says which failure it was only in words. Asking an existing pool its size is
+        // safe; asking after a failed start would try to start the default pool and panic.
+        Err(e) if e.to_string().contains("already been initialized") => {
+            if rayon::current_num_threads() == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot use {n} threads: the thread pool already has {} ({e})",
+                    rayon::current_num_threads()
+                ))
+            }
+        }
         Err(e) => Err(format!(
-            "cannot use {n} threads: the thread pool already has {} ({e})",
-            rayon::current_num_threads()
+            "cannot start {n} threads: {e} (the system refused; try fewer with --threads)"
         )),
     }
 }
