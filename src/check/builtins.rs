@@ -548,7 +548,21 @@ impl Checker {
             }
             "karras" | "linear_schedule" | "geometric_schedule" => {
                 self.require(args, "sigma_min", |s| s > 0.0, "positive");
-                self.require(args, "steps", |s| s >= 1.0, "at least 1");
+                // One level has no (t, t_next) pair: every solver would loop zero times and
+                // return its starting point (MAP-GA: an image of zeros) as if it had run.
+                if let Some(steps) = args.float("steps") {
+                    if steps < 2.0 {
+                        self.invalid(
+                            args,
+                            "steps",
+                            format!(
+                                "`steps` must be at least 2, but it is {steps}: solvers step from \
+                                 one level to the next, so fewer than 2 levels make no step"
+                            ),
+                            "`steps` counts levels: `karras(steps: n + 1)` makes n solver steps",
+                        );
+                    }
+                }
                 if let (Some(lo), Some(hi)) = (args.float("sigma_min"), args.float("sigma_max")) {
                     if lo >= hi {
                         self.invalid(
