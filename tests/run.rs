@@ -223,6 +223,32 @@ fn run_exit_codes() {
         .output()
         .unwrap();
     assert_ne!(unknown.status.code(), Some(0), "--set of an unknown param");
+    // An output folder that cannot be one is refused before running (it was refused only when
+    // the first `save` came, after the whole solve).
+    std::fs::write(dir.join("a_file"), "not a folder").unwrap();
+    for out in [dir.join("a_file"), dir.join("a_file").join("below")] {
+        let refused = Command::new(bin)
+            .args(["run", "-q", "--out"])
+            .arg(&out)
+            .arg(dir.join("ok.mapga"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "--out {}: {stderr}",
+            out.display()
+        );
+        assert!(
+            stderr.contains("output folder") && stderr.contains("--out"),
+            "{stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&refused.stdout).contains("twice"),
+            "it ran"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

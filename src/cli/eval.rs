@@ -154,6 +154,10 @@ pub fn run(args: &EvalArgs) -> u8 {
             .unwrap_or_else(|| "suite".into());
         PathBuf::from("out").join("eval").join(stem)
     });
+    if let Err(e) = crate::io::atomic::ensure_writable_dir(&out_dir) {
+        eprintln!("error: {e} (choose another with --out)");
+        return 2;
+    }
     let bar = Arc::new(CellBar::default());
     let opts = EvalOptions {
         out_dir: out_dir.clone(),

@@ -93,6 +93,10 @@ pub fn run(args: &RunArgs) -> u8 {
         return 1;
     }
     let out_dir = out_dir(args);
+    if let Err(e) = crate::io::atomic::ensure_writable_dir(&out_dir) {
+        eprintln!("error: {e} (choose another with --out)");
+        return 2;
+    }
     let bar = progress_bar(args.quiet);
     let opts = RunOptions {
         out_dir: out_dir.clone(),

@@ -16,6 +16,33 @@ use super::FileError;
 /// never share a temporary file.
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
+/// Checks, before any work, that `dir` can hold a run's outputs: creates it (with its parents)
+/// when missing, then writes and removes a probe file in it. So an unusable output folder (a
+/// file, `/dev/null`, a read-only place) is refused in a moment instead of after the whole run.
+pub fn ensure_writable_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "the output folder `{}` is not a folder",
+            dir.display()
+        ));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the output folder `{}`: {e}", dir.display()))?;
+    let probe = dir.join(format!(
+        ".mapga-probe.{}.{}",
+        std::process::id(),
+        NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
+    ));
+    File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            format!(
+                "cannot write into the output folder `{}`: {e}",
+                dir.display()
+            )
+        })
+}
+
 /// Writes `path` atomically with `fill`, which receives a buffered writer on the temporary
 /// file. Parent folders are created first; on any error the temporary file is removed and the
 /// destination is left as it was.
