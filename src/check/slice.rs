@@ -54,6 +54,24 @@ impl Checker {
                 self.report(d);
                 return self.error_val(span);
             }
+            // An empty tensor is no batch at all: every model, metric and saved grid of it fails,
+            // only after the whole solve has run on nothing.
+            if a == e && matches!(b.ty, Type::Tensor(_)) {
+                let at = to.as_ref().or(from.as_ref()).map_or(span, |v| v.span);
+                self.report(
+                    Diag::error(
+                        Code::InvalidValue,
+                        at,
+                        format!("the slice {a}:{e} takes no entries"),
+                        "empty",
+                    )
+                    .with_help(
+                        "a tensor needs at least one entry along each dimension: slice `a:b` with a < b \
+                         (for `x[:n]`, n of at least 1)",
+                    ),
+                );
+                return self.error_val(span);
+            }
         }
         let ty = match &b.ty {
             Type::List(_) => b.ty.clone(),
