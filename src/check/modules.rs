@@ -226,6 +226,21 @@ impl Checker {
                 (file, text.to_string())
             }
             ModuleKey::File(path) => {
+                if let Some(label) = unusable_module(path) {
+                    self.report(
+                        Diag::error(
+                            Code::BadFile,
+                            at,
+                            format!("cannot import `{}`", path.display()),
+                            label,
+                        )
+                        .with_help(
+                            "`use` imports pipeline files (`.mapga`, at most 16 MB); load data \
+                             with `load_npy`, `image` or a model loader",
+                        ),
+                    );
+                    return None;
+                }
                 let bytes = match std::fs::read(path) {
                     Ok(b) => b,
                     Err(e) => {
@@ -860,4 +875,26 @@ pub fn parse_override(text: &str) -> Option<(Const, Type)> {
         return Some((Const::Str(t.to_string()), Type::Str));
     }
     None
+}
+
+/// The most bytes a `.mapga` module may have: far above any real pipeline, far below what a
+/// device file or a data file could feed the parser.
+const MAX_MODULE_BYTES: u64 = 16 << 20;
+
+/// Why `path` cannot be imported before reading it, if it cannot: not a `.mapga` file (its
+/// first lines would otherwise be quoted in a syntax error: never a credentials file's), not a
+/// regular file (`/dev/zero` reads without end), or too large. A missing file is reported when
+/// it is read.
+fn unusable_module(path: &std::path::Path) -> Option<String> {
+    if path.extension().is_none_or(|e| e != "mapga") {
+        return Some("not a `.mapga` file".into());
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Some("not a regular file".into()),
+        Ok(m) if m.len() > MAX_MODULE_BYTES => Some(format!(
+            "{:.1} MB: more than a pipeline file can be",
+            m.len() as f64 / 1e6
+        )),
+        _ => None,
+    }
 }
