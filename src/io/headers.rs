@@ -48,11 +48,40 @@ pub fn image_header(path: &Path) -> Result<ImageHeader, FileError> {
             detail: format!("the header gives a size of {width}x{height}"),
         });
     }
+    check_pixels(path, format, width, height)?;
     Ok(ImageHeader {
         channels: channels(decoder.color_type()),
         height,
         width,
     })
+}
+
+/// The most pixels an image file may have: 64 megapixels, beyond any camera photo a
+/// restoration starts from. A 389 KB PNG can declare 20000 x 20000 pixels, which took 7.8 GB
+/// and 47 s to decode (or aborted under a memory limit) before anything ran.
+pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
+
+/// Refuses an image whose header declares more than [`MAX_IMAGE_PIXELS`], before decoding it.
+pub(crate) fn check_pixels(
+    path: &Path,
+    format: &'static str,
+    width: u32,
+    height: u32,
+) -> Result<(), FileError> {
+    let pixels = width as u64 * height as u64;
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(FileError::BadImage {
+            path: path.to_path_buf(),
+            format,
+            detail: format!(
+                "it declares {width}x{height} pixels ({:.0} megapixels), more than the {} \
+                 megapixels mapga decodes; shrink it with an image tool first, then `fit` it",
+                pixels as f64 / 1e6,
+                MAX_IMAGE_PIXELS / 1_000_000
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The channel count the checker promises for pixels of this colour type: 3 for colour
@@ -247,6 +276,63 @@ mod tests {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         path
+    }
+
+    /// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A PNG of `width x height` grey pixels with its header and an empty data chunk: a few
+    /// bytes that declare any size.
+    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        out.extend(13u32.to_be_bytes());
+        out.extend(&ihdr);
+        out.extend(crc32(&ihdr).to_be_bytes());
+        // An empty IDAT: the decoder reads up to the first one before it reports the size.
+        out.extend(0u32.to_be_bytes());
+        out.extend(b"IDAT");
+        out.extend(crc32(b"IDAT").to_be_bytes());
+        out.extend(0u32.to_be_bytes());
+        out.extend(b"IEND");
+        out.extend(crc32(b"IEND").to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn an_image_declaring_too_many_pixels_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = write(&dir, "huge.png", &png_header_only(20_000, 20_000));
+        for e in [
+            image_header(&huge).unwrap_err(),
+            crate::io::read_image(&huge, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap_err(),
+        ] {
+            let text = e.to_string();
+            assert!(
+                text.contains("20000x20000") && text.contains("megapixels"),
+                "{text}"
+            );
+        }
+        // Within the limit, the header is read as before.
+        let fine = write(&dir, "fine.png", &png_header_only(8000, 8000));
+        assert_eq!(image_header(&fine).unwrap().width, 8000);
     }
 
     #[test]

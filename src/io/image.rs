@@ -13,7 +13,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::atomic::write_atomically;
-use super::headers::{channels, decode_error, open_image};
+use super::headers::{channels, check_pixels, decode_error, open_image};
 use super::FileError;
 
 /// How [`write_image`] writes a file. The format comes from the file's extension.
@@ -305,7 +305,13 @@ struct Planes {
 /// Decodes a PNG or JPEG file into planes (1 for grey, 3 for colour; alpha dropped).
 fn decode(path: &Path) -> Result<Planes, FileError> {
     let (reader, format) = open_image(path)?;
-    let img = reader.decode().map_err(|e| decode_error(path, format, e))?;
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| decode_error(path, format, e))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    check_pixels(path, format, w, h)?;
+    let img =
+        image::DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, format, e))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     if width == 0 || height == 0 {
         return Err(FileError::BadImage {
