@@ -329,9 +329,14 @@ pub struct Merged {
 /// already has finished is kept when it is the same (same hash and status) or when it is `ok`
 /// and the shard's failed; otherwise the shard's replaces it. Each cell is copied into a
 /// temporary folder first and renamed into place, its `cell.json` written last.
+///
+/// Cells of another program are never mixed: when a cell's hash (program, inputs, params,
+/// seed, dtype) differs between the destination and a shard, or between two shards, nothing is
+/// copied and the error names the cells (it once replaced them: "4 cells copied").
 pub fn merge(dest: &Path, shards: &[PathBuf]) -> Result<Merged, String> {
     let mut merged = Merged::default();
     let dest_canon = dest.canonicalize().ok();
+    let mut plan: Vec<(&PathBuf, CellRecord)> = Vec::new();
     for shard in shards {
         if !shard.join("cells").is_dir() {
             return Err(format!(
@@ -342,19 +347,54 @@ pub fn merge(dest: &Path, shards: &[PathBuf]) -> Result<Merged, String> {
         if dest_canon.is_some() && shard.canonicalize().ok() == dest_canon {
             continue;
         }
-        for record in finished_cells(shard) {
-            let target = cell_dir(dest, &record.id);
-            if let Some(have) = read_record(&target) {
-                let same = have.hash == record.hash && have.status == record.status;
-                if same || (have.ok() && !record.ok()) {
-                    merged.kept += 1;
-                    continue;
-                }
+        plan.extend(finished_cells(shard).into_iter().map(|r| (shard, r)));
+    }
+    let mut seen: std::collections::HashMap<String, (String, String)> = finished_cells(dest)
+        .into_iter()
+        .map(|r| (r.id.clone(), (r.hash, dest.display().to_string())))
+        .collect();
+    let mut conflicts = Vec::new();
+    for (shard, record) in &plan {
+        match seen.get(&record.id) {
+            Some((hash, from)) if *hash != record.hash => conflicts.push(format!(
+                "`{}` ({} and {})",
+                record.id,
+                from,
+                shard.display()
+            )),
+            Some(_) => {}
+            None => {
+                seen.insert(
+                    record.id.clone(),
+                    (record.hash.clone(), shard.display().to_string()),
+                );
             }
-            copy_cell(&cell_dir(shard, &record.id), &target, &record)
-                .map_err(|e| format!("cannot copy cell `{}`: {e}", record.id))?;
-            merged.copied += 1;
         }
+    }
+    if !conflicts.is_empty() {
+        let n = conflicts.len();
+        conflicts.truncate(5);
+        return Err(format!(
+            "{n} cell{} computed by different programs (or inputs, seed or dtype), so \
+             merging would mix two evaluations; nothing was copied: {}{}. Merge into an empty \
+             folder, or rerun the stale cells with `mapga eval`",
+            if n == 1 { " was" } else { "s were" },
+            conflicts.join(", "),
+            if n > 5 { ", ..." } else { "" }
+        ));
+    }
+    for (shard, record) in plan {
+        let target = cell_dir(dest, &record.id);
+        if let Some(have) = read_record(&target) {
+            let same = have.hash == record.hash && have.status == record.status;
+            if same || (have.ok() && !record.ok()) {
+                merged.kept += 1;
+                continue;
+            }
+        }
+        copy_cell(&cell_dir(shard, &record.id), &target, &record)
+            .map_err(|e| format!("cannot copy cell `{}`: {e}", record.id))?;
+        merged.copied += 1;
     }
     Ok(merged)
 }
@@ -472,5 +512,18 @@ mod tests {
         assert!(read_record(&target).unwrap().ok());
         assert_eq!(finished_cells(dest.path()).len(), 1);
         assert!(merge(dest.path(), &[dest.path().join("nope")]).is_err());
+        // A shard whose cell comes from another program is refused, and nothing is copied.
+        let c = tempfile::tempdir().unwrap();
+        let other = CellRecord::finished(&cell(0, "x"), "other", 0, 1.0, &[], &nfe);
+        write_record(&cell_dir(c.path(), &other.id), &other).unwrap();
+        let extra = CellRecord::finished(&cell(1, "z"), "h", 0, 1.0, &[], &nfe);
+        write_record(&cell_dir(c.path(), &extra.id), &extra).unwrap();
+        let e = merge(dest.path(), &[c.path().to_path_buf()]).unwrap_err();
+        assert!(
+            e.contains(&other.id) && e.contains("nothing was copied"),
+            "{e}"
+        );
+        assert_eq!(read_record(&target).unwrap().hash, "h");
+        assert_eq!(finished_cells(dest.path()).len(), 1);
     }
 }
