@@ -90,13 +90,6 @@ pub enum FileError {
         /// The dtype as written in the header, e.g. `<c8`.
         descr: String,
     },
-    /// The `.npy` array is stored in Fortran (column-major) order.
-    #[error(
-        "`{}`: .npy array is in Fortran order; only C order is supported \
-         (save it with `np.ascontiguousarray`)",
-        .0.display()
-    )]
-    NpyFortranOrder(PathBuf),
     /// The `.npy` file holds fewer data bytes than its header promises.
     #[error(
         "`{}`: .npy data is truncated: the header promises {expected} bytes of data \
@@ -208,7 +201,6 @@ impl FileError {
         match self {
             FileError::NotFound(path)
             | FileError::NotAnImage(path)
-            | FileError::NpyFortranOrder(path)
             | FileError::ImageExtension(path)
             | FileError::Read { path, .. }
             | FileError::Write { path, .. }

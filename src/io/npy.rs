@@ -115,7 +115,7 @@ impl NpyHeader {
 ///
 /// Versions 1.0, 2.0 and 3.0 of the format are read. Besides a malformed header, this fails
 /// when the dtype is not one of [`NpyDtype`] or when the file is shorter than the data the
-/// header promises; Fortran order is reported in the header, not refused here.
+/// header promises; Fortran order is reported in the header (the readers reorder it).
 pub fn npy_header(path: &Path) -> Result<NpyHeader, FileError> {
     let file = File::open(path).map_err(|e| FileError::read(path, e))?;
     let file_len = file.metadata().map_err(|e| FileError::read(path, e))?.len();
@@ -222,18 +222,18 @@ fn read_fully(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<boo
     }
 }
 
-/// Reads a whole C-order `.npy` array of any supported dtype, converting its elements to
+/// Reads a whole `.npy` array of any supported dtype, converting its elements to
 /// `f32` (booleans become 0 and 1; wide integers and `f64` are rounded to the nearest `f32`).
 ///
-/// Returns the shape and the elements in row-major order. Fortran order is an error.
+/// Returns the shape and the elements in row-major order (a Fortran-order file is reordered).
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<u64>, Vec<f32>), FileError> {
     read_array(path)
 }
 
-/// Reads a whole C-order `.npy` array of any supported dtype, converting its elements to
+/// Reads a whole `.npy` array of any supported dtype, converting its elements to
 /// `f64` (exact for every dtype but `<i8` values beyond 2^53, which are rounded).
 ///
-/// Returns the shape and the elements in row-major order. Fortran order is an error.
+/// Returns the shape and the elements in row-major order (a Fortran-order file is reordered).
 pub fn read_npy_f64(path: &Path) -> Result<(Vec<u64>, Vec<f64>), FileError> {
     read_array(path)
 }
@@ -305,9 +305,6 @@ pub fn write_npy(path: &Path, x: &Tensor) -> Result<(), FileError> {
 /// [`read_npy_f32`] and [`read_npy_f64`] for element type `T`.
 fn read_array<T: Element>(path: &Path) -> Result<(Vec<u64>, Vec<T>), FileError> {
     let header = npy_header(path)?;
-    if header.fortran_order {
-        return Err(FileError::NpyFortranOrder(path.to_path_buf()));
-    }
     let mut file = File::open(path).map_err(|e| FileError::read(path, e))?;
     file.seek(SeekFrom::Start(header.data_offset))
         .map_err(|e| FileError::read(path, e))?;
@@ -325,7 +322,42 @@ fn read_array<T: Element>(path: &Path) -> Result<(Vec<u64>, Vec<T>), FileError> 
             found: bytes.len() as u64,
         });
     }
-    Ok((header.shape, convert(header.dtype, &bytes)))
+    let data = convert(header.dtype, &bytes);
+    let data = if header.fortran_order {
+        fortran_to_row_major(&header.shape, data)
+    } else {
+        data
+    };
+    Ok((header.shape, data))
+}
+
+/// The elements of an array stored in Fortran (column-major) order, in row-major order: what
+/// NumPy's `np.asfortranarray` or MATLAB-made files hold, read as NumPy would read them.
+fn fortran_to_row_major<T: Copy>(shape: &[u64], data: Vec<T>) -> Vec<T> {
+    if shape.len() < 2 {
+        return data;
+    }
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    // Column-major strides: the first index moves fastest.
+    let mut strides = vec![1usize; dims.len()];
+    for k in 1..dims.len() {
+        strides[k] = strides[k - 1] * dims[k - 1];
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut index = vec![0usize; dims.len()];
+    for _ in 0..data.len() {
+        let offset: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        out.push(data[offset]);
+        // The row-major counter: the last index moves fastest.
+        for k in (0..dims.len()).rev() {
+            index[k] += 1;
+            if index[k] < dims[k] {
+                break;
+            }
+            index[k] = 0;
+        }
+    }
+    out
 }
 
 /// An element type whole arrays are read into (floats) and written from (floats and `i64`).
@@ -992,12 +1024,20 @@ mod tests {
         let path = write(&dir, &npy_bytes(1, dict, &[0; 4]));
         assert!(matches!(npy_header(&path), Err(FileError::NpyDtype { .. })));
 
-        let dict = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }";
-        let path = write(&dir, &npy_bytes(1, dict, &[0; 16]));
+        // Fortran order: a [2, 3, 2] array stored first index fastest reads as NumPy reads it.
+        let dict = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3, 2), }";
+        let row_major: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut stored = Vec::new();
+        for k in 0..2 {
+            for j in 0..3 {
+                for i in 0..2 {
+                    stored.extend(row_major[i * 6 + j * 2 + k].to_le_bytes());
+                }
+            }
+        }
+        let path = write(&dir, &npy_bytes(1, dict, &stored));
         assert!(npy_header(&path).unwrap().fortran_order);
-        let err = read_npy_f32(&path).unwrap_err();
-        assert!(matches!(err, FileError::NpyFortranOrder(_)));
-        assert!(err.to_string().contains("Fortran order"), "{err}");
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![2, 3, 2], row_major));
     }
 
     #[test]
