@@ -100,6 +100,11 @@ def note(*args) -> None:
 # ── dependencies ───────────────────────────────────────────────────────────────────────────
 
 
+def in_venv() -> bool:
+    """True when this interpreter runs inside VENV."""
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
 def ensure_dependencies(args) -> None:
     """Imports torch, safetensors and numpy, or installs them into bench/.venv and reruns."""
     try:
@@ -110,7 +115,10 @@ def ensure_dependencies(args) -> None:
     except ImportError as e:
         missing = e.name
     venv_python = VENV / "bin" / "python"
-    if args.no_install or Path(sys.executable).resolve() == venv_python.resolve():
+    # Inside the venv already (sys.prefix is the venv's folder). Not `sys.executable`: the
+    # venv's python is a symlink to the system one, so resolving it compares equal from outside
+    # too, which made every run after the first refuse to use the venv it had made.
+    if args.no_install or in_venv():
         sys.exit(f"error: the Python package `{missing}` is missing; install "
                  f"train/requirements.txt (pip install -r train/requirements.txt)")
     say(f"`{missing}` is not installed: installing train/requirements.txt (PyTorch CPU, ~5 GB) "

@@ -8,8 +8,8 @@ reads `results.csv` of the evaluation folder and writes into it:
 - `frontier_FD_sigma<s>.png`, `frontier_PSNR_sigma<s>.png`: quality against cost, one panel per
   task, one line per solver, log cost axis; one pair of figures per noise level.
 - `frontier_seconds_sigma<s>.png`: FD against seconds per digit.
-- `pareto.md`: the Pareto-best method per budget and task (lowest FD among the cells that cost
-  at most the budget), by network cost and by seconds.
+- `pareto.md`: the Pareto-best method per budget and task (lowest FD, or highest PSNR, among
+  the cells that cost at most the budget), by network cost and by seconds.
 
 Cost rule: a digit's cost is its forward network evaluations plus TWO per backward pass
 (`evaluations per item + 2 x backward passes per item`): a vector-Jacobian product through a
@@ -54,6 +54,11 @@ SECONDS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
 PSNR_CAP = 60.0
 
 
+def in_venv() -> bool:
+    """True when this interpreter runs inside VENV."""
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
 def ensure_matplotlib(no_install: bool) -> None:
     """Imports matplotlib, or installs it into scripts/.venv-plot and reruns there."""
     try:
@@ -63,7 +68,10 @@ def ensure_matplotlib(no_install: bool) -> None:
     except ImportError:
         pass
     venv_python = VENV / "bin" / "python"
-    if no_install or Path(sys.executable).resolve() == venv_python.resolve():
+    # Inside the venv already (sys.prefix is the venv's folder). Not `sys.executable`: the
+    # venv's python is a symlink to the system one, so resolving it compares equal from outside
+    # too, which made every run after the first refuse to use the venv it had made.
+    if no_install or in_venv():
         sys.exit("matplotlib is missing: `python3 -m pip install matplotlib`, or run without --no-install")
     if not venv_python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
@@ -108,7 +116,8 @@ def plot(cells: dict, sigma: float, metric: str, x: str, out: Path) -> None:
         return
     cols = min(4, len(tasks))
     rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 9.0), 3.4 * rows + 1.0),
+                             squeeze=False)
     for i, task in enumerate(tasks):
         ax = axes[i // cols][i % cols]
         for solver, name in NAMES.items():
@@ -133,26 +142,29 @@ def plot(cells: dict, sigma: float, metric: str, x: str, out: Path) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), frameon=False)
     fig.suptitle(f"MNIST, sigma_y = {sigma:g}: {metric} against cost")
-    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.16 / rows, 1, 0.95))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
 
-def pareto(cells: dict, sigma: float, x: str, bins: list) -> list[str]:
-    """Markdown rows: for each budget, the method with the lowest FD per task within it."""
+def pareto(cells: dict, sigma: float, x: str, bins: list, metric: str = "FD") -> list[str]:
+    """Markdown rows: for each budget, the best method per task within it (lowest FD, or
+    highest PSNR)."""
     tasks = [t for t in TASKS if any(k[1] == t and k[2] == sigma for k in cells)]
     unit = "network cost" if x == "cost" else "seconds per digit"
     lines = [f"| {unit} <= | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    better = (lambda a, b: a < b) if metric == "FD" else (lambda a, b: a > b)
     for b in bins:
         row = [f"{b:g}"]
         for task in tasks:
             best = None
             for k, v in cells.items():
-                if k[1] != task or k[2] != sigma or v[x] > b or math.isnan(v["FD"]):
+                if k[1] != task or k[2] != sigma or v[x] > b or math.isnan(v[metric]):
                     continue
-                if best is None or v["FD"] < best[1]["FD"]:
+                if best is None or better(v[metric], best[1][metric]):
                     best = (k, v)
-            row.append("" if best is None else f"{NAMES.get(best[0][0], best[0][0])} @{best[0][3]}: {best[1]['FD']:.3g}")
+            row.append("" if best is None else
+                       f"{NAMES.get(best[0][0], best[0][0])} @{best[0][3]}: {best[1][metric]:.3g}")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -171,16 +183,19 @@ def main() -> None:
         sys.exit(f"{csv_path}: no finished cells")
     sigmas = sorted({k[2] for k in cells})
     md = ["# The quality/compute frontier", "",
-          "Lowest classifier FD among the cells that cost at most the budget, per task (method @ its",
-          "budget param: FD). Network cost = forward evaluations + 2 x backward passes per digit.",
+          "The best method among the cells that cost at most the budget, per task (method @ its",
+          "budget param: value). Network cost = forward evaluations + 2 x backward passes per digit.",
           f"Cells: {len(cells)}; digits per cell: {min(v['n'] for v in cells.values())} to {max(v['n'] for v in cells.values())}.", ""]
     for s in sigmas:
         tag = f"{s:g}"
         for metric in ("FD", "PSNR"):
             plot(cells, s, metric, "cost", args.out / f"frontier_{metric}_sigma{tag}.png")
         plot(cells, s, "FD", "seconds", args.out / f"frontier_seconds_sigma{tag}.png")
-        md += [f"## sigma_y = {tag}, by network cost", ""] + pareto(cells, s, "cost", BUDGETS) + [""]
-        md += [f"## sigma_y = {tag}, by seconds per digit", ""] + pareto(cells, s, "seconds", SECONDS) + [""]
+        for metric in ("FD", "PSNR"):
+            md += [f"## sigma_y = {tag}: best {metric} by network cost", ""]
+            md += pareto(cells, s, "cost", BUDGETS, metric) + [""]
+        md += [f"## sigma_y = {tag}: best FD by seconds per digit", ""]
+        md += pareto(cells, s, "seconds", SECONDS) + [""]
     (args.out / "pareto.md").write_text("\n".join(md))
     print(f"wrote the figures and pareto.md to {args.out}")
 
