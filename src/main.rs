@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     mapga::cli::process::tune_allocator();
     mapga::cli::process::default_sigpipe();
-    let cli = mapga::cli::Cli::parse();
+    let cli = mapga::cli::Cli::parse_args();
     mapga::cli::run(cli)
 }

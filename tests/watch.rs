@@ -348,3 +348,17 @@ report mean(y) as "mean y", mean(z) as "mean z"
     drop(w);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn watch_help_does_not_offer_sweep_which_watch_refuses() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .args(["watch", "--help"])
+        .output()
+        .expect("run mapga");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.status.success() && text.contains("--debounce"),
+        "{text}"
+    );
+    assert!(!text.contains("--sweep <NAME"), "{text}");
+}

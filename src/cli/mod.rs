@@ -38,6 +38,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The command line as clap describes it, with what the derive cannot say: `mapga watch`
+    /// takes `mapga run`'s flags but refuses `--sweep`, so its help does not offer it.
+    pub fn command_line() -> clap::Command {
+        <Cli as clap::CommandFactory>::command()
+            .mut_subcommand("watch", |c| c.mut_arg("sweep", |a| a.hide(true)))
+    }
+
+    /// Parses the process's arguments (exiting with clap's usage error or help, as `parse`).
+    pub fn parse_args() -> Cli {
+        let matches = Cli::command_line().get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
