@@ -26,19 +26,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-NAMES = {
-    "mapga": "MAP-GA",
-    "mapga_np": "MAP-GA(NP)",
-    "mapga_d": "MAP-GA(D)",
-    "mapga_d_np": "MAP-GA(D,NP)",
-    "pigdm": "Pi-GDM",
-    "ddrm": "DDRM",
-    "dps": "DPS",
-    "diffpir": "DiffPIR",
-    "reddiff": "RED-diff",
-    "ct_zsie": "CT-ZSIE",
-}
-TASKS = ["box50", "half", "expand", "box25", "sr2x", "altlines", "deblur", "supres4x"]
+from plot_frontier import NAMES, TASKS  # the same methods and tasks, in the same order
+
 ABLATION_STEPS = [20, 50, 100, 200, 250, 500, 1000]
 SPLITS = {1: "10 x 100", 2: "20 x 50", 3: "50 x 20", 4: "100 x 10", 5: "200 x 5"}
 #: The equal-budget row: MAP-GA at 50 ascent steps (10 x 5), the baselines at 100 steps.
