@@ -190,48 +190,6 @@ def train_denoiser(args, x: torch.Tensor, dev) -> UNet:
     return net.eval()
 
 
-def train_cm(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
-    teacher = teacher.requires_grad_(False).eval()
-    student = copy.deepcopy(teacher).requires_grad_(True)
-    target = copy.deepcopy(teacher)
-    ema = copy.deepcopy(teacher)
-    opt = torch.optim.Adam(student.parameters(), lr=args.cm_lr)
-    ckpt = Checkpointed("cm")
-    state = {"student": student, "target": target, "ema": ema, "opt": opt}
-    start = ckpt.load(state)
-    if start:
-        log("cm", f"resumed at step {start}")
-    # t_1 = eps < ... < t_N = T (ALGORITHMS.md 4.2), as a float64 tensor.
-    grid = karras(args.cm_grid, SIGMA_MIN, SIGMA_MAX).flip(0).to(dev)
-    order = batches(x, args.batch, args.seed + 1, skip=start)
-    t0, running = time.time(), 0.0
-    for step in range(start + 1, args.cm_steps + 1):
-        idx = next(order)
-        y = x[idx].to(dev)
-        n = torch.randint(0, args.cm_grid - 1, (y.shape[0],)).to(dev)  # t_n = grid[n]
-        t_next, t_cur = grid[n + 1], grid[n]
-        noisy = y + torch.randn_like(y) * t_next.to(y.dtype).view(-1, 1, 1, 1)
-        with torch.no_grad():
-            x_hat = heun_step(teacher, noisy, t_next, t_cur)
-            want = consistency(target, x_hat, t_cur)
-        loss = ((consistency(student, noisy, t_next) - want) ** 2).mean()
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(args.cm_lr, step, args.cm_steps, warmup=1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema_update(target, student, 0.95)
-        # Evaluation EMA with a warm-up, so the initial weights fade out within a few steps.
-        ema_update(ema, student, min(0.999, (1 + step) / (10 + step)))
-        running += loss.item()
-        if step % 100 == 0:
-            log("cm", f"step {step}/{args.cm_steps} loss {running / 100:.6f} "
-                f"({time.time() - t0:.0f} s)")
-            running = 0.0
-        ckpt.save(state, step, force=step == args.cm_steps)
-    return ema
-
-
 def interval_weights(grid: torch.Tensor, p_mean: float = -1.1, p_std: float = 2.0) -> torch.Tensor:
     """iCT's lognormal probabilities of the intervals (grid[n], grid[n + 1]) of an ascending grid."""
     cdf = torch.erf((grid.log() - p_mean) / (2.0**0.5 * p_std))
@@ -254,48 +212,74 @@ def shipped_denoiser(dev) -> UNet:
     return net.to(dev).eval()
 
 
-def train_cm2(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
-    """Improved consistency distillation (module doc, `cm2`)."""
+def distill(args, x: torch.Tensor, teacher: UNet, dev, *, stage: str, steps: int, lr: float,
+            grid_n: int, eval_ema: float, order_seed: int, improved: bool) -> UNet:
+    """Consistency distillation (ALGORITHMS.md 4.1-4.3), the loop of both `cm` and `cm2`: the
+    student starts as the teacher; each step takes a grid interval (t_n, t_{n+1}), noises a
+    batch to t_{n+1}, runs one Heun step of the teacher to t_n and pulls the student at t_{n+1}
+    towards the target network at t_n; target EMA 0.95, evaluation EMA `eval_ema` with a
+    warm-up (shipped). `improved` (cm2) draws intervals lognormally and uses the weighted
+    pseudo-Huber distance; otherwise intervals are uniform and the distance is L2."""
     teacher = teacher.requires_grad_(False).eval()
     student = copy.deepcopy(teacher).requires_grad_(True)
     target = copy.deepcopy(teacher)
     ema = copy.deepcopy(teacher)
-    opt = torch.optim.Adam(student.parameters(), lr=args.cm2_lr)
-    ckpt = Checkpointed("cm2")
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    ckpt = Checkpointed(stage)
     state = {"student": student, "target": target, "ema": ema, "opt": opt}
     start = ckpt.load(state)
     if start:
-        log("cm2", f"resumed at step {start}")
-    grid = karras(args.cm2_grid, SIGMA_MIN, SIGMA_MAX).flip(0).to(dev)  # ascending
+        log(stage, f"resumed at step {start}")
+    # t_1 = eps < ... < t_N = T (ALGORITHMS.md 4.2), as a float64 tensor.
+    grid = karras(grid_n, SIGMA_MIN, SIGMA_MAX).flip(0).to(dev)
     probs = interval_weights(grid)
     c = 0.00054 * float(x[0].numel()) ** 0.5
-    order = batches(x, args.batch, args.seed + 2, skip=start)
+    order = batches(x, args.batch, args.seed + order_seed, skip=start)
     t0, running = time.time(), 0.0
-    for step in range(start + 1, args.cm2_steps + 1):
+    for step in range(start + 1, steps + 1):
         idx = next(order)
         y = x[idx].to(dev)
-        n = torch.multinomial(probs, y.shape[0], replacement=True).to(dev)
+        if improved:
+            n = torch.multinomial(probs, y.shape[0], replacement=True).to(dev)
+        else:
+            n = torch.randint(0, grid_n - 1, (y.shape[0],)).to(dev)
         t_cur, t_next = grid[n], grid[n + 1]
         noisy = y + torch.randn_like(y) * t_next.to(y.dtype).view(-1, 1, 1, 1)
         with torch.no_grad():
             x_hat = heun_step(teacher, noisy, t_next, t_cur)
             want = consistency(target, x_hat, t_cur)
-        weight = (1.0 / (t_next - t_cur)).to(y.dtype)
-        loss = (weight * pseudo_huber(consistency(student, noisy, t_next), want, c)).mean()
+        got = consistency(student, noisy, t_next)
+        if improved:
+            weight = (1.0 / (t_next - t_cur)).to(y.dtype)
+            loss = (weight * pseudo_huber(got, want, c)).mean()
+        else:
+            loss = ((got - want) ** 2).mean()
         for g in opt.param_groups:
-            g["lr"] = learning_rate(args.cm2_lr, step, args.cm2_steps, warmup=1)
+            g["lr"] = learning_rate(lr, step, steps, warmup=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ema_update(target, student, 0.95)
-        ema_update(ema, student, min(args.cm2_ema, (1 + step) / (10 + step)))
+        # Evaluation EMA with a warm-up, so the initial weights fade out within a few steps.
+        ema_update(ema, student, min(eval_ema, (1 + step) / (10 + step)))
         running += loss.item()
         if step % 100 == 0:
-            log("cm2", f"step {step}/{args.cm2_steps} loss {running / 100:.6f} "
-                f"({time.time() - t0:.0f} s)")
+            log(stage, f"step {step}/{steps} loss {running / 100:.6f} ({time.time() - t0:.0f} s)")
             running = 0.0
-        ckpt.save(state, step, force=step == args.cm2_steps)
+        ckpt.save(state, step, force=step == steps)
     return ema
+
+
+def train_cm(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
+    """The shipped consistency model: uniform intervals of an N-point grid, L2."""
+    return distill(args, x, teacher, dev, stage="cm", steps=args.cm_steps, lr=args.cm_lr,
+                   grid_n=args.cm_grid, eval_ema=0.999, order_seed=1, improved=False)
+
+
+def train_cm2(args, x: torch.Tensor, teacher: UNet, dev) -> UNet:
+    """Improved consistency distillation (module doc, `cm2`)."""
+    return distill(args, x, teacher, dev, stage="cm2", steps=args.cm2_steps, lr=args.cm2_lr,
+                   grid_n=args.cm2_grid, eval_ema=args.cm2_ema, order_seed=2, improved=True)
 
 
 def export_cm2(args, cm: UNet) -> Path:
