@@ -84,6 +84,8 @@ def read_cells(path: Path) -> dict:
     rows = defaultdict(list)
     with path.open(newline="") as f:
         for r in csv.DictReader(f):
+            if int(float(r.get("split_of_steps") or 0)) != 0:
+                continue  # the paper's protocol cells: `paper_protocol.py` reads them
             key = (r["solver"], r["task"], float(r.get("sigma_y", 0) or 0), int(float(r["budget"])))
             rows[key].append(r)
     cells = {}
