@@ -23,7 +23,9 @@ use super::linear::LinearOperator;
 use super::motion::motion_kernel;
 use super::names::number;
 use super::operator::Operator;
-use super::tensors::{device_key, dtype_epsilon, image_dims, shape_str, split_batch, DeviceKey};
+use super::tensors::{
+    device_key, image_dims, shape_str, split_batch, truncated_reciprocal, DeviceKey,
+};
 
 /// Circular convolution with a fixed 2-D kernel (see the module doc).
 #[derive(Debug)]
@@ -217,18 +219,7 @@ impl LinearOperator for CircularConv {
         }
         let (_, image) = split_batch(&self.name, r.dims())?;
         let s = self.spectrum(image[1], image[2], r)?;
-        let d = s.gram.affine(a, b)?;
-        let top = d
-            .flatten_all()?
-            .max(0)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        if top == 0.0 {
-            return Ok(r.zeros_like()?);
-        }
-        let floor = top * 10.0 * dtype_epsilon(r.dtype());
-        let zero = d.zeros_like()?;
-        let inv = d.gt(floor)?.where_cond(&d.recip()?, &zero)?;
+        let inv = truncated_reciprocal(&s.gram.affine(a, b)?, r.dtype())?;
         s.dft.filter(r, &inv)
     }
 

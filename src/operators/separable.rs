@@ -432,17 +432,7 @@ impl LinearOperator for Separable {
         let t = self.tensors_for(&domain, r)?;
         let coeffs = run(r, refs(&t.u, true))?;
         let d = t.gram_spectrum.affine(a, b)?;
-        // A pseudo-inverse in the tensor's precision: spectral values below 10 eps(dtype) of
-        // the largest are noise there (a blur's highest frequencies, in f32), and inverting
-        // them would amplify rounding errors past the range of the dtype.
-        let top = d
-            .flatten_all()?
-            .max(0)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        let floor = top * 10.0 * super::tensors::dtype_epsilon(r.dtype());
-        let zero = d.zeros_like()?;
-        let inv = d.gt(floor)?.where_cond(&d.recip()?, &zero)?;
+        let inv = super::tensors::truncated_reciprocal(&d, r.dtype())?;
         run(&coeffs.broadcast_mul(&inv)?, refs(&t.u, false))
     }
 

@@ -198,6 +198,21 @@ pub(crate) fn nearest_resize(y: &Tensor, shape: &[usize]) -> Result<Tensor> {
     Ok(out)
 }
 
+/// `1 / d` elementwise for a spectrum `d >= 0` (of a Gram matrix), with the values below
+/// 10 eps(`dtype`) of the largest set to 0: a pseudo-inverse in the tensor's precision. Those
+/// values are noise there (a blur's highest frequencies, in f32), and inverting them would
+/// amplify rounding errors past the range of the dtype. All zeros when `d` is.
+pub(crate) fn truncated_reciprocal(d: &Tensor, dtype: DType) -> Result<Tensor> {
+    let top = d
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    let floor = top * 10.0 * dtype_epsilon(dtype);
+    let zero = d.zeros_like()?;
+    Ok(d.gt(floor)?.where_cond(&d.recip()?, &zero)?)
+}
+
 /// The machine epsilon of a float dtype.
 pub(crate) fn dtype_epsilon(dtype: candle_core::DType) -> f64 {
     use candle_core::DType;
