@@ -314,3 +314,64 @@ report g.channels as "c", g.height as "h", g.width as "w"
     assert_eq!((grid.width(), grid.height()), (72, 28));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The failure of a program that must fail in its optimizer: the message and the help.
+fn numeric_failure(name: &str, source: &str) -> (String, String) {
+    let dir = temp_dir(name);
+    let failure = common::run_in(&dir, source, DType::F64, 0).unwrap_err();
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(failure.error.code, mapga::diagnostics::Code::RunNumeric);
+    (failure.error.message, failure.error.help.unwrap_or_default())
+}
+
+#[test]
+fn a_nan_in_an_optimizer_is_blamed_on_its_real_cause() {
+    // NaN at the starting point: not the step size.
+    let (msg, help) = numeric_failure(
+        "nan-start",
+        r#"
+fn f() -> Tensor {
+var x = zeros(shape(2))
+descend x with sgd(lr: 0.1) for 5 steps {
+    minimize sum(log(x))
+}
+x
+}
+report sum(f()) as "x"
+"#,
+    );
+    assert!(msg.contains("at the starting point"), "{msg}");
+    assert!(help.contains("learning rate is not the cause"), "{help}");
+    // Finite objective, NaN gradient (sqrt at 0 has no derivative): not the step size.
+    let (msg, help) = numeric_failure(
+        "nan-gradient",
+        r#"
+fn f() -> Tensor {
+var x = zeros(shape(2))
+descend x with sgd(lr: 0.1) for 5 steps {
+    minimize sum(sqrt(x))
+}
+x
+}
+report sum(f()) as "x"
+"#,
+    );
+    assert!(msg.contains("gradient is NaN or infinite"), "{msg}");
+    assert!(help.contains("learning rate is not the cause"), "{help}");
+    // A quadratic with a step far too large: the step size.
+    let (msg, help) = numeric_failure(
+        "nan-step",
+        r#"
+fn f() -> Tensor {
+var x = ones(shape(2))
+descend x with sgd(lr: 1e30) for 50 steps {
+    minimize sum(x^2)
+}
+x
+}
+report sum(f()) as "x"
+"#,
+    );
+    assert!(msg.contains("became"), "{msg}");
+    assert!(help.contains("step is too large"), "{help}");
+}

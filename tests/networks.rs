@@ -77,24 +77,98 @@ report norm(f(x, 2.0)) as "at_two"
     assert!(report(&summary, "at_two") > 0.0);
 }
 
+/// The errors of checking `source` as `dir/pipeline.mapga`, rendered.
+fn check_errors(dir: &Path, source: &str) -> (Vec<Code>, String) {
+    use mapga::check::{check_source, CheckOptions};
+    use mapga::diagnostics::{render, RenderOptions};
+    std::fs::write(dir.join("pipeline.mapga"), source).unwrap();
+    let checked = check_source("pipeline.mapga", source, dir, &CheckOptions::default());
+    let text = render(
+        &checked.diags.0,
+        &checked.sources,
+        RenderOptions {
+            color: false,
+            width: 200,
+        },
+    );
+    let codes = checked.diags.0.iter().map(|d| d.code).collect();
+    (codes, text)
+}
+
+const LOAD_NET: &str = r#"
+model d = denoiser("net.safetensors")
+report norm(d(zeros(shape(1, 28, 28)), 1.0)) as "norm"
+"#;
+
 #[test]
-fn weights_that_do_not_fit_the_architecture_fail_the_run() {
+fn weights_that_do_not_fit_the_architecture_are_a_check_error() {
     let dir = temp_dir("network-missing");
     let card = card(ModelKind::Denoiser);
     let mut weights = random_weights(&card, 1).unwrap();
     weights.remove("up.0.res.1.conv2.weight");
     write_network(&dir, "net", &card, &weights).unwrap();
-    let source = r#"
-model d = denoiser("net.safetensors")
-report norm(d(zeros(shape(1, 28, 28)), 1.0)) as "norm"
-"#;
-    let failure = run_in(&dir, source, DType::F32, 0).unwrap_err();
-    assert_eq!(failure.error.code, Code::RunFile);
+    let (codes, text) = check_errors(&dir, LOAD_NET);
+    assert_eq!(codes, vec![Code::BadFile], "{text}");
+    assert!(text.contains("`up.0.res.1.conv2.weight`"), "{text}");
+    // A card whose hyperparameters are not the weights': found from the header, before any
+    // weight is read (it used to fail only when the run loaded the network).
+    let weights = random_weights(&card, 1).unwrap();
+    let mut wider = card.clone();
+    wider
+        .hyperparameters
+        .insert("channels".into(), HyperValue::Int(16));
+    write_network(&dir, "net", &wider, &weights).unwrap();
+    let (codes, text) = check_errors(&dir, LOAD_NET);
+    assert_eq!(codes, vec![Code::BadFile], "{text}");
     assert!(
-        failure.error.message.contains("`up.0.res.1.conv2.weight`"),
-        "{}",
-        failure.error.message
+        text.contains("do not fit the network their card describes"),
+        "{text}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn weights_are_verified_against_their_cards_hash_at_check_and_at_load() {
+    let dir = temp_dir("network-hash");
+    let mut card = card(ModelKind::Consistency);
+    let path = write_random_unet(&dir, "net", &card, 1).unwrap();
+    card.weights_sha256 = Some(mapga::io::hash::sha256_file(&path).unwrap());
+    write_network(&dir, "net", &card, &random_weights(&card, 1).unwrap()).unwrap();
+    let source = LOAD_NET.replace("denoiser(", "consistency(").replace(", 1.0)", ", 2.0)");
+    let (codes, text) = check_errors(&dir, &source);
+    assert!(codes.is_empty(), "{text}");
+    // Other weights of the same architecture (a denoiser's under the consistency model's
+    // name, another training run) ran to exit 0 with garbage; now refused, naming the file.
+    write_network(&dir, "net", &card, &random_weights(&card, 2).unwrap()).unwrap();
+    let (codes, text) = check_errors(&dir, &source);
+    assert_eq!(codes, vec![Code::BadFile], "{text}");
+    assert!(
+        text.contains("net.safetensors") && text.contains("weights_sha256"),
+        "{text}"
+    );
+    let err = Network::load(&path, DType::F32, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("is not the file its model card"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn weights_holding_nan_fail_at_load_naming_the_tensor() {
+    let dir = temp_dir("network-nan");
+    let card = card(ModelKind::Denoiser);
+    let mut weights = random_weights(&card, 1).unwrap();
+    let name = weights.keys().max().unwrap().clone();
+    let t = &weights[&name];
+    let mut values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[3] = f32::NAN;
+    let broken = candle_core::Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap();
+    weights.insert(name.clone(), broken);
+    let path = write_network(&dir, "net", &card, &weights).unwrap();
+    let err = Network::load(&path, DType::F32, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+    assert!(err.to_string().contains("NaN or infinite"), "{err}");
+    let failure = run_in(&dir, LOAD_NET, DType::F32, 0).unwrap_err();
+    assert!(failure.error.message.contains("NaN or infinite"), "{}", failure.error.message);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! argument values known before running (a box inside the image, a positive sigma) and
 //! report them with the argument's span. Headers are read, never pixel data or weights.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::batch::{join_batch, split_batch};
@@ -1189,26 +1190,37 @@ impl Checker {
             );
             return Type::Error;
         }
+        let [c, h, w] = card.image_shape;
+        let shape = [c as usize, h as usize, w as usize];
+        let header: BTreeMap<String, Vec<usize>> = tensors
+            .iter()
+            .map(|(k, info)| (k.clone(), info.shape.iter().map(|&d| d as usize).collect()))
+            .collect();
+        // The card alone, then its tensor list, then the architecture it describes against the
+        // header's tensors (no weight is read), then the file's bytes against its hash.
         let usable = if kind == ModelKind::Classifier {
-            crate::models::classifier::check_card(&card, &card_path)
+            crate::models::classifier::check_card(&card, &card_path).map(|()| None)
         } else {
-            crate::models::network::architecture_of(&card, &card_path).map(|_| ())
+            crate::models::network::architecture_of(&card, &card_path).map(Some)
         };
-        if let Err(e) = usable {
-            self.report(
-                Diag::error(
-                    Code::BadFile,
-                    args.span("path"),
-                    format!("the model card cannot be used: {e}"),
-                    "these weights",
-                )
-                .with_note(format!(
-                    "the card is read from {}",
-                    absolute(&card_path).display()
-                )),
-            );
-            return Type::Error;
-        }
+        let config = match usable {
+            Ok(config) => config,
+            Err(e) => {
+                self.report(
+                    Diag::error(
+                        Code::BadFile,
+                        args.span("path"),
+                        format!("the model card cannot be used: {e}"),
+                        "these weights",
+                    )
+                    .with_note(format!(
+                        "the card is read from {}",
+                        absolute(&card_path).display()
+                    )),
+                );
+                return Type::Error;
+            }
+        };
         let problems = crate::models::card::tensor_mismatches(&card, &tensors);
         if let Some(first) = problems.first() {
             self.report(
@@ -1222,18 +1234,69 @@ impl Checker {
             );
             return Type::Error;
         }
-        let [c, h, w] = card.image_shape;
+        if safetensors {
+            let fits = match &config {
+                None => crate::models::classifier::check_shapes(&weights, shape, &header).map(drop),
+                Some(config) => crate::models::unet::UNet::tensor_shapes(config)
+                    .map_err(Into::into)
+                    .and_then(|needed| {
+                        crate::models::network::check_shapes(&weights, &needed, &header)
+                    }),
+            };
+            if let Err(e) = fits {
+                self.report(
+                    Diag::error(
+                        Code::BadFile,
+                        args.span("path"),
+                        format!("the weights do not fit the network their card describes: {e}"),
+                        "these weights",
+                    )
+                    .with_note(format!(
+                        "the architecture is the card's (`image_shape`, `hyperparameters`), read \
+                         from {}",
+                        absolute(&card_path).display()
+                    ))
+                    .with_help(
+                        "the card's hyperparameters must be the ones the weights were trained \
+                         with; `mapga inspect FILE` lists the file's tensors",
+                    ),
+                );
+                return Type::Error;
+            }
+        }
+        if let Err(e) = crate::models::card::verify_weights(&card, &card_path, &weights) {
+            self.weights_mismatch(args, &e);
+            return Type::Error;
+        }
         model(kind, Shape::known(&[c as u64, h as u64, w as u64]))
     }
 }
 
 impl Checker {
+    /// Weights that are not the file their card was written for (or cannot be read to tell).
+    fn weights_mismatch(&mut self, args: &Args, e: &crate::models::card::CardError) {
+        self.report(
+            Diag::error(
+                Code::BadFile,
+                args.span("path"),
+                e.to_string(),
+                "these weights do not match their card",
+            )
+            .with_help(
+                "the file is damaged, truncated, or other weights (a denoiser's under a \
+                 consistency model's name, another training run), which would run and give \
+                 wrong images: put the right file there; for weights you retrained yourself, \
+                 write their hash into the card (`sha256sum FILE` prints it)",
+            ),
+        );
+    }
+
     /// A denoiser or consistency model from a checkpoint of the field (an `adm` card, read
     /// or inferred: [`crate::models::checkpoint::describe`]): its kind, image shape and class
     /// label are checked here. `None` for mapga's own `unet` cards (and card errors), which
     /// [`Checker::load_model`] checks itself.
     fn load_checkpoint(&mut self, args: &Args, kind: ModelKind, weights: &Path) -> Option<Type> {
-        use crate::models::card::ModelKind as CardKind;
+        use crate::models::card::{CardError, ModelKind as CardKind};
         use crate::models::network::ModelError;
         let declared = match kind {
             ModelKind::Consistency => CardKind::Consistency,
@@ -1247,6 +1310,12 @@ impl Checker {
         let description = match crate::models::checkpoint::describe(weights, Some(declared)) {
             Ok(d) if d.adm.is_none() => return None,
             Ok(d) => d,
+            Err(ModelError::Card(
+                e @ (CardError::WeightsHash { .. } | CardError::Verify { .. }),
+            )) => {
+                self.weights_mismatch(args, &e);
+                return Some(Type::Error);
+            }
             // Card problems are reported by `load_model` with the card's own diagnostics.
             Err(ModelError::Card(_) | ModelError::Architecture { .. }) => return None,
             Err(ModelError::Format(crate::models::formats::FormatError::Missing(p))) => {

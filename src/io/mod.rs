@@ -15,6 +15,7 @@
 
 pub mod atomic;
 pub mod grid;
+pub mod hash;
 pub mod headers;
 pub mod image;
 pub mod npy;
@@ -103,6 +104,21 @@ pub enum FileError {
         expected: u64,
         /// Bytes of data actually present after the header.
         found: u64,
+    },
+    /// An array holds NaN or infinite values, which no computation here can use.
+    #[error(
+        "`{}`: holds {count} NaN or infinite value(s) (the first at flat index {first}); \
+         mapga computes with finite data only: replace them before loading (e.g. \
+         numpy.nan_to_num), or, for values beyond float32's range, run with --dtype f64",
+        .path.display()
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// How many values are not finite.
+        count: usize,
+        /// The row-major index of the first.
+        first: usize,
     },
     /// The file is not a well-formed safetensors file.
     #[error("`{}`: safetensors header is malformed: {detail}", .path.display())]
@@ -209,6 +225,7 @@ impl FileError {
             | FileError::NpyHeader { path, .. }
             | FileError::NpyDtype { path, .. }
             | FileError::NpyTruncated { path, .. }
+            | FileError::NonFinite { path, .. }
             | FileError::Safetensors { path, .. }
             | FileError::DataLength { path, .. }
             | FileError::NotFloat { path, .. }

@@ -238,6 +238,19 @@ pub fn read_npy_f64(path: &Path) -> Result<(Vec<u64>, Vec<f64>), FileError> {
     read_array(path)
 }
 
+/// Refuses data holding NaN or infinite values (after the conversion to the element type
+/// read, so an `f8` value beyond `f32`'s range counts), naming how many and the first.
+fn finite<T>(path: &Path, data: &[T], is_finite: impl Fn(&T) -> bool) -> Result<(), FileError> {
+    let Some(first) = data.iter().position(|v| !is_finite(v)) else {
+        return Ok(());
+    };
+    Err(FileError::NonFinite {
+        path: path.to_path_buf(),
+        count: data[first..].iter().filter(|v| !is_finite(v)).count(),
+        first,
+    })
+}
+
 /// Reads a `.npy` file into a tensor of the same shape, with the given floating-point `dtype`,
 /// on `device`; values are taken as stored (no scaling).
 ///
@@ -267,9 +280,11 @@ pub fn read_npy(path: &Path, dtype: DType, device: &Device) -> Result<Tensor, Fi
     };
     let tensor = if dtype == DType::F64 {
         let (shape, data) = read_npy_f64(path)?;
+        finite(path, &data, |v: &f64| v.is_finite())?;
         Tensor::from_vec(data, dims(shape)?, device)
     } else {
         let (shape, data) = read_npy_f32(path)?;
+        finite(path, &data, |v: &f32| v.is_finite())?;
         Tensor::from_vec(data, dims(shape)?, device).and_then(|t| t.to_dtype(dtype))
     };
     tensor.map_err(tensor_err)
@@ -796,6 +811,32 @@ mod tests {
         assert_eq!(bytes[127], b'\n');
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn arrays_with_nan_or_infinity_are_refused_naming_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        write_npy_f32(&path, &[2, 2], &[0.0, f32::NAN, 1.0, f32::INFINITY]).unwrap();
+        let err = read_npy(&path, DType::F32, &Device::Cpu).unwrap_err();
+        assert!(
+            matches!(err, FileError::NonFinite { count: 2, first: 1, .. }),
+            "{err}"
+        );
+        // f64 data beyond f32's range is infinite once read as f32, and fine as f64.
+        let values = [1.0f64, 1e300];
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let path = write(
+            &dir,
+            &npy_bytes(
+                1,
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }",
+                &data,
+            ),
+        );
+        let err = read_npy(&path, DType::F32, &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("--dtype f64"), "{err}");
+        assert!(read_npy(&path, DType::F64, &Device::Cpu).is_ok());
     }
 
     #[test]

@@ -240,6 +240,59 @@ pub enum CardError {
         /// The tensor's name.
         tensor: String,
     },
+    /// The weights file is not the one the card was written for: its SHA-256 differs from
+    /// the card's `weights_sha256`.
+    #[error(
+        "`{}` is not the file its model card `{}` was written for: the card's \
+         `weights_sha256` is {expected} but the file's SHA-256 is {found}",
+        .weights.display(),
+        .card.display()
+    )]
+    WeightsHash {
+        /// The weights file.
+        weights: PathBuf,
+        /// The card naming the expected hash.
+        card: PathBuf,
+        /// The card's hash.
+        expected: String,
+        /// The file's hash.
+        found: String,
+    },
+    /// The weights file could not be read to verify it.
+    #[error("cannot verify `{}` against its model card: {error}", .weights.display())]
+    Verify {
+        /// The weights file.
+        weights: PathBuf,
+        /// Why it could not be read.
+        error: String,
+    },
+}
+
+/// Verifies the weights file against the card's `weights_sha256`, when the card gives one and
+/// `weights` is a file (a diffusers folder has no single hash). The hash is streamed and
+/// remembered ([`crate::io::hash::sha256_file`]), so a second verification of an unchanged
+/// file is free.
+pub fn verify_weights(card: &ModelCard, card_path: &Path, weights: &Path) -> Result<(), CardError> {
+    let Some(expected) = &card.weights_sha256 else {
+        return Ok(());
+    };
+    if weights.is_dir() {
+        return Ok(());
+    }
+    let found = crate::io::hash::sha256_file(weights).map_err(|e| CardError::Verify {
+        weights: weights.to_path_buf(),
+        error: e.to_string(),
+    })?;
+    if found.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(CardError::WeightsHash {
+            weights: weights.to_path_buf(),
+            card: card_path.to_path_buf(),
+            expected: expected.to_ascii_lowercase(),
+            found,
+        })
+    }
 }
 
 /// The card that belongs to a weights file: the same path with a `.ron` extension
@@ -494,6 +547,28 @@ ModelCard(
         let text = CARD.replace("sigma_max: 80", "weights_sha256: \"xyz\"");
         let err = parse_card(&text, path()).unwrap_err().to_string();
         assert!(err.contains("not 64 hexadecimal digits"), "{err}");
+    }
+
+    #[test]
+    fn weights_are_verified_against_the_cards_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("cm.safetensors");
+        std::fs::write(&weights, b"the weights").unwrap();
+        let card_path = card_path_for(&weights);
+        let mut card = parse_card(CARD, path()).unwrap();
+        // No hash in the card: nothing to verify.
+        assert!(verify_weights(&card, &card_path, &weights).is_ok());
+        card.weights_sha256 = Some(crate::io::hash::sha256_hex(b"the weights").to_uppercase());
+        assert!(verify_weights(&card, &card_path, &weights).is_ok());
+        std::fs::write(&weights, b"other weights").unwrap();
+        let err = verify_weights(&card, &card_path, &weights).unwrap_err();
+        assert!(matches!(err, CardError::WeightsHash { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("cm.safetensors") && msg.contains("cm.ron"), "{msg}");
+        assert!(msg.contains(&crate::io::hash::sha256_hex(b"other weights")), "{msg}");
+        std::fs::remove_file(&weights).unwrap();
+        let err = verify_weights(&card, &card_path, &weights).unwrap_err();
+        assert!(matches!(err, CardError::Verify { .. }), "{err}");
     }
 
     #[test]

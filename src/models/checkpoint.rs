@@ -101,6 +101,9 @@ pub fn describe(path: &Path, declared: Option<ModelKind>) -> Result<Description,
     let format = formats::format_of(path)?;
     let beside = card_beside(path)?;
     if let Some((card, card_path)) = &beside {
+        card::verify_weights(card, card_path, path)?;
+    }
+    if let Some((card, card_path)) = &beside {
         if card.architecture == "unet" || card.kind == ModelKind::Classifier {
             // mapga's own card: everything is in it (checked by `network::architecture_of`).
             if let Some(d) =

@@ -13,11 +13,11 @@
 //! Tensor names `conv1`, `conv2`, `fc1`, `fc2` (`.weight`, `.bias`), PyTorch `state_dict` style;
 //! the number of classes is read from `fc2.weight`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::Linear;
 
 use super::card::{self, ModelCard, ModelKind};
 use super::network::ModelError;
@@ -68,6 +68,7 @@ impl Classifier {
         let card_path = card::card_path_for(weights);
         let card = card::load_card(&card_path)?;
         check_card(&card, &card_path)?;
+        card::verify_weights(&card, &card_path, weights)?;
         let shape: Vec<usize> = card.image_shape.iter().map(|&d| d as usize).collect();
         let tensors = candle_core::safetensors::load(weights, &Device::Cpu).map_err(|e| {
             ModelError::Read {
@@ -75,21 +76,12 @@ impl Classifier {
                 message: e.to_string(),
             }
         })?;
-        let classes = tensors
-            .get("fc2.weight")
-            .map(|t| t.dims()[0])
-            .ok_or_else(|| ModelError::TensorMissing {
-                path: weights.to_path_buf(),
-                tensor: "fc2.weight".into(),
-                expected: vec![10, FEATURES],
-            })?;
-        let needed = tensor_shapes([shape[0], shape[1], shape[2]], classes);
-        super::network::check_tensors(weights, &needed.into_iter().collect(), &tensors)?;
-        let mut converted = HashMap::with_capacity(tensors.len());
-        for (name, t) in tensors {
-            converted.insert(name, t.to_dtype(dtype)?.to_device(device)?);
-        }
-        let vb = VarBuilder::from_tensors(converted, dtype, device);
+        let shapes = tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.dims().to_vec()))
+            .collect();
+        let classes = check_shapes(weights, [shape[0], shape[1], shape[2]], &shapes)?;
+        let vb = super::network::var_builder(weights, tensors, dtype, device)?;
         let flat = 64 * (shape[1] / 4) * (shape[2] / 4);
         Ok(Classifier {
             conv1: Conv2d::load(shape[0], 32, 3, 1, 1, vb.pp("conv1"))?,
@@ -162,6 +154,27 @@ impl Classifier {
     pub fn logits_of_features(&self, features: &Tensor) -> Result<Tensor, ModelError> {
         Ok(self.fc2.forward(features)?)
     }
+}
+
+/// Checks a file's tensor names and shapes (from its header or its tensors) against the
+/// network of `shape`: every tensor present with its shape, nothing else. Returns the number
+/// of classes, which the file decides (`fc2.weight` is `[classes, 128]`).
+pub fn check_shapes(
+    weights: &Path,
+    shape: [usize; 3],
+    found: &BTreeMap<String, Vec<usize>>,
+) -> Result<usize, ModelError> {
+    let classes = found
+        .get("fc2.weight")
+        .and_then(|dims| dims.first().copied())
+        .ok_or_else(|| ModelError::TensorMissing {
+            path: weights.to_path_buf(),
+            tensor: "fc2.weight".into(),
+            expected: vec![10, FEATURES],
+        })?;
+    let needed = tensor_shapes(shape, classes).into_iter().collect();
+    super::network::check_shapes(weights, &needed, found)?;
+    Ok(classes)
 }
 
 /// The checks a classifier card must pass before any weights are read.

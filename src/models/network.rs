@@ -107,6 +107,19 @@ pub enum ModelError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// A tensor of the weights holds NaN or infinite values: the file is damaged, or the
+    /// training that wrote it diverged.
+    #[error(
+        "tensor `{tensor}` in `{}` holds NaN or infinite values: the weights are damaged, or \
+         the training that wrote them diverged",
+        .path.display()
+    )]
+    NonFiniteWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// The first such tensor, in name order.
+        tensor: String,
+    },
     /// The file has a tensor the network does not use (usually a naming mistake).
     #[error(
         "tensor `{tensor}` in `{}` is not part of the network (see the tensor names in \
@@ -259,7 +272,7 @@ impl Network {
         };
         let tensors = candle_core::safetensors::load(weights, &Device::Cpu).map_err(read_err)?;
         check_weights(weights, &card, &UNet::tensor_shapes(&config)?, &tensors)?;
-        let vb = var_builder(tensors, dtype, device)?;
+        let vb = var_builder(weights, tensors, dtype, device)?;
         let unet = UNet::new(&config, vb)?;
         Ok(Network {
             card,
@@ -283,7 +296,7 @@ impl Network {
         let tensors: HashMap<String, Tensor> =
             formats::read(weights)?.tensors.into_iter().collect();
         check_weights(weights, &card, &AdmUNet::tensor_shapes(&config)?, &tensors)?;
-        let vb = var_builder(tensors, dtype, device)?;
+        let vb = var_builder(weights, tensors, dtype, device)?;
         let adm = AdmUNet::new(&config, vb)?;
         Ok(Network {
             shape: card.image_shape.iter().map(|&d| d as usize).collect(),
@@ -500,12 +513,28 @@ fn check_weights(
     check_tensors(path, needed, tensors)
 }
 
-/// The tensors converted to `dtype` on `device`, as a var builder.
-fn var_builder(
+/// The tensors of the weights file `path`, checked finite and converted to `dtype` on
+/// `device`, as a var builder. The check costs one pass over the weights at load, and lets a
+/// NaN met later be blamed on the inputs or the step size, never on the weights.
+pub(crate) fn var_builder(
+    path: &Path,
     tensors: HashMap<String, Tensor>,
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>, ModelError> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        // x - x is 0 for every finite x and NaN for NaN and ±inf, in any dtype.
+        let probe = t.sub(t)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !probe.is_finite() {
+            return Err(ModelError::NonFiniteWeights {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+            });
+        }
+    }
     let mut converted = HashMap::with_capacity(tensors.len());
     for (name, t) in tensors {
         converted.insert(name, t.to_dtype(dtype)?.to_device(device)?);
@@ -513,13 +542,26 @@ fn var_builder(
     Ok(VarBuilder::from_tensors(converted, dtype, device))
 }
 
-/// Checks the file's tensors against the network's: each needed one present with its shape,
-/// and nothing else. Reports the first problem in name order.
 /// Every tensor of `needed` is in `found` with its shape, and `found` holds nothing else.
+/// Reports the first problem in name order.
 pub(crate) fn check_tensors(
     path: &Path,
     needed: &BTreeMap<String, Vec<usize>>,
     found: &HashMap<String, Tensor>,
+) -> Result<(), ModelError> {
+    let shapes = found
+        .iter()
+        .map(|(name, t)| (name.clone(), t.dims().to_vec()))
+        .collect();
+    check_shapes(path, needed, &shapes)
+}
+
+/// [`check_tensors`] on names and shapes alone (a safetensors header), so the checker finds a
+/// card whose hyperparameters do not fit its weights without reading any weight.
+pub fn check_shapes(
+    path: &Path,
+    needed: &BTreeMap<String, Vec<usize>>,
+    found: &BTreeMap<String, Vec<usize>>,
 ) -> Result<(), ModelError> {
     for (name, expected) in needed {
         match found.get(name) {
@@ -530,23 +572,21 @@ pub(crate) fn check_tensors(
                     expected: expected.clone(),
                 })
             }
-            Some(t) if t.dims() != expected.as_slice() => {
+            Some(dims) if dims != expected => {
                 return Err(ModelError::TensorShape {
                     path: path.to_path_buf(),
                     tensor: name.clone(),
                     expected: expected.clone(),
-                    found: t.dims().to_vec(),
+                    found: dims.clone(),
                 })
             }
             Some(_) => {}
         }
     }
-    let mut extra: Vec<&String> = found.keys().filter(|k| !needed.contains_key(*k)).collect();
-    extra.sort();
-    match extra.first() {
+    match found.keys().find(|k| !needed.contains_key(*k)) {
         Some(name) => Err(ModelError::TensorUnused {
             path: path.to_path_buf(),
-            tensor: (*name).clone(),
+            tensor: name.clone(),
         }),
         None => Ok(()),
     }

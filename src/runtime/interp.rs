@@ -600,6 +600,8 @@ impl Interp {
             what,
         });
         let result = (|| {
+            // The objective of the last step, for the diagnosis of a NaN.
+            let mut last: Option<f64> = None;
             for k in 0..steps {
                 if let Some(l) = self.loops.last_mut() {
                     l.index = k;
@@ -632,24 +634,16 @@ impl Interp {
                     }
                 };
                 if !value.is_finite() {
-                    return Err(RunError::new(
-                        Code::RunNumeric,
-                        span,
-                        format!("the objective became {value}"),
-                    )
-                    .with_help("the step is too large for this problem: lower the learning rate, or use adam"));
+                    return Err(non_finite_objective(span, value, k, last));
                 }
+                last = Some(value);
                 if let Some(o) = &self.prog.observer {
                     o.optimize_step(k, steps, value);
                 }
                 let next = state.step(&z, &grad, direction).at(span)?;
                 if !all_finite(&next).at(span)? {
-                    return Err(RunError::new(
-                        Code::RunNumeric,
-                        span,
-                        format!("the variable became NaN or infinite (objective {value:.6e})"),
-                    )
-                    .with_help("the step is too large for this problem: lower the learning rate, or use adam"));
+                    let gradient_finite = all_finite(&grad).at(span)?;
+                    return Err(non_finite_step(span, value, gradient_finite));
                 }
                 z = next;
             }
@@ -846,6 +840,70 @@ fn sequence(v: &Value) -> Result<Vec<Value>, String> {
                 .collect()
         }
         other => Err(format!("cannot loop over {}", other.kind())),
+    }
+}
+
+/// The help every NaN diagnosis ends with: what was already ruled out.
+const FINITE_SOURCES: &str = "model weights are checked finite when they are loaded, and so \
+     are images and .npy data";
+
+/// An objective that is NaN or infinite at step `k`, told apart by whether any step had been
+/// taken: at the starting point the step size cannot be the cause.
+fn non_finite_objective(span: Span, value: f64, k: usize, last: Option<f64>) -> RunError {
+    match last {
+        None => RunError::new(
+            Code::RunNumeric,
+            span,
+            format!("the objective is {value} at the starting point, before any step was taken"),
+        )
+        .with_help(format!(
+            "the learning rate is not the cause: look at what the objective computes from its \
+             starting value (a log or division at 0, a square root of a negative number, a \
+             value that overflows); {FINITE_SOURCES}"
+        )),
+        Some(previous) => RunError::new(
+            Code::RunNumeric,
+            span,
+            format!(
+                "the objective became {value} at step {} (it was {previous:.6e} one step before)",
+                k + 1
+            ),
+        )
+        .with_help(format!(
+            "the last step took the variable where the objective is undefined or overflows: \
+             the step is too large for this problem; lower the learning rate, or use adam \
+             ({FINITE_SOURCES})"
+        )),
+    }
+}
+
+/// A step that made the variable NaN or infinite: from a NaN gradient (a function with no
+/// derivative where the objective is evaluated) or from a finite gradient times a step too
+/// large.
+fn non_finite_step(span: Span, value: f64, gradient_finite: bool) -> RunError {
+    if gradient_finite {
+        RunError::new(
+            Code::RunNumeric,
+            span,
+            format!("the variable became NaN or infinite (objective {value:.6e})"),
+        )
+        .with_help(format!(
+            "the gradient was finite, so the step is too large for this problem: lower the \
+             learning rate, or use adam ({FINITE_SOURCES})"
+        ))
+    } else {
+        RunError::new(
+            Code::RunNumeric,
+            span,
+            format!(
+                "the gradient is NaN or infinite where the objective is finite ({value:.6e})"
+            ),
+        )
+        .with_help(
+            "the learning rate is not the cause: the objective uses a function with no \
+             derivative at this point (a square root or a power below 1 at 0, a norm of a zero \
+             vector); add a small constant inside it",
+        )
     }
 }
 

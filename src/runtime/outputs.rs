@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::io::FileError;
 
@@ -69,18 +68,13 @@ impl Evaluations {
     }
 }
 
-/// SHA-256 of bytes, as hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::io::hash::sha256_hex;
 
-/// SHA-256 of a file, or a note saying why it could not be read.
+/// SHA-256 of a file (streamed and remembered: [`crate::io::hash::sha256_file`]), or a note
+/// saying why it could not be read.
 pub fn file_sha256(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(b) => sha256_hex(&b),
+    match crate::io::hash::sha256_file(path) {
+        Ok(hash) => hash,
         Err(e) => format!("unreadable: {e}"),
     }
 }
