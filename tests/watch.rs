@@ -362,3 +362,26 @@ fn watch_help_does_not_offer_sweep_which_watch_refuses() {
     );
     assert!(!text.contains("--sweep <NAME"), "{text}");
 }
+
+#[test]
+fn a_pipeline_that_loads_what_it_saves_runs_once_per_edit() {
+    // It used to rerun forever (72 runs in 6 s): each run's save was an edit of an input.
+    let dir = folder("feedback");
+    std::fs::create_dir_all(dir.join("out")).expect("out folder");
+    std::fs::copy(dir.join("mean.npy"), dir.join("out/x.npy")).expect("seed x.npy");
+    let file = dir.join("pipeline.mapga");
+    let source = "let x = load_npy(\"out/x.npy\")\nsave x + 1.0 to \"x.npy\"\n";
+    std::fs::write(&file, source).expect("write pipeline");
+    let mut w = Watcher::start(&dir, &[]);
+    w.status("run 1 ok");
+    // A window for a rerun to start, were the save taken for an edit (the debounce is 200 ms).
+    std::thread::sleep(Duration::from_millis(1500));
+    while let Ok(line) = w.lines.try_recv() {
+        w.log.push(line);
+    }
+    let runs = w.log.iter().filter(|l| l.contains(" started")).count();
+    assert_eq!(runs, 1, "{}", w.log.join("\n"));
+    // A real edit still reruns it.
+    save_by_rename(&file, &format!("{source}// edited\n"));
+    w.status("run 2 ok");
+}

@@ -90,6 +90,11 @@ impl CellBar {
 }
 
 impl Observer for CellBar {
+    /// An evaluation stops at SIGINT or SIGTERM ([`super::signals`]).
+    fn cancelled(&self) -> bool {
+        super::signals::received().is_some()
+    }
+
     fn loop_step(&self, depth: usize, index: usize, total: usize) {
         if depth == 0 {
             self.with(|b| {
@@ -159,6 +164,7 @@ pub fn run(args: &EvalArgs) -> u8 {
         return 2;
     }
     let bar = Arc::new(CellBar::default());
+    super::signals::install();
     let opts = EvalOptions {
         out_dir: out_dir.clone(),
         shard: args.shard,
@@ -200,6 +206,7 @@ pub(super) fn run_cells(
             Outcome::Ran(s) => format!("done in {s:.1} s"),
             Outcome::Reused => "reused".to_string(),
             Outcome::Failed(e) => format!("failed: {e}"),
+            Outcome::Interrupted => "interrupted (not recorded: it runs again next time)".into(),
         };
         bar.stop();
         println!("{head}: {what}");
@@ -216,6 +223,11 @@ pub(super) fn run_cells(
                 s.seconds
             );
             print_tables(&opts.out_dir, &s.tables, Some(s.cells));
+            if let Some(signal) = super::signals::received().filter(|_| s.interrupted) {
+                let (name, code) = super::signals::describe(signal);
+                eprintln!("interrupted by {name}: the next `mapga eval` of this suite resumes with the cells not finished");
+                return code;
+            }
             if s.failed > 0 {
                 1
             } else {

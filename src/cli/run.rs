@@ -9,6 +9,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{print_diags, DeviceArg, MessageFormat, RunArgs};
 use crate::check::{check_file, CheckOptions};
+use crate::diagnostics::render_plain;
+use crate::io::outdir::OutputFolder;
 use crate::runtime::{self, Env, Observer, ReportValue, RunOptions};
 
 /// A progress bar over the outermost loop, with the innermost optimization step and its
@@ -40,6 +42,11 @@ impl Observer for Progress {
             "iteration {}/{total}, objective {objective:.6e}",
             index + 1
         ));
+    }
+
+    /// A run stops at SIGINT or SIGTERM ([`super::signals`]).
+    fn cancelled(&self) -> bool {
+        super::signals::received().is_some()
     }
 }
 
@@ -93,13 +100,24 @@ pub fn run(args: &RunArgs) -> u8 {
         return 1;
     }
     let out_dir = out_dir(args);
-    if let Err(e) = crate::io::atomic::ensure_writable_dir(&out_dir) {
-        eprintln!("error: {e} (choose another with --out)");
-        return 2;
-    }
+    let folder = match OutputFolder::open(&out_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let staging = match folder.stage() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    super::signals::install();
     let bar = progress_bar(args.quiet);
     let opts = RunOptions {
-        out_dir: out_dir.clone(),
+        out_dir: staging.path().to_path_buf(),
         env: Env {
             device,
             dtype: args.dtype.dtype(),
@@ -111,37 +129,56 @@ pub fn run(args: &RunArgs) -> u8 {
     let result = runtime::run(&checked, &args.file, &opts);
     bar.finish_and_clear();
     match result {
-        Ok(summary) => {
-            print_summary(&summary.values);
-            eprintln!(
-                "wrote {} file{} to {} in {:.2} s",
-                summary.written.len(),
-                if summary.written.len() == 1 { "" } else { "s" },
-                out_dir.display(),
-                summary.seconds
-            );
-            0
-        }
+        Ok(summary) => match folder.publish(staging, &summary.written) {
+            Ok(published) => {
+                print_summary(&summary.values);
+                eprintln!(
+                    "wrote {} file{} to {} in {:.2} s",
+                    published.len(),
+                    if published.len() == 1 { "" } else { "s" },
+                    out_dir.display(),
+                    summary.seconds
+                );
+                0
+            }
+            Err(e) => {
+                print_summary(&summary.values);
+                eprintln!("error: the run finished but its outputs could not be published: {e}");
+                2
+            }
+        },
         Err(failure) => {
-            print_diags(
-                &[failure.error.to_diag()],
-                &checked.sources,
-                MessageFormat::Human,
-            );
+            let signal = super::signals::received();
+            let why = match signal {
+                Some(s) => format!("interrupted by {}", super::signals::describe(s).0),
+                None => {
+                    print_diags(
+                        &[failure.error.to_diag()],
+                        &checked.sources,
+                        MessageFormat::Human,
+                    );
+                    render_plain(&[failure.error.to_diag()], &checked.sources)
+                }
+            };
             if !failure.partial.values.is_empty() {
                 print_summary(&failure.partial.values);
             }
-            eprintln!(
-                "the run stopped; {} file{} written before it stopped are in {}",
-                failure.partial.written.len(),
-                if failure.partial.written.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
-                out_dir.display()
-            );
-            1
+            let n = failure.partial.written.len();
+            match folder.keep_failed(staging, &why) {
+                Ok(kept) => eprintln!(
+                    "the run stopped ({}); the results in {} are those of the last run that \
+                     finished, untouched; the {n} file{} this run wrote before it stopped are in {}",
+                    why.lines().next().unwrap_or_default(),
+                    out_dir.display(),
+                    if n == 1 { "" } else { "s" },
+                    kept.display()
+                ),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            match signal {
+                Some(s) => super::signals::describe(s).1,
+                None => 1,
+            }
         }
     }
 }

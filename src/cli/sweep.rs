@@ -95,6 +95,10 @@ pub fn run(args: &RunArgs) -> u8 {
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join("sweep").join(&stem));
     let bar = Arc::new(CellBar::default());
+    if !args.quiet {
+        // The bar is the observer that stops the cells at SIGINT/SIGTERM.
+        super::signals::install();
+    }
     let opts = EvalOptions {
         out_dir: out_dir.clone(),
         shard: None,

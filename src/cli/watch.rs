@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 use super::run::{device, out_dir, print_summary, progress_bar, Progress};
 use super::{print_diags, MessageFormat, RunArgs};
 use crate::check::{check_file, CheckOptions, Checked};
+use crate::io::outdir::{OutputFolder, Staging};
 use crate::runtime::{self, Env, NodeCache, Observer, RunFailure, RunOptions, RunSummary};
 use crate::source::SourceMap;
 
@@ -110,6 +111,9 @@ struct Watch<'a> {
     args: &'a WatchArgs,
     overrides: BTreeMap<String, String>,
     env: Env,
+    /// The output folder, held (locked) while watching; each run stages and publishes in it.
+    folder: Arc<OutputFolder>,
+    /// The output folder, normalised: changes inside it (the runs' own outputs) are not edits.
     out_dir: PathBuf,
     fs: notify::RecommendedWatcher,
     tx: Sender<Msg>,
@@ -147,6 +151,13 @@ pub fn run(args: &WatchArgs) -> u8 {
             return 2;
         }
     };
+    let folder = match OutputFolder::open(&out_dir(&args.run)) {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let (tx, rx) = mpsc::channel();
     let fs_tx = tx.clone();
     let fs = match notify::recommended_watcher(move |event| {
@@ -166,7 +177,8 @@ pub fn run(args: &WatchArgs) -> u8 {
             dtype: args.run.dtype.dtype(),
             seed: args.run.seed,
         },
-        out_dir: out_dir(&args.run),
+        out_dir: std::fs::canonicalize(folder.dir()).unwrap_or_else(|_| normalise(folder.dir())),
+        folder,
         fs,
         tx,
         dirs: BTreeSet::new(),
@@ -222,7 +234,9 @@ impl Watch<'_> {
             Ok(event) => {
                 for p in event.paths {
                     let p = normalise(&p);
-                    if self.files.contains_key(&p) {
+                    // A run's own outputs never trigger a run (a pipeline that loads what it
+                    // saves reran forever).
+                    if self.files.contains_key(&p) && !p.starts_with(&self.out_dir) {
                         touched.insert(p);
                     }
                 }
@@ -336,9 +350,13 @@ impl Watch<'_> {
         let number = self.runs;
         let cancel = Arc::new(AtomicBool::new(false));
         let show_progress = !self.args.run.quiet && std::io::stderr().is_terminal();
+        let staging = match self.folder.stage() {
+            Ok(s) => s,
+            Err(e) => return status(&format!("run {number} could not start: {e}")),
+        };
         let bar = show_progress.then(|| progress_bar(false));
         let opts = RunOptions {
-            out_dir: self.out_dir.clone(),
+            out_dir: staging.path().to_path_buf(),
             env: self.env.clone(),
             observer: Some(Arc::new(WatchObserver {
                 progress: bar.clone().map(|bar| Progress { bar }),
@@ -347,18 +365,21 @@ impl Watch<'_> {
             check_seconds,
         };
         let checked = Arc::new(checked);
-        let (file, cache, tx, work) = (
+        let (file, cache, tx, work, folder, stop) = (
             self.args.run.file.clone(),
             self.cache.clone(),
             self.tx.clone(),
             checked.clone(),
+            self.folder.clone(),
+            cancel.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name(format!("mapga-watch-run-{number}"))
             .spawn(move || {
                 // Says the run ended when the worker returns, even by a panic.
                 let _done = DoneOnDrop(tx, number);
-                runtime::run_cached(&work, &file, &opts, &cache)
+                let result = runtime::run_cached(&work, &file, &opts, &cache);
+                settle(&folder, staging, result, &stop)
             });
         match spawned {
             Ok(handle) => {
@@ -447,11 +468,48 @@ impl Watch<'_> {
                     MessageFormat::Human,
                 );
                 status(&format!(
-                    "run {number} failed after {:.2} s: {} (outputs of earlier runs kept)",
+                    "run {number} failed after {:.2} s: {} (outputs of the last good run kept; this run's are in failed-run/)",
                     failure.partial.seconds, failure.error.message
                 ));
             }
             Err(_) => status(&format!("run {number} failed: the run panicked")),
+        }
+    }
+}
+
+/// Publishes a finished run's outputs, keeps a failed run's apart (`failed-run/`), or drops
+/// those of a run cancelled by a newer save. A run whose outputs cannot be published fails.
+fn settle(
+    folder: &OutputFolder,
+    staging: Staging,
+    result: Result<RunSummary, Box<RunFailure>>,
+    cancelled: &AtomicBool,
+) -> Result<RunSummary, Box<RunFailure>> {
+    match result {
+        Ok(mut summary) => match folder.publish(staging, &summary.written) {
+            Ok(published) => {
+                summary.written = published;
+                Ok(summary)
+            }
+            Err(e) => {
+                let span = crate::source::Span::new(crate::source::FileId(0), 0, 0);
+                Err(Box::new(RunFailure {
+                    error: runtime::RunError::new(
+                        crate::diagnostics::Code::RunFile,
+                        span,
+                        e.to_string(),
+                    ),
+                    partial: summary,
+                }))
+            }
+        },
+        Err(failure) if cancelled.load(Ordering::Relaxed) => {
+            folder.discard(staging);
+            Err(failure)
+        }
+        Err(failure) => {
+            let _ = folder.keep_failed(staging, &failure.error.message);
+            Err(failure)
         }
     }
 }

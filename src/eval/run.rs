@@ -44,6 +44,9 @@ pub enum Outcome {
     Reused,
     /// Its run stopped with this error (recorded; the evaluation went on).
     Failed(String),
+    /// The evaluation was interrupted (SIGINT, SIGTERM) while it ran: nothing is recorded,
+    /// so the next run of the suite runs it again, and no later cell starts.
+    Interrupted,
 }
 
 /// Progress: the cell at `position` (from 1) of `total` in this run starts or ends.
@@ -72,6 +75,9 @@ pub struct EvalSummary {
     pub reused: usize,
     /// Cells whose run failed.
     pub failed: usize,
+    /// Whether the evaluation stopped early, at an interruption (the observer's
+    /// [`crate::runtime::Observer::cancelled`]).
+    pub interrupted: bool,
     /// Seconds in all.
     pub seconds: f64,
     /// The tables written.
@@ -118,7 +124,12 @@ pub fn evaluate(
         mine: mine.len(),
         ..EvalSummary::default()
     };
+    let interrupted = || opts.observer.as_ref().is_some_and(|o| o.cancelled());
     for (position, &i) in mine.iter().enumerate() {
+        if interrupted() {
+            summary.interrupted = true;
+            break;
+        }
         let (cell, checked) = &suite.cells[i];
         let hash = &hashes[i];
         let dir = store::cell_dir(&opts.out_dir, &cell.id());
@@ -138,6 +149,7 @@ pub fn evaluate(
             Outcome::Ran(_) => summary.ran += 1,
             Outcome::Reused => summary.reused += 1,
             Outcome::Failed(_) => summary.failed += 1,
+            Outcome::Interrupted => summary.interrupted = true,
             Outcome::Running => {}
         }
         progress(&Progress {
@@ -219,6 +231,10 @@ fn run_cell(
             let record =
                 CellRecord::finished(cell, hash, seed, s.seconds, &values, &s.network_evaluations);
             (Outcome::Ran(s.seconds), record)
+        }
+        Err(_) if opts.observer.as_ref().is_some_and(|o| o.cancelled()) => {
+            store::clear(dir).map_err(|e| format!("cannot clear `{}`: {e}", dir.display()))?;
+            return Ok(Outcome::Interrupted);
         }
         Err(failure) => {
             let message = failure.error.message.clone();

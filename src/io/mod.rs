@@ -19,6 +19,7 @@ pub mod hash;
 pub mod headers;
 pub mod image;
 pub mod npy;
+pub mod outdir;
 pub mod plot;
 pub mod resize;
 
