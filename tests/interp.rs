@@ -321,7 +321,10 @@ fn numeric_failure(name: &str, source: &str) -> (String, String) {
     let failure = common::run_in(&dir, source, DType::F64, 0).unwrap_err();
     let _ = std::fs::remove_dir_all(dir);
     assert_eq!(failure.error.code, mapga::diagnostics::Code::RunNumeric);
-    (failure.error.message, failure.error.help.unwrap_or_default())
+    (
+        failure.error.message,
+        failure.error.help.unwrap_or_default(),
+    )
 }
 
 #[test]

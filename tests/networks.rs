@@ -134,7 +134,9 @@ fn weights_are_verified_against_their_cards_hash_at_check_and_at_load() {
     let path = write_random_unet(&dir, "net", &card, 1).unwrap();
     card.weights_sha256 = Some(mapga::io::hash::sha256_file(&path).unwrap());
     write_network(&dir, "net", &card, &random_weights(&card, 1).unwrap()).unwrap();
-    let source = LOAD_NET.replace("denoiser(", "consistency(").replace(", 1.0)", ", 2.0)");
+    let source = LOAD_NET
+        .replace("denoiser(", "consistency(")
+        .replace(", 1.0)", ", 2.0)");
     let (codes, text) = check_errors(&dir, &source);
     assert!(codes.is_empty(), "{text}");
     // Other weights of the same architecture (a denoiser's under the consistency model's
@@ -147,7 +149,10 @@ fn weights_are_verified_against_their_cards_hash_at_check_and_at_load() {
         "{text}"
     );
     let err = Network::load(&path, DType::F32, &Device::Cpu).unwrap_err();
-    assert!(err.to_string().contains("is not the file its model card"), "{err}");
+    assert!(
+        err.to_string().contains("is not the file its model card"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -167,7 +172,11 @@ fn weights_holding_nan_fail_at_load_naming_the_tensor() {
     assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
     assert!(err.to_string().contains("NaN or infinite"), "{err}");
     let failure = run_in(&dir, LOAD_NET, DType::F32, 0).unwrap_err();
-    assert!(failure.error.message.contains("NaN or infinite"), "{}", failure.error.message);
+    assert!(
+        failure.error.message.contains("NaN or infinite"),
+        "{}",
+        failure.error.message
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -235,7 +235,10 @@ fn an_interrupted_evaluation_exits_130_and_resumes_with_the_unfinished_cells() {
     let suite = dir.join("suite.mapga");
     std::fs::write(
         &suite,
-        PIPELINE.replace("param steps = 20", "param steps = 20\ngrid steps in [100000000, 20]"),
+        PIPELINE.replace(
+            "param steps = 20",
+            "param steps = 20\ngrid steps in [100000000, 20]",
+        ),
     )
     .unwrap();
     let out = dir.join("out");
@@ -249,10 +252,12 @@ fn an_interrupted_evaluation_exits_130_and_resumes_with_the_unfinished_cells() {
         .unwrap();
     // The first cell runs for minutes: wait until it started (its folder exists).
     let start = Instant::now();
-    while !out.join("cells").is_dir()
-        || std::fs::read_dir(out.join("cells")).unwrap().count() == 0
+    while !out.join("cells").is_dir() || std::fs::read_dir(out.join("cells")).unwrap().count() == 0
     {
-        assert!(start.elapsed() < Duration::from_secs(60), "the cell never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the cell never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));

@@ -15,6 +15,7 @@ mod graph;
 mod inspect;
 pub mod process;
 mod run;
+mod signals;
 pub use run::Progress;
 mod sweep;
 mod watch;

@@ -820,7 +820,14 @@ mod tests {
         write_npy_f32(&path, &[2, 2], &[0.0, f32::NAN, 1.0, f32::INFINITY]).unwrap();
         let err = read_npy(&path, DType::F32, &Device::Cpu).unwrap_err();
         assert!(
-            matches!(err, FileError::NonFinite { count: 2, first: 1, .. }),
+            matches!(
+                err,
+                FileError::NonFinite {
+                    count: 2,
+                    first: 1,
+                    ..
+                }
+            ),
             "{err}"
         );
         // f64 data beyond f32's range is infinite once read as f32, and fine as f64.

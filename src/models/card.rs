@@ -564,8 +564,14 @@ ModelCard(
         let err = verify_weights(&card, &card_path, &weights).unwrap_err();
         assert!(matches!(err, CardError::WeightsHash { .. }), "{err}");
         let msg = err.to_string();
-        assert!(msg.contains("cm.safetensors") && msg.contains("cm.ron"), "{msg}");
-        assert!(msg.contains(&crate::io::hash::sha256_hex(b"other weights")), "{msg}");
+        assert!(
+            msg.contains("cm.safetensors") && msg.contains("cm.ron"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&crate::io::hash::sha256_hex(b"other weights")),
+            "{msg}"
+        );
         std::fs::remove_file(&weights).unwrap();
         let err = verify_weights(&card, &card_path, &weights).unwrap_err();
         assert!(matches!(err, CardError::Verify { .. }), "{err}");

@@ -527,7 +527,11 @@ pub(crate) fn var_builder(
     for name in names {
         let t = &tensors[name];
         // x - x is 0 for every finite x and NaN for NaN and ±inf, in any dtype.
-        let probe = t.sub(t)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let probe = t
+            .sub(t)?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
         if !probe.is_finite() {
             return Err(ModelError::NonFiniteWeights {
                 path: path.to_path_buf(),

@@ -895,9 +895,7 @@ fn non_finite_step(span: Span, value: f64, gradient_finite: bool) -> RunError {
         RunError::new(
             Code::RunNumeric,
             span,
-            format!(
-                "the gradient is NaN or infinite where the objective is finite ({value:.6e})"
-            ),
+            format!("the gradient is NaN or infinite where the objective is finite ({value:.6e})"),
         )
         .with_help(
             "the learning rate is not the cause: the objective uses a function with no \
