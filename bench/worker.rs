@@ -286,7 +286,13 @@ fn pipeline_seconds(
     overrides: std::collections::BTreeMap<String, String>,
 ) -> Result<Value, Error> {
     let start = Instant::now();
-    let checked = check_file(path, &CheckOptions { overrides });
+    let checked = check_file(
+        path,
+        &CheckOptions {
+            overrides,
+            ..Default::default()
+        },
+    );
     if checked.diags.has_errors() {
         return Err(format!("{} does not check", path.display()).into());
     }

@@ -222,7 +222,15 @@ fn run_exit_codes() {
         .arg(dir.join("ok.mapga"))
         .output()
         .unwrap();
-    assert_ne!(unknown.status.code(), Some(0), "--set of an unknown param");
+    assert_eq!(unknown.status.code(), Some(1), "--set of an unknown param");
+    // A folder given as FILE is a usage error, like a missing file (it was 1).
+    let folder = Command::new(bin)
+        .args(["run", "-q"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(folder.status.code(), Some(2), "a folder as FILE");
+    assert!(String::from_utf8_lossy(&folder.stderr).contains("is a folder"));
     // An output folder that cannot be one is refused before running (it was refused only when
     // the first `save` came, after the whole solve).
     std::fs::write(dir.join("a_file"), "not a folder").unwrap();

@@ -121,7 +121,7 @@ fn bad_sweeps_are_clear_errors() {
     let cases: [(&[&str], i32, &str); 5] = [
         (
             &["--sweep", "lrr=0.1,0.2"],
-            2,
+            1,
             "has no param `lrr`; did you mean `lr`?",
         ),
         (

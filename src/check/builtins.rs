@@ -143,6 +143,10 @@ impl Checker {
     fn file_arg(&mut self, args: &Args, param: &str) -> Option<PathBuf> {
         let written = args.string(param)?.to_string();
         let path = self.resolve_path(&written);
+        if let Err(denied) = self.opts.permissions.check_read(&path) {
+            self.report(permission_diag(&denied, args.span(param)));
+            return None;
+        }
         self.dependencies.push(path.clone());
         Some(path)
     }
@@ -172,11 +176,10 @@ impl Checker {
             .iter()
             .any(|(_, v)| v.as_ref().is_some_and(|v| matches!(v.ty, Type::Error)))
         {
-            return if declared.is_open() {
-                Type::Error
-            } else {
-                declared
-            };
+            // An erroneous argument makes an erroneous result, never a guessed type: a
+            // per-item metric of a bad batch would otherwise be `Float` and cascade into a
+            // second, bogus error (`mean(ssim(x, bad))`: "expected Tensor, found Float").
+            return Type::Error;
         }
         match name {
             "image" => {
@@ -1273,6 +1276,21 @@ impl Checker {
 }
 
 impl Checker {
+    /// A `save` to a path known at check time: it must stay inside the output folder (or a
+    /// folder given with `--allow-write`). Relative paths resolve against the output folder.
+    pub(super) fn check_save_path(&mut self, written: &str, span: Span) {
+        let perms = &self.opts.permissions;
+        let p = Path::new(written);
+        let target = match perms.output() {
+            _ if p.is_absolute() => p.to_path_buf(),
+            Some(out) => out.join(p),
+            None => return,
+        };
+        if let Err(denied) = perms.check_write(&target) {
+            self.report(permission_diag(&denied, span));
+        }
+    }
+
     /// Weights that are not the file their card was written for (or cannot be read to tell).
     fn weights_mismatch(&mut self, args: &Args, e: &crate::models::card::CardError) {
         self.report(
@@ -1495,4 +1513,18 @@ fn model(kind: ModelKind, shape: Shape) -> Type {
 /// The path made absolute for messages (without requiring it to exist).
 fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The diagnostic of a read or write the pipeline's permissions do not allow
+/// ([`crate::io::permissions`]).
+pub(super) fn permission_diag(denied: &crate::io::permissions::Denied, span: Span) -> Diag {
+    use crate::io::permissions::Access;
+    let (label, allow) = match denied.access {
+        Access::Read => ("outside the folders this pipeline may read", "read"),
+        Access::Write => ("outside the folders this pipeline may write", "write"),
+    };
+    Diag::error(Code::Permission, span, denied.to_string(), label).with_help(format!(
+        "if you trust this pipeline to {allow} there, run it with `{}`",
+        denied.flag()
+    ))
 }

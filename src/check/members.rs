@@ -41,6 +41,52 @@ fn methods_of(t: &Type) -> &'static [&'static str] {
     }
 }
 
+/// The documentation of one field or method of a built-in kind of value, for `mapga doc`.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberDoc {
+    /// The kind of value that has it: `Operator`, `Schedule`, `Model`, `Tensor`, `List`, `Shape`.
+    pub receiver: &'static str,
+    /// The field or method name.
+    pub name: &'static str,
+    /// How it is written, with its type: `A.pinv(y: Tensor) -> Tensor`.
+    pub signature: &'static str,
+    /// What it is.
+    pub doc: &'static str,
+}
+
+/// Every field and method of [`fields_of`] and [`methods_of`], documented (a unit test keeps
+/// the three lists equal).
+pub const MEMBER_DOCS: &[MemberDoc] = &[
+    MemberDoc { receiver: "Operator", name: "domain", signature: "A.domain -> Shape", doc: "The shape of the images the operator takes (one image, without a batch dimension)." },
+    MemberDoc { receiver: "Operator", name: "range", signature: "A.range -> Shape", doc: "The shape of the measurements the operator makes of one image." },
+    MemberDoc { receiver: "Operator", name: "adjoint", signature: "A.adjoint(v: Tensor) -> Tensor", doc: "A^T v: the adjoint of a linear operator, range-shaped in, domain-shaped out (one measurement or a batch)." },
+    MemberDoc { receiver: "Operator", name: "pinv", signature: "A.pinv(y: Tensor) -> Tensor", doc: "A^+ y = A^T (A A^T)^+ y: the pseudo-inverse of a linear operator, exact where the operator knows its Gram matrix (masks, separable operators, circular convolutions), conjugate gradients otherwise." },
+    MemberDoc { receiver: "Operator", name: "visualize", signature: "A.visualize(y: Tensor) -> Tensor", doc: "A measurement shown as a domain-shaped image, for `save` and `grid`: missing pixels grey, a downsampled image enlarged, a blurred image as it is." },
+    MemberDoc { receiver: "Operator", name: "domain_for", signature: "A.domain_for(y: Tensor) -> Shape", doc: "The domain shape of the operator that made the measurement `y` (with its batch dimension, when `y` has one): the shape of the image to restore." },
+    MemberDoc { receiver: "Operator", name: "gram_solve", signature: "A.gram_solve(r: Tensor, a: Float, b: Float) -> Tensor", doc: "(a A A^T + b I)^+ r, range-shaped: the linear solve of Pi-GDM, DiffPIR and MAP-GA's data term; exact where known, batched conjugate gradients otherwise, with a truncated pseudo-inverse when b = 0." },
+    MemberDoc { receiver: "Operator", name: "svd_vt", signature: "A.svd_vt(x: Tensor) -> Tensor", doc: "V^T x: an image in the operator's right singular basis (domain-shaped); needs an operator with a known SVD, as DDRM does." },
+    MemberDoc { receiver: "Operator", name: "svd_v", signature: "A.svd_v(x: Tensor) -> Tensor", doc: "V x: back from the right singular basis to an image (the inverse of `svd_vt`)." },
+    MemberDoc { receiver: "Operator", name: "svd_ut", signature: "A.svd_ut(y: Tensor) -> Tensor", doc: "U^T y: a measurement in the left singular basis, laid out domain-shaped (zeros where no singular value)." },
+    MemberDoc { receiver: "Operator", name: "svd_u", signature: "A.svd_u(c: Tensor) -> Tensor", doc: "U c: domain-shaped coefficients back to a measurement (the inverse of `svd_ut` on the range)." },
+    MemberDoc { receiver: "Operator", name: "singular_values", signature: "A.singular_values() -> Tensor", doc: "The singular values, domain-shaped, in the order of `svd_vt` (0 where the operator keeps nothing)." },
+    MemberDoc { receiver: "Operator", name: "singular_values_cut", signature: "A.singular_values_cut(s_min: Float) -> Tensor", doc: "The singular values with the small ones set to 0: those below s_min, or, for a separable operator, each axis's values below s_min before their product (as DDRM's official code cuts its blurs)." },
+    MemberDoc { receiver: "Model", name: "shape", signature: "m.shape -> Shape", doc: "The image shape the model works on, [C, H, W], from its card." },
+    MemberDoc { receiver: "Model", name: "sigma_data", signature: "m.sigma_data -> Float", doc: "The data standard deviation of the model's EDM preconditioning (0.5 for the field's models)." },
+    MemberDoc { receiver: "Model", name: "sigma_min", signature: "m.sigma_min -> Float", doc: "The smallest noise level the model was trained on (0.002 for the field's models)." },
+    MemberDoc { receiver: "Model", name: "sigma_max", signature: "m.sigma_max -> Float", doc: "The largest noise level the model was trained on (80 for the field's models)." },
+    MemberDoc { receiver: "Schedule", name: "sigmas", signature: "ts.sigmas -> List[Float]", doc: "The noise levels of the schedule, from the largest to the smallest." },
+    MemberDoc { receiver: "Schedule", name: "pairs", signature: "ts.pairs -> List[(Float, Float)]", doc: "Consecutive levels (sigma, sigma_next), one pair per step of a sampler: `for (s, s_next) in ts.pairs { ... }`." },
+    MemberDoc { receiver: "Schedule", name: "first", signature: "ts.first -> Float", doc: "The first (largest) noise level." },
+    MemberDoc { receiver: "Schedule", name: "last", signature: "ts.last -> Float", doc: "The last (smallest) noise level." },
+    MemberDoc { receiver: "Schedule", name: "len", signature: "ts.len -> Int", doc: "The number of noise levels (steps + 1 for `karras(steps: n)`)." },
+    MemberDoc { receiver: "Tensor", name: "shape", signature: "x.shape -> Shape", doc: "The tensor's shape, batch dimension included." },
+    MemberDoc { receiver: "Tensor", name: "channels", signature: "x.channels -> Int", doc: "C of an image [C, H, W] or a batch [N, C, H, W]." },
+    MemberDoc { receiver: "Tensor", name: "height", signature: "x.height -> Int", doc: "H of an image [C, H, W] or a batch [N, C, H, W]." },
+    MemberDoc { receiver: "Tensor", name: "width", signature: "x.width -> Int", doc: "W of an image [C, H, W] or a batch [N, C, H, W]." },
+    MemberDoc { receiver: "List", name: "len", signature: "xs.len -> Int", doc: "The number of elements of the list." },
+    MemberDoc { receiver: "Shape", name: "rank", signature: "s.rank -> Int", doc: "The number of dimensions of the shape." },
+];
+
 impl Checker {
     /// `value.name`.
     pub(super) fn field(&mut self, recv: Val, name: &Ident, span: Span) -> Val {
@@ -326,5 +372,51 @@ impl Checker {
             }
         }
         batched(batch, result)
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn every_member_is_documented_and_every_documented_member_exists() {
+        let kinds = [
+            (
+                "Operator",
+                Type::Operator(Box::new(OpType {
+                    domain: Shape::Unknown,
+                    range: Shape::Unknown,
+                    linear: true,
+                    svd: true,
+                })),
+            ),
+            (
+                "Model",
+                Type::Model(Box::new(super::super::types::ModelType {
+                    kind: super::super::types::ModelKind::Denoiser,
+                    shape: Shape::Unknown,
+                })),
+            ),
+            ("Schedule", Type::Schedule),
+            ("Tensor", Type::tensor()),
+            ("List", Type::List(Box::new(Type::Float))),
+            ("Shape", Type::ShapeVal(Shape::Unknown)),
+        ];
+        let mut real = Vec::new();
+        for (name, t) in &kinds {
+            for m in fields_of(t).iter().chain(methods_of(t)) {
+                real.push((*name, *m));
+            }
+        }
+        let documented: Vec<(&str, &str)> =
+            MEMBER_DOCS.iter().map(|d| (d.receiver, d.name)).collect();
+        real.sort();
+        let mut sorted = documented.clone();
+        sorted.sort();
+        assert_eq!(real, sorted);
+        for d in MEMBER_DOCS {
+            assert!(d.signature.contains(d.name), "{}", d.signature);
+        }
     }
 }

@@ -34,7 +34,7 @@ pub mod builtins;
 mod call;
 mod expr;
 mod grid;
-mod members;
+pub mod members;
 mod modules;
 mod scope;
 mod slice;
@@ -64,6 +64,9 @@ const CALL_NOTE: &str = "while checking the call of ";
 pub struct CheckOptions {
     /// `--set NAME=VALUE` overrides of pipeline params, as source text of a literal.
     pub overrides: BTreeMap<String, String>,
+    /// What the pipeline may read and write (everything, unless the caller restricts it: the
+    /// command line does). The folders of imported files are added as they are imported.
+    pub permissions: crate::io::permissions::Permissions,
 }
 
 /// The result of checking a pipeline.
@@ -79,6 +82,8 @@ pub struct Checked {
     pub dependencies: Vec<PathBuf>,
     /// The pipeline's `grid` items that checked cleanly, in file order (for `mapga eval`).
     pub grids: Vec<suite::GridSpec>,
+    /// What the run may read and write: the check's permissions with the imports' folders.
+    pub permissions: crate::io::permissions::Permissions,
 }
 
 /// Checks the pipeline file at `path`.
@@ -232,6 +237,7 @@ impl Checker {
             int64_save: None,
             grids: Vec::new(),
             dead_nodes: Vec::new(),
+            suggest_budget: scope::SUGGEST_BUDGET,
         };
         cx.load_prelude();
         cx

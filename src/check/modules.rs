@@ -262,6 +262,10 @@ impl Checker {
                     }
                 };
                 self.dependencies.push(path.clone());
+                // An import's folder is readable, as the pipeline's own is.
+                if let Some(dir) = path.parent() {
+                    self.opts.permissions.allow_read(dir);
+                }
                 let text = String::from_utf8_lossy(&bytes).into_owned();
                 let file = self.sources.add(
                     path.display().to_string(),
@@ -627,7 +631,12 @@ impl Checker {
                     );
                 }
                 if let Some(Const::Str(s)) = &p.konst {
-                    if !(s.ends_with(".png") || s.ends_with(".npy") || s.ends_with(".jpg")) {
+                    self.check_save_path(s, path.span);
+                    let lower = s.to_ascii_lowercase();
+                    if ![".png", ".npy", ".jpg", ".jpeg"]
+                        .iter()
+                        .any(|e| lower.ends_with(e))
+                    {
                         self.report(
                             Diag::error(
                                 Code::InvalidValue,
@@ -636,7 +645,8 @@ impl Checker {
                                 "this path",
                             )
                             .with_help(
-                                "save images as `.png` (8-bit) or arrays as `.npy` (float32)",
+                                "save images as `.png` (8-bit, or 16-bit as `name.16.png`) or \
+                                 `.jpg`/`.jpeg`, or arrays as `.npy` (float32)",
                             ),
                         );
                     }

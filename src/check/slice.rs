@@ -11,6 +11,40 @@ use crate::graph::{Const, Op};
 use crate::source::Span;
 
 impl Checker {
+    /// Reports a bad slice, unless an identical one (same bounds, same message) was reported:
+    /// one wrong `--set n=...` used by four slices is one error, whose note lists the other
+    /// places, not four errors.
+    fn report_slice_once(&mut self, d: Diag, at: Span) {
+        let same = self
+            .diags
+            .0
+            .iter_mut()
+            .find(|old| old.code == d.code && old.message == d.message);
+        match same {
+            Some(first) => {
+                let file = self.sources.get(at.file);
+                let before = file.text.get(..at.start as usize).unwrap_or_default();
+                let line = before.matches('\n').count() + 1;
+                let name = file.name.clone();
+                let place = format!("{name}:{line}");
+                match first
+                    .notes
+                    .iter_mut()
+                    .find(|n| n.starts_with("the same slice is also at "))
+                {
+                    Some(note) => {
+                        note.push_str(", ");
+                        note.push_str(&place);
+                    }
+                    None => first
+                        .notes
+                        .push(format!("the same slice is also at {place}")),
+                }
+            }
+            None => self.report(d),
+        }
+    }
+
     /// `base[from:to]`.
     pub(super) fn slice(&mut self, b: Val, from: Option<Val>, to: Option<Val>, span: Span) -> Val {
         let mut bounds_ok = true;
@@ -51,14 +85,14 @@ impl Checker {
                         .with_help(format!("a slice `a:b` needs 0 <= a <= b <= {n}")),
                     None => d.with_help("a slice `a:b` needs 0 <= a <= b"),
                 };
-                self.report(d);
+                self.report_slice_once(d, at);
                 return self.error_val(span);
             }
             // An empty tensor is no batch at all: every model, metric and saved grid of it fails,
             // only after the whole solve has run on nothing.
             if a == e && matches!(b.ty, Type::Tensor(_)) {
                 let at = to.as_ref().or(from.as_ref()).map_or(span, |v| v.span);
-                self.report(
+                self.report_slice_once(
                     Diag::error(
                         Code::InvalidValue,
                         at,
@@ -69,6 +103,7 @@ impl Checker {
                         "a tensor needs at least one entry along each dimension: slice `a:b` with a < b \
                          (for `x[:n]`, n of at least 1)",
                     ),
+                    at,
                 );
                 return self.error_val(span);
             }

@@ -800,7 +800,10 @@ mod tests {
             "case.mapga",
             text,
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
-            &CheckOptions { overrides },
+            &CheckOptions {
+                overrides,
+                ..Default::default()
+            },
         )
     }
 

@@ -14,12 +14,29 @@ pub fn run(args: &CheckArgs) -> u8 {
     };
     let (mut errors, mut warnings, mut unreadable) = (0usize, 0usize, false);
     for file in &args.files {
-        if let Err(e) = std::fs::metadata(file) {
-            eprintln!("error: cannot read `{}`: {e}", file.display());
-            unreadable = true;
-            continue;
+        match std::fs::metadata(file) {
+            Err(e) => {
+                eprintln!("error: cannot read `{}`: {e}", file.display());
+                unreadable = true;
+                continue;
+            }
+            Ok(m) if m.is_dir() => {
+                eprintln!(
+                    "error: `{}` is a folder; give pipeline files (`.mapga`)",
+                    file.display()
+                );
+                unreadable = true;
+                continue;
+            }
+            Ok(_) => {}
         }
-        let checked = crate::eval::check_suite(file, &overrides);
+        let opts = crate::check::CheckOptions {
+            permissions: args
+                .access
+                .permissions(file, &super::default_out(file), &overrides),
+            overrides: overrides.clone(),
+        };
+        let checked = crate::eval::check_suite(file, &opts);
         print_diags(&checked.diags.0, &checked.sources, args.message_format);
         errors += checked.diags.error_count();
         warnings += checked.diags.warning_count();

@@ -82,6 +82,18 @@ pub(crate) fn entries() -> Vec<DocEntry> {
         let parsed = crate::syntax::parse(FileId(0), text);
         collect(module, text, &parsed.program, &mut out);
     }
+    // The fields and methods of built-in values (`A.pinv`, `ts.pairs`), listed under their
+    // kind of value.
+    for m in crate::check::members::MEMBER_DOCS {
+        let method = m.signature.contains('(');
+        out.push(DocEntry {
+            module: m.receiver,
+            name: m.name.to_string(),
+            kind: if method { "method" } else { "field" },
+            signature: m.signature.to_string(),
+            docs: vec![m.doc.to_string()],
+        });
+    }
     out
 }
 
@@ -139,6 +151,20 @@ fn collect(module: &'static str, text: &str, program: &Program, out: &mut Vec<Do
 
 /// One entry in full.
 fn write_entry(out: &mut String, e: &DocEntry) {
+    if matches!(e.kind, "method" | "field") {
+        let _ = writeln!(
+            out,
+            "{}  ({} of every {}, built in)\n",
+            e.path(),
+            e.kind,
+            e.module
+        );
+        for line in &e.docs {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "\n{}", e.signature);
+        return;
+    }
     let origin = match e.kind {
         "built-in" => "built-in, implemented in Rust".to_string(),
         _ => format!(
@@ -198,19 +224,26 @@ fn render(all: &[DocEntry], name: Option<&str>, out: &mut String) -> u8 {
             write_module(out, m, &items);
         }
         out.push_str(
-            "\n`mapga doc NAME` shows one item (`mapga doc mapga`) or module (`mapga doc std.solvers.dps`).\n",
+            "\n`mapga doc NAME` shows one item (`mapga doc mapga`), module (`mapga doc std.solvers.dps`), \
+             or field or method of a built-in value (`mapga doc A.pinv`, `mapga doc Schedule`).\n",
         );
         return 0;
     };
-    // A module path lists the module.
-    if crate::stdlib::module(name).is_some() {
+    // A module path, or a kind of value (`Operator`), lists it.
+    if crate::stdlib::module(name).is_some() || all.iter().any(|e| e.module == name) {
         let items: Vec<&DocEntry> = all.iter().filter(|e| e.module == name).collect();
         write_module(out, name, &items);
         return 0;
     }
+    // `A.pinv` and `ts.pairs` name a member through a variable: the part after the dot.
+    let member = name.rsplit_once('.').map(|(_, m)| m);
     let found: Vec<&DocEntry> = all
         .iter()
-        .filter(|e| e.name == name || e.path() == name)
+        .filter(|e| {
+            e.name == name
+                || e.path() == name
+                || (matches!(e.kind, "method" | "field") && Some(e.name.as_str()) == member)
+        })
         .collect();
     if found.is_empty() {
         eprintln!("error: no built-in or standard-library item is called `{name}`");
@@ -268,6 +301,33 @@ mod tests {
             mapga.signature.ends_with("-> Tensor"),
             "{}",
             mapga.signature
+        );
+    }
+
+    #[test]
+    fn operator_and_schedule_members_are_documented() {
+        let all = entries();
+        for name in [
+            "A.pinv",
+            "Operator.visualize",
+            "ts.pairs",
+            "singular_values_cut",
+        ] {
+            let mut out = String::new();
+            assert_eq!(render(&all, Some(name), &mut out), 0, "{name}");
+            assert!(out.contains("built in"), "{name}: {out}");
+        }
+        let mut out = String::new();
+        assert_eq!(render(&all, Some("A.pinv"), &mut out), 0);
+        assert!(out.contains("A.pinv(y: Tensor) -> Tensor"), "{out}");
+        let mut out = String::new();
+        assert_eq!(render(&all, Some("Schedule"), &mut out), 0);
+        assert!(out.contains("pairs") && out.contains("sigmas"), "{out}");
+        let mut out = String::new();
+        render(&all, None, &mut out);
+        assert!(
+            out.contains("Operator\n") && out.contains("gram_solve"),
+            "{out}"
         );
     }
 

@@ -50,6 +50,9 @@ pub struct EvalArgs {
     /// How to print diagnostics.
     #[arg(long, value_enum, default_value_t)]
     pub message_format: MessageFormat,
+    /// What the suite may read and write.
+    #[command(flatten)]
+    pub access: super::AccessArgs,
 }
 
 /// On a terminal, a progress bar for the cell that is running (its outer loop, and the ascent
@@ -145,13 +148,6 @@ pub fn run(args: &EvalArgs) -> u8 {
             return 2;
         }
     };
-    let suite = eval::check_suite(file, &sets);
-    print_diags(&suite.diags.0, &suite.sources, args.message_format);
-    if suite.has_errors() {
-        let n = suite.diags.error_count();
-        eprintln!("{n} error{}: not running", if n == 1 { "" } else { "s" });
-        return 1;
-    }
     let out_dir = args.out.clone().unwrap_or_else(|| {
         let stem = file
             .file_stem()
@@ -159,6 +155,17 @@ pub fn run(args: &EvalArgs) -> u8 {
             .unwrap_or_else(|| "suite".into());
         PathBuf::from("out").join("eval").join(stem)
     });
+    let check = crate::check::CheckOptions {
+        permissions: args.access.permissions(file, &out_dir, &sets),
+        overrides: sets,
+    };
+    let suite = eval::check_suite(file, &check);
+    print_diags(&suite.diags.0, &suite.sources, args.message_format);
+    if suite.has_errors() {
+        let n = suite.diags.error_count();
+        eprintln!("{n} error{}: not running", if n == 1 { "" } else { "s" });
+        return 1;
+    }
     if let Err(e) = crate::io::atomic::ensure_writable_dir(&out_dir) {
         eprintln!("error: {e} (choose another with --out)");
         return 2;

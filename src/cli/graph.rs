@@ -9,7 +9,16 @@ pub fn run(args: &GraphArgs) -> u8 {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let checked = check_file(&args.file, &CheckOptions { overrides });
+    let permissions =
+        args.access
+            .permissions(&args.file, &super::default_out(&args.file), &overrides);
+    let checked = check_file(
+        &args.file,
+        &CheckOptions {
+            overrides,
+            permissions,
+        },
+    );
     print_diags(&checked.diags.0, &checked.sources, MessageFormat::Human);
     if checked.diags.has_errors() {
         eprintln!("error: the pipeline has errors; no graph");

@@ -95,8 +95,9 @@ pub enum Command {
     /// Show the signature and doc comment of a built-in or standard-library item.
     ///
     /// Without a name, lists every module and item with its one-line summary. NAME is an
-    /// item (`mapga`, `std.solvers.dps.dps`) or a module (`std.solvers.dps`). Exits 2 when
-    /// nothing has that name.
+    /// item (`mapga`, `std.solvers.dps.dps`), a module (`std.solvers.dps`), a field or method
+    /// of a built-in value (`A.pinv`, `ts.pairs`) or a kind of value (`Operator`). Exits 2
+    /// when nothing has that name.
     Doc(DocArgs),
     /// Convert a checkpoint (safetensors, PyTorch, diffusers folder) to safetensors with its
     /// full card beside it.
@@ -129,6 +130,51 @@ pub enum MessageFormat {
     Short,
 }
 
+/// What a pipeline may read and write beyond its own folders (see
+/// [`crate::io::permissions`]): the flags of `run`, `watch`, `check`, `graph` and `eval`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AccessArgs {
+    /// Also allow the pipeline to read anything under DIR (repeatable). Without it, a
+    /// pipeline reads only under its own folder, its project (the folder above it holding a
+    /// `.mapga-project` file), its imports' folders and files named by `--set` values.
+    #[arg(long = "allow-read", value_name = "DIR")]
+    pub allow_read: Vec<PathBuf>,
+    /// Also allow the pipeline to write under DIR (repeatable). Without it, a pipeline writes
+    /// only under its output folder.
+    #[arg(long = "allow-write", value_name = "DIR")]
+    pub allow_write: Vec<PathBuf>,
+}
+
+impl AccessArgs {
+    /// The permissions of the pipeline `file` with output folder `out` and `--set` values
+    /// `overrides`: its project and folder, the flags' folders, and each `--set` value that
+    /// names an existing file (resolved as the pipeline resolves it: against its folder).
+    pub fn permissions(
+        &self,
+        file: &std::path::Path,
+        out: &std::path::Path,
+        overrides: &BTreeMap<String, String>,
+    ) -> crate::io::permissions::Permissions {
+        let mut p = crate::io::permissions::Permissions::for_pipeline(file, out, overrides);
+        for d in &self.allow_read {
+            p.allow_read(d);
+        }
+        for d in &self.allow_write {
+            p.allow_write(d);
+        }
+        p
+    }
+}
+
+/// The output folder a pipeline writes to when none is given: `out/<pipeline name>`.
+pub(crate) fn default_out(file: &std::path::Path) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    PathBuf::from("out").join(stem)
+}
+
 /// Arguments of `mapga check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -144,6 +190,9 @@ pub struct CheckArgs {
     /// Treat warnings as errors (exit 1 when there are any).
     #[arg(long)]
     pub deny_warnings: bool,
+    /// What the pipelines may read and write.
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// Where tensors live.
@@ -214,6 +263,9 @@ pub struct RunArgs {
     /// reused.
     #[arg(long = "sweep", value_name = "NAME=V1,V2,...")]
     pub sweep: Vec<String>,
+    /// What the pipeline may read and write.
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// How many threads per core `--threads` may ask for: more only adds contention (and a
@@ -316,6 +368,9 @@ pub struct GraphArgs {
     /// Write to this file instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// What the pipeline may read.
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// Arguments of `mapga fmt`.
@@ -405,9 +460,19 @@ pub(crate) fn overrides_for(
         eprintln!("error: {e}");
         2
     })?;
-    if let Err(e) = std::fs::metadata(file) {
-        eprintln!("error: cannot read `{}`: {e}", file.display());
-        return Err(2);
+    match std::fs::metadata(file) {
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", file.display());
+            return Err(2);
+        }
+        Ok(m) if m.is_dir() => {
+            eprintln!(
+                "error: `{}` is a folder; give a pipeline file (`.mapga`)",
+                file.display()
+            );
+            return Err(2);
+        }
+        Ok(_) => {}
     }
     Ok(overrides)
 }

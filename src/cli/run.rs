@@ -85,7 +85,15 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     };
     let start = Instant::now();
-    let checked = check_file(&args.file, &CheckOptions { overrides });
+    let out_dir = out_dir(args);
+    let permissions = args.access.permissions(&args.file, &out_dir, &overrides);
+    let checked = check_file(
+        &args.file,
+        &CheckOptions {
+            overrides,
+            permissions,
+        },
+    );
     print_diags(&checked.diags.0, &checked.sources, MessageFormat::Human);
     if checked.diags.has_errors() {
         eprintln!(
@@ -99,7 +107,6 @@ pub fn run(args: &RunArgs) -> u8 {
         );
         return 1;
     }
-    let out_dir = out_dir(args);
     let folder = match OutputFolder::open(&out_dir) {
         Ok(f) => f,
         Err(e) => {
@@ -185,14 +192,9 @@ pub fn run(args: &RunArgs) -> u8 {
 
 /// The output folder: `--out`, or `out/<pipeline name>`.
 pub(super) fn out_dir(args: &RunArgs) -> PathBuf {
-    args.out.clone().unwrap_or_else(|| {
-        let stem = args
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        PathBuf::from("out").join(stem)
-    })
+    args.out
+        .clone()
+        .unwrap_or_else(|| super::default_out(&args.file))
 }
 
 /// The progress bar of a run on standard error, hidden with `--quiet`.

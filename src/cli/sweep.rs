@@ -72,19 +72,6 @@ pub fn run(args: &RunArgs) -> u8 {
             return 2;
         }
     };
-    let suite = match eval::check_sweep(&args.file, &sets, &axes) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    print_diags(&suite.diags.0, &suite.sources, MessageFormat::Human);
-    if suite.has_errors() {
-        let n = suite.diags.error_count();
-        eprintln!("{n} error{}: not running", if n == 1 { "" } else { "s" });
-        return 1;
-    }
     let stem = args
         .file
         .file_stem()
@@ -94,6 +81,31 @@ pub fn run(args: &RunArgs) -> u8 {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join("sweep").join(&stem));
+    // Swept values that name files may be read, as `--set` values may.
+    let mut named = sets.clone();
+    for (i, value) in axes.iter().flat_map(|a| &a.values).enumerate() {
+        named.insert(format!("sweep value {i}"), value.clone());
+    }
+    let check = crate::check::CheckOptions {
+        permissions: args.access.permissions(&args.file, &out_dir, &named),
+        overrides: sets,
+    };
+    let suite = match eval::check_sweep(&args.file, &check, &axes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                eval::SweepError::UnknownParam(_) => 1,
+                eval::SweepError::Usage(_) => 2,
+            };
+        }
+    };
+    print_diags(&suite.diags.0, &suite.sources, MessageFormat::Human);
+    if suite.has_errors() {
+        let n = suite.diags.error_count();
+        eprintln!("{n} error{}: not running", if n == 1 { "" } else { "s" });
+        return 1;
+    }
     let bar = Arc::new(CellBar::default());
     if !args.quiet {
         // The bar is the observer that stops the cells at SIGINT/SIGTERM.

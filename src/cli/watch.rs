@@ -270,6 +270,11 @@ impl Watch<'_> {
             &self.args.run.file,
             &CheckOptions {
                 overrides: self.overrides.clone(),
+                permissions: self.args.run.access.permissions(
+                    &self.args.run.file,
+                    self.folder.dir(),
+                    &self.overrides,
+                ),
             },
         );
         let ms = start.elapsed().as_secs_f64() * 1e3;

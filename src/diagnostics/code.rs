@@ -85,6 +85,9 @@ pub enum Code {
     MissingFile,
     /// A file whose header cannot be read: a truncated PNG, a bad `.npy`, a model card with errors.
     BadFile,
+    /// A file the pipeline may not read or write: outside its folders (see
+    /// `crate::io::permissions`), allowed with `--allow-read` / `--allow-write`.
+    Permission,
 
     // ── run time ──
     /// A value that became NaN or infinite while running: a diverging ascent.
@@ -142,6 +145,7 @@ impl Code {
             OuterAssignment => "mapga::type::outer_assignment",
             MissingFile => "mapga::io::missing_file",
             BadFile => "mapga::io::bad_file",
+            Permission => "mapga::io::permission",
             RunNumeric => "mapga::run::numeric",
             RunFile => "mapga::run::file",
             RunFailure => "mapga::run::failure",

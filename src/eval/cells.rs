@@ -211,17 +211,24 @@ impl CheckedSuite {
     }
 }
 
-/// Checks the suite at `file` with the `--set` values `sets`: its defaults, then each cell
-/// (the program with the cell's params set, as `--set` would).
-pub fn check_suite(file: &Path, sets: &BTreeMap<String, String>) -> CheckedSuite {
-    let defaults = check_file(
-        file,
-        &CheckOptions {
-            overrides: sets.clone(),
-        },
-    );
+/// Checks the suite at `file` with `opts` (the `--set` values, the permissions): its defaults,
+/// then each cell (the program with the cell's params set, as `--set` would).
+pub fn check_suite(file: &Path, opts: &CheckOptions) -> CheckedSuite {
+    let defaults = check_file(file, opts);
     let grids = defaults.grids.clone();
-    check_cells(file, sets, defaults, &grids)
+    check_cells(file, opts, defaults, &grids)
+}
+
+/// Why a sweep cannot be checked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SweepError {
+    /// A swept name is no param of the pipeline: an error of the pipeline and its command
+    /// line together, as `--set` of an unknown name is (exit 1).
+    #[error("{0}")]
+    UnknownParam(String),
+    /// A malformed sweep: a value that is no literal, a name given twice (exit 2).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// One `--sweep NAME=V1,V2,...` of `mapga run`: a param and its values as `--set` texts.
@@ -233,7 +240,7 @@ pub struct SweepAxis {
     pub values: Vec<String>,
 }
 
-/// Checks the sweep of `mapga run FILE --sweep ...`: the program at `file` with `sets`, and
+/// Checks the sweep of `mapga run FILE --sweep ...`: the program at `file` with `opts`, and
 /// then one cell per point of the cartesian product of `axes` (the first axis changes slowest),
 /// each checked as the program with those params set. The file's own `grid` items play no
 /// part. A sweep of a name that is no param of the file, of a param also given by `--set`, of
@@ -241,15 +248,11 @@ pub struct SweepAxis {
 /// program itself come back as the suite's diagnostics, with no cells.
 pub fn check_sweep(
     file: &Path,
-    sets: &BTreeMap<String, String>,
+    opts: &CheckOptions,
     axes: &[SweepAxis],
-) -> Result<CheckedSuite, String> {
-    let defaults = check_file(
-        file,
-        &CheckOptions {
-            overrides: sets.clone(),
-        },
-    );
+) -> Result<CheckedSuite, SweepError> {
+    let sets = &opts.overrides;
+    let defaults = check_file(file, opts);
     if defaults.diags.has_errors() {
         return Ok(CheckedSuite {
             cells: Vec::new(),
@@ -272,35 +275,37 @@ pub fn check_sweep(
                 None if params.is_empty() => "it declares no `param`".to_string(),
                 None => format!("its params are: {}", params.join(", ")),
             };
-            return Err(format!(
+            return Err(SweepError::UnknownParam(format!(
                 "`--sweep {name}=...`: `{}` has no param `{name}`; {hint}",
                 file.display()
-            ));
+            )));
         }
         if sets.contains_key(name) {
-            return Err(format!(
+            return Err(SweepError::Usage(format!(
                 "`{name}` is given by both `--set` and `--sweep`: keep one"
-            ));
+            )));
         }
         if axes[..i].iter().any(|a| a.name == name) {
-            return Err(format!(
+            return Err(SweepError::Usage(format!(
                 "`--sweep {name}=...` is given twice: list all its values in one `--sweep`"
-            ));
+            )));
         }
         let mut values = Vec::new();
         for text in &axis.values {
             match parse_override(text) {
                 Some((c, _)) => values.push(c),
                 None => {
-                    return Err(format!(
+                    return Err(SweepError::Usage(format!(
                         "`--sweep {name}=...`: `{text}` is not a literal value (write numbers as \
                          `0.1` or `20`, booleans as `true`, strings as `name` or `\"a name\"`)"
-                    ))
+                    )))
                 }
             }
         }
         if values.is_empty() {
-            return Err(format!("`--sweep {name}=` lists no values"));
+            return Err(SweepError::Usage(format!(
+                "`--sweep {name}=` lists no values"
+            )));
         }
         grid.push((name.to_string(), values));
     }
@@ -310,7 +315,7 @@ pub fn check_sweep(
         end: 0,
     };
     let grids = vec![GridSpec { axes: grid, span }];
-    Ok(check_cells(file, sets, defaults, &grids))
+    Ok(check_cells(file, opts, defaults, &grids))
 }
 
 /// The cells of `grids` for the program at `file` with `sets`, whose defaults checked as
@@ -318,7 +323,7 @@ pub fn check_sweep(
 /// (each reported once, with the cells it occurs in).
 fn check_cells(
     file: &Path,
-    sets: &BTreeMap<String, String>,
+    opts: &CheckOptions,
     defaults: Checked,
     grids: &[GridSpec],
 ) -> CheckedSuite {
@@ -338,11 +343,13 @@ fn check_cells(
     let mut sources = sources;
     let mut merged: Vec<(Diag, Vec<String>)> = diags.into_iter().map(|d| (d, Vec::new())).collect();
     let mut cells = Vec::new();
+    let sets = &opts.overrides;
     for cell in enumerate(grids, &defaults.graph.params, sets) {
         let checked = check_file(
             file,
             &CheckOptions {
                 overrides: cell.overrides(sets),
+                permissions: opts.permissions.clone(),
             },
         );
         for d in checked.diags.iter() {

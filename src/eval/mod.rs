@@ -23,6 +23,6 @@ pub mod shard;
 pub mod store;
 pub mod table;
 
-pub use cells::{check_suite, check_sweep, Cell, CheckedSuite, SweepAxis};
+pub use cells::{check_suite, check_sweep, Cell, CheckedSuite, SweepAxis, SweepError};
 pub use run::{evaluate, merge, EvalOptions, EvalSummary, Outcome, Progress};
 pub use shard::Shard;

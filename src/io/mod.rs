@@ -20,6 +20,7 @@ pub mod headers;
 pub mod image;
 pub mod npy;
 pub mod outdir;
+pub mod permissions;
 pub mod plot;
 pub mod resize;
 

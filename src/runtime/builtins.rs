@@ -166,11 +166,15 @@ pub fn call(
     let file = |i: usize| -> Result<std::path::PathBuf, RunError> {
         let written = a.string(i)?;
         let p = std::path::Path::new(&*written);
-        Ok(if p.is_absolute() {
+        let path = if p.is_absolute() {
             p.to_path_buf()
         } else {
             prog.base_dir(span).join(p)
-        })
+        };
+        prog.permissions
+            .check_read(&path)
+            .map_err(|d| super::denied(span, &d))?;
+        Ok(path)
     };
     let file_err = |e: crate::io::FileError| RunError::new(Code::RunFile, span, e.to_string());
     let mask_op = |r: operators::Result<Tensor>| -> Result<Value, RunError> {

@@ -62,6 +62,9 @@ pub struct Program {
     /// For each region: the nodes outside it (and outside its nested regions) that it uses.
     free: Vec<Vec<NodeId>>,
     observer: Option<Arc<dyn Observer>>,
+    /// What the run may read and write (paths computed while running are checked here; those
+    /// known before were checked by the checker).
+    pub permissions: crate::io::permissions::Permissions,
 }
 
 impl Program {
@@ -92,7 +95,14 @@ impl Program {
             region_of,
             free,
             observer,
+            permissions: crate::io::permissions::Permissions::default(),
         }
+    }
+
+    /// The same program under `permissions`.
+    pub fn with_permissions(mut self, permissions: crate::io::permissions::Permissions) -> Self {
+        self.permissions = permissions;
+        self
     }
 
     /// The folder paths written in the file of `span` are relative to.

@@ -151,12 +151,15 @@ fn run_here(
     cache: Option<&NodeCache>,
 ) -> Result<RunSummary, Box<RunFailure>> {
     let start = Instant::now();
-    let prog = Arc::new(Program::new(
-        checked.graph.clone(),
-        checked.sources.clone(),
-        opts.env.clone(),
-        opts.observer.clone(),
-    ));
+    let prog = Arc::new(
+        Program::new(
+            checked.graph.clone(),
+            checked.sources.clone(),
+            opts.env.clone(),
+            opts.observer.clone(),
+        )
+        .with_permissions(checked.permissions.clone()),
+    );
     let mut interp = Interp::new(prog.clone());
     let mut summary = RunSummary::default();
     let mut pending: Vec<Output> = prog.graph.outputs.clone();
@@ -169,7 +172,14 @@ fn run_here(
             if let Some(s) = &session {
                 s.record(it, n);
             }
-            flush(it, &mut pending, &mut summary, opts, &text)
+            flush(
+                it,
+                &mut pending,
+                &mut summary,
+                opts,
+                &text,
+                &prog.permissions,
+            )
         },
     );
     if let Some(s) = session {
@@ -225,6 +235,7 @@ fn flush(
     summary: &mut RunSummary,
     opts: &RunOptions,
     text: &[(String, String)],
+    permissions: &crate::io::permissions::Permissions,
 ) -> Result<(), RunError> {
     let mut i = 0;
     while i < pending.len() {
@@ -248,7 +259,21 @@ fn flush(
                         "only tensors can be saved, to a String path",
                     ));
                 };
-                let target = outputs::output_path(&opts.out_dir, p);
+                let mut target = outputs::output_path(&opts.out_dir, p);
+                // The run's own folder (a staging folder inside the output folder) is always
+                // writable. A path that leaves it is taken from the output folder itself, as
+                // the checker took it (`../x.npy` is beside the output folder, not in it), and
+                // needs the permissions.
+                if !lexically_inside(&target, &opts.out_dir) {
+                    if let (Some(out), false) =
+                        (permissions.output(), Path::new(&**p).is_absolute())
+                    {
+                        target = out.join(&**p);
+                    }
+                    permissions
+                        .check_write(&target)
+                        .map_err(|d| denied(span, &d))?;
+                }
                 outputs::save_tensor(&target, x, text)
                     .map_err(|e| RunError::new(Code::RunFile, span, e.to_string()))?;
                 summary.written.push(target);
@@ -264,6 +289,16 @@ fn flush(
                             ),
                         )
                     })?;
+                    if xs.is_empty() {
+                        return Err(RunError::at(
+                            span,
+                            format!(
+                                "`{label}` has no values to report: the batch is empty (its mean \
+                                 would be NaN)"
+                            ),
+                        )
+                        .with_help("check the slice or the array that makes the batch"));
+                    }
                     let (mean, _, _) = mean_and_error(&xs);
                     summary.reports.push((label.clone(), mean));
                     summary.values.push((label, ReportValue::Items(xs)));
@@ -283,6 +318,35 @@ fn flush(
 }
 
 /// The values of a `[N]` tensor, as reported per item.
+/// The run-time error of an access the permissions refuse, with the flag that allows it.
+pub(crate) fn denied(span: crate::source::Span, d: &crate::io::permissions::Denied) -> RunError {
+    RunError::new(Code::Permission, span, d.to_string()).with_help(format!(
+        "if you trust this pipeline, run it with `{}`",
+        d.flag()
+    ))
+}
+
+/// Whether `path` is inside `dir`, comparing their components after removing `.` and `..`
+/// (no link is followed: the run's own output folder is trusted).
+fn lexically_inside(path: &Path, dir: &Path) -> bool {
+    fn clean(p: &Path) -> Vec<std::path::Component<'_>> {
+        let mut out = Vec::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    if out.pop().is_none() {
+                        out.push(c);
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+    clean(path).starts_with(&clean(dir))
+}
+
 fn per_item_values(t: &candle_core::Tensor) -> Option<Vec<f64>> {
     if t.rank() != 1 {
         return None;

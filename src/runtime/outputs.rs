@@ -109,17 +109,25 @@ pub fn json_number(v: f64) -> serde_json::Value {
         .unwrap_or_else(|| serde_json::Value::String(v.to_string()))
 }
 
+/// A finite number as a JSON number, NaN and infinities as `null` (JSON has neither; `null`
+/// reads back as NaN in NumPy and pandas, where a string would turn a column into text).
+fn json_number_or_null(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v)
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// The reports as `metrics.json`: `{ "label": value, ... }` in report order, a number for a
 /// number and a list of numbers (one per item, in batch order) for a per-item report
-/// (non-finite values as strings, since JSON has no NaN).
+/// (`null` for a NaN or infinite value; the printed summary says which).
 pub fn metrics_json(reports: &[(String, crate::runtime::ReportValue)]) -> String {
     use crate::runtime::ReportValue;
     let mut map = serde_json::Map::new();
     for (label, v) in reports {
         let value = match v {
-            ReportValue::Number(x) => json_number(*x),
+            ReportValue::Number(x) => json_number_or_null(*x),
             ReportValue::Items(xs) => {
-                serde_json::Value::Array(xs.iter().map(|x| json_number(*x)).collect())
+                serde_json::Value::Array(xs.iter().map(|x| json_number_or_null(*x)).collect())
             }
         };
         map.insert(label.clone(), value);
@@ -152,8 +160,10 @@ mod tests {
             ("c".into(), Items(vec![1.0, f64::INFINITY])),
         ]);
         assert!(j.find("\"b\"").unwrap() < j.find("\"a\"").unwrap(), "{j}");
-        assert!(j.contains("\"NaN\""));
+        // Standard JSON: NaN and infinities are null, never strings.
+        assert!(!j.contains("NaN") && !j.contains("inf"), "{j}");
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-        assert_eq!(v["c"], serde_json::json!([1.0, "inf"]));
+        assert_eq!(v["a"], serde_json::Value::Null);
+        assert_eq!(v["c"], serde_json::json!([1.0, null]));
     }
 }

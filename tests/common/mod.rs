@@ -98,10 +98,17 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 
 /// Runs `mapga run --quiet --out OUT [ARGS] FILE` from the repository root (the shipped
 /// pipelines' relative paths resolve as for a user), fails the test if it does not succeed, and
-/// returns what it printed.
+/// returns what it printed. The pipeline may read the repository (`--allow-read`): tests
+/// write pipelines into temporary folders that name its data by absolute path.
 pub fn run_cli(file: &Path, args: &[&str], out: &Path) -> std::process::Output {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mapga"))
-        .args(["run", "--quiet", "--out"])
+        .args([
+            "run",
+            "--quiet",
+            "--allow-read",
+            env!("CARGO_MANIFEST_DIR"),
+            "--out",
+        ])
         .arg(out)
         .args(args)
         .arg(file)

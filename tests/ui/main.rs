@@ -107,7 +107,16 @@ fn run_case(path: &Path, roots: &Roots) -> (Header, String) {
     // Check the file by its path relative to the repository, as a user would name it on the
     // command line (integration tests run in the package root).
     let shown = path.strip_prefix(root).unwrap_or(path);
+    // As `mapga check` checks it: under the command line's permissions, writing to
+    // `out/<case name>`.
+    let stem = shown.file_stem().unwrap_or_default();
+    let out = Path::new("out").join(stem);
     let opts = CheckOptions {
+        permissions: mapga::io::permissions::Permissions::for_pipeline(
+            shown,
+            &out,
+            &header.overrides,
+        ),
         overrides: header.overrides.clone(),
     };
     let checked = check_file(shown, &opts);
