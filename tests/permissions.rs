@@ -134,3 +134,49 @@ fn an_empty_batch_is_an_error_and_non_finite_reports_are_null_in_metrics() {
     assert_eq!(v["nan"], serde_json::Value::Null, "{metrics}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_file_that_is_no_pipeline_is_never_read_or_quoted() {
+    let dir = temp_dir("perm-not-pipeline");
+    std::fs::write(
+        dir.join("credentials"),
+        "[default]\naws_secret_access_key = abc123\n",
+    )
+    .unwrap();
+    let o = mapga(&dir, &["check", "credentials"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("not a `.mapga` file"), "{e}");
+    assert!(!e.contains("abc123") && !e.contains("default"), "{e}");
+    // A device without end is refused before any read (it used to read forever).
+    let o = mapga(&dir, &["check", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_image_pixel_limit_is_configurable() {
+    let dir = temp_dir("perm-pixels");
+    let digit = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/test/7.png");
+    std::fs::copy(digit, dir.join("7.png")).unwrap();
+    std::fs::write(
+        dir.join("p.mapga"),
+        "report sum(image(\"7.png\")) as \"s\"\n",
+    )
+    .unwrap();
+    let default = mapga(&dir, &["check", "p.mapga"]);
+    assert_eq!(default.status.code(), Some(0), "{}", stderr(&default));
+    let limited = Command::new(env!("CARGO_BIN_EXE_mapga"))
+        .current_dir(&dir)
+        .env("MAPGA_MAX_IMAGE_PIXELS", "500")
+        .args(["check", "p.mapga"])
+        .output()
+        .unwrap();
+    assert_eq!(limited.status.code(), Some(1));
+    let e = stderr(&limited);
+    assert!(
+        e.contains("28x28 pixels") && e.contains("MAPGA_MAX_IMAGE_PIXELS"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -93,6 +93,25 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> Checked {
 
 fn check_file_here(path: &Path, opts: &CheckOptions) -> Checked {
     let mut cx = Checker::new(opts.clone());
+    // The same rules as for imports: a file that is no pipeline is never read (a syntax error
+    // would quote its first lines), nor one without end (`/dev/zero`).
+    if let Some(why) = modules::unusable_module(path) {
+        let file = cx.sources.add(
+            path.display().to_string(),
+            Origin::Path(path.to_path_buf()),
+            "",
+        );
+        cx.diags.push(
+            Diag::error(
+                Code::BadFile,
+                Span::new(file, 0, 0),
+                format!("cannot check `{}`: {why}", path.display()),
+                "",
+            )
+            .with_help("mapga runs pipeline files: `.mapga` text files of at most 16 MB"),
+        );
+        return cx.finish();
+    }
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes).into_owned();

@@ -895,7 +895,7 @@ const MAX_MODULE_BYTES: u64 = 16 << 20;
 /// first lines would otherwise be quoted in a syntax error: never a credentials file's), not a
 /// regular file (`/dev/zero` reads without end), or too large. A missing file is reported when
 /// it is read.
-fn unusable_module(path: &std::path::Path) -> Option<String> {
+pub(super) fn unusable_module(path: &std::path::Path) -> Option<String> {
     if path.extension().is_none_or(|e| e != "mapga") {
         return Some("not a `.mapga` file".into());
     }

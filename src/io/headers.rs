@@ -56,12 +56,25 @@ pub fn image_header(path: &Path) -> Result<ImageHeader, FileError> {
     })
 }
 
-/// The most pixels an image file may have: 64 megapixels, beyond any camera photo a
-/// restoration starts from. A 389 KB PNG can declare 20000 x 20000 pixels, which took 7.8 GB
+/// The most pixels an image file may have by default: 64 megapixels, beyond any camera photo
+/// a restoration starts from. A 389 KB PNG can declare 20000 x 20000 pixels, which took 7.8 GB
 /// and 47 s to decode (or aborted under a memory limit) before anything ran.
 pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
 
-/// Refuses an image whose header declares more than [`MAX_IMAGE_PIXELS`], before decoding it.
+/// The environment variable that sets another limit: a whole number of pixels.
+pub const MAX_IMAGE_PIXELS_VAR: &str = "MAPGA_MAX_IMAGE_PIXELS";
+
+/// The pixel limit in force: `MAPGA_MAX_IMAGE_PIXELS` when it is a whole number of at least 1,
+/// else [`MAX_IMAGE_PIXELS`].
+pub fn max_image_pixels() -> u64 {
+    std::env::var(MAX_IMAGE_PIXELS_VAR)
+        .ok()
+        .and_then(|v| v.trim().replace('_', "").parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(MAX_IMAGE_PIXELS)
+}
+
+/// Refuses an image whose header declares more than [`max_image_pixels`], before decoding it.
 pub(crate) fn check_pixels(
     path: &Path,
     format: &'static str,
@@ -69,15 +82,17 @@ pub(crate) fn check_pixels(
     height: u32,
 ) -> Result<(), FileError> {
     let pixels = width as u64 * height as u64;
-    if pixels > MAX_IMAGE_PIXELS {
+    let limit = max_image_pixels();
+    if pixels > limit {
         return Err(FileError::BadImage {
             path: path.to_path_buf(),
             format,
             detail: format!(
-                "it declares {width}x{height} pixels ({:.0} megapixels), more than the {} \
-                 megapixels mapga decodes; shrink it with an image tool first, then `fit` it",
+                "it declares {width}x{height} pixels ({:.1} megapixels), more than the {:.1} \
+                 megapixels mapga decodes; shrink it with an image tool first, then `fit` it \
+                 (or raise the limit with {MAX_IMAGE_PIXELS_VAR}=PIXELS)",
                 pixels as f64 / 1e6,
-                MAX_IMAGE_PIXELS / 1_000_000
+                limit as f64 / 1e6
             ),
         });
     }
