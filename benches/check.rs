@@ -11,11 +11,20 @@
 //!     cargo bench --bench check
 //!
 //! Set `MAPGA_BENCH_KEEP=path.mapga` to also copy the generated program there.
+//!
+//! A second group, `check_scaling`, checks generated programs of 16,000 and 64,000 top-level
+//! statements (params, functions with a branch a param rules out, chains of `let`s, unused
+//! `let`s that each get a warning, tensors, reports) and renders their diagnostics, as
+//! `mapga check` does. The time must grow with the size of the file, not its square: the
+//! 64,000-statement program should take about 4 times as long as the 16,000 one (criterion's
+//! throughput line shows statements per second, which should stay about the same).
+//!
+//!     cargo bench --bench check -- check_scaling
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mapga::check::{check_file, CheckOptions};
 use mapga::diagnostics::{render, RenderOptions};
 use mapga::source::FileId;
@@ -358,5 +367,77 @@ fn bench_front_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_front_end);
+/// A program of `n` top-level statements, without errors, in a repeating pattern of eight: a
+/// param, a function whose `if` a param rules out, three links of a chain of `let`s, an unused
+/// `let` (a warning), a tensor and a report.
+fn scaling_program(n: usize) -> String {
+    let mut out = String::from("param p_0 = 0.5\nlet x_0 = 1.0\n");
+    let mut last = 0;
+    for i in 1..n {
+        let line = match i % 8 {
+            0 => format!("param p_{i} = {}.5", i % 7),
+            1 => {
+                let p = i - 1;
+                format!("fn f_{i}(a: Float) -> Float {{\n    if p_{p} > 9.0 {{ a * 2.0 }} else {{ a + 1.0 }}\n}}")
+            }
+            2 | 3 | 5 => {
+                let l = format!("let x_{i} = x_{last} * 0.5 + 1.0");
+                last = i;
+                l
+            }
+            4 => {
+                let f = i - 3;
+                let l = format!("let x_{i} = f_{f}(x_{last})");
+                last = i;
+                l
+            }
+            6 => format!("let unused_{i} = x_{last} - 1.0"),
+            _ => format!(
+                "let t_{i} = zeros(shape(1, 4, 4)) + x_{last}\nreport mean(t_{i}) as \"t{i}\""
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!("report x_{last} as \"last\"\n"));
+    out
+}
+
+fn bench_scaling(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut group = c.benchmark_group("check_scaling");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    for n in [16_000, 64_000] {
+        let text = scaling_program(n);
+        let path = dir.path().join(format!("scaling_{n}.mapga"));
+        std::fs::write(&path, &text).expect("write the generated program");
+        let checked = check_file(&path, &CheckOptions::default());
+        assert!(
+            !checked.diags.has_errors(),
+            "the generated program has errors:\n{}",
+            render(
+                &checked.diags.0[..checked.diags.0.len().min(5)],
+                &checked.sources,
+                RenderOptions::default()
+            )
+        );
+        eprintln!(
+            "{n} statements, {} lines, {} bytes: {} warnings",
+            text.lines().count(),
+            text.len(),
+            checked.diags.warning_count()
+        );
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("check_and_render", n), &path, |b, path| {
+            b.iter(|| {
+                let checked = check_file(black_box(path), &CheckOptions::default());
+                render(&checked.diags.0, &checked.sources, RenderOptions::default()).len()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_front_end, bench_scaling);
 criterion_main!(benches);

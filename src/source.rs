@@ -6,7 +6,7 @@
 //! diagnostic can be rendered against the right file even when it comes from an import.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +112,54 @@ pub struct SourceFile {
     pub origin: Origin,
     /// Its text.
     pub text: Arc<str>,
+    /// Where its lines start, computed on first use (see [`SourceFile::lines`]).
+    lines: OnceLock<Arc<LineIndex>>,
+}
+
+/// The byte offsets at which the lines of a text start, so that finding the line of an offset
+/// takes a binary search instead of a scan from the start of the file: rendering one
+/// diagnostic per line of a large file stays linear in the file's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineIndex {
+    /// The offset of the first byte of every line: 0, then one past every `\n`.
+    pub starts: Vec<usize>,
+    /// The text holds a `\r` not followed by `\n`, which some renderers (miette) count as a
+    /// line break of its own, so their line numbers differ from this index's.
+    pub lone_cr: bool,
+}
+
+impl LineIndex {
+    /// Indexes `text`.
+    pub fn new(text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let mut starts = vec![0];
+        let mut lone_cr = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                starts.push(i + 1);
+            } else if b == b'\r' && bytes.get(i + 1) != Some(&b'\n') {
+                lone_cr = true;
+            }
+        }
+        LineIndex { starts, lone_cr }
+    }
+
+    /// The 0-based line holding byte `offset` (the last line for offsets past the end).
+    pub fn line_of(&self, offset: usize) -> usize {
+        // `starts[0]` is 0, so at least one start is at or before any offset.
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The offset of the first byte of 0-based line `line` (clamped to the last line).
+    pub fn line_start(&self, line: usize) -> usize {
+        self.starts
+            .get(line)
+            .or(self.starts.last())
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 impl SourceFile {
@@ -126,20 +174,30 @@ impl SourceFile {
         }
     }
 
-    /// The 1-based line and column of byte `offset`.
+    /// The index of this file's line starts (built once, on first use).
+    pub fn lines(&self) -> Arc<LineIndex> {
+        self.lines
+            .get_or_init(|| Arc::new(LineIndex::new(&self.text)))
+            .clone()
+    }
+
+    /// The 1-based line and column (in characters) of byte `offset`.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = &self.text.as_bytes()[..offset];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before
+        let lines = self
+            .lines
+            .get_or_init(|| Arc::new(LineIndex::new(&self.text)));
+        let line = lines.line_of(offset);
+        let line_start = lines.line_start(line);
+        // Characters before `offset` on its line: every byte that does not continue a UTF-8
+        // sequence starts one (an offset inside a character counts that character, as a lossy
+        // decoding of the prefix would).
+        let col = self.text.as_bytes()[line_start..offset]
             .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let col = String::from_utf8_lossy(&before[line_start..])
-            .chars()
+            .filter(|&&b| (b as i8) >= -0x40)
             .count()
             + 1;
-        (line, col)
+        (line + 1, col)
     }
 }
 
@@ -167,6 +225,7 @@ impl SourceMap {
             name: name.into(),
             origin,
             text: text.into(),
+            lines: OnceLock::new(),
         });
         id
     }
@@ -196,5 +255,53 @@ impl SourceMap {
             .iter()
             .enumerate()
             .map(|(i, f)| (FileId(i as u32), f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scan `line_col` did before it had an index: the reference for the indexed one.
+    fn scanned(text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let before = &text.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let col = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+        (line, col)
+    }
+
+    #[test]
+    fn line_col_agrees_with_a_scan_at_every_offset() {
+        for text in [
+            "",
+            "\n",
+            "let x = 1\nreport x\n",
+            "a\r\nb\rc\n\nd",
+            "é€𝄞 x\n  ü\n",
+            "no newline at the end",
+        ] {
+            let mut map = SourceMap::new();
+            let id = map.add("t", Origin::Inline("t".into()), text);
+            let f = map.get(id);
+            for at in 0..=text.len() + 2 {
+                assert_eq!(f.line_col(at), scanned(text, at), "{text:?} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_index_notes_lone_carriage_returns() {
+        assert!(!LineIndex::new("a\r\nb\n").lone_cr);
+        assert!(LineIndex::new("a\rb").lone_cr);
+        assert!(LineIndex::new("a\r").lone_cr);
+        let idx = LineIndex::new("ab\ncd\n");
+        assert_eq!(idx.starts, vec![0, 3, 6]);
+        assert_eq!((idx.line_of(0), idx.line_of(3), idx.line_of(99)), (0, 1, 2));
+        assert_eq!(idx.line_start(7), 6);
     }
 }

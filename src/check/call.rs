@@ -401,6 +401,7 @@ impl Checker {
             Some((fid, ty)) => (*fid, ty.clone()),
             None => {
                 let (fid, ty) = self.specialise(module, f, slots, ret, call);
+                self.emit.instance_order.push(key.clone());
                 self.emit.instances.insert(key, (fid, ty.clone()));
                 (fid, ty)
             }
@@ -487,7 +488,7 @@ impl Checker {
             &mut self.emit,
             Emit {
                 graph: crate::graph::Graph::new(),
-                instances: Default::default(),
+                ..Default::default()
             },
         );
         let saved_generic = std::mem::replace(&mut self.generic, true);

@@ -173,9 +173,10 @@ impl Checker {
             d = d.with_help(format!(
                 "`{n}` is in the standard library: add `use {module}`"
             ));
-        } else {
-            let names = self.visible_names();
-            if let Some(s) = super::suggest::closest(n, names.iter().map(String::as_str)) {
+        } else if !self.seen.contains(&(Code::UnknownName, span)) {
+            // (A name already reported here, in a function checked again for another call,
+            // needs no second search.)
+            if let Some(s) = self.suggest_visible(n) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
         }

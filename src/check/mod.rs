@@ -189,6 +189,8 @@ pub(crate) struct Val {
 pub(crate) struct Emit {
     pub graph: Graph,
     pub instances: HashMap<String, (FuncId, Type)>,
+    /// The keys of `instances` in the order they were made (to forget those of a dead branch).
+    pub instance_order: Vec<String>,
 }
 
 /// The checker's state for one check.
@@ -228,6 +230,8 @@ pub(crate) struct Checker {
     /// Nodes emitted while checking a branch that a constant condition rules out (first id,
     /// end id): they never run, so nothing needs to be known about them.
     pub dead_nodes: Vec<(u32, u32)>,
+    /// Name comparisons left to "did you mean" searches over every visible name.
+    pub suggest_budget: usize,
 }
 
 impl Checker {
@@ -239,7 +243,7 @@ impl Checker {
             dims: DimTable::new(),
             emit: Emit {
                 graph: Graph::new(),
-                instances: HashMap::new(),
+                ..Default::default()
             },
             modules: Vec::new(),
             loading: Vec::new(),
@@ -287,6 +291,7 @@ impl Checker {
             sources: self.sources,
             dependencies: self.dependencies,
             grids: self.grids,
+            permissions: self.opts.permissions,
         }
     }
 
@@ -296,16 +301,30 @@ impl Checker {
         if self.diags.has_errors() {
             return;
         }
+        // The dead ranges, sorted and merged, so that a node is looked up in them by a binary
+        // search (a file may have a dead branch per function call).
+        let mut dead = std::mem::take(&mut self.dead_nodes);
+        dead.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(dead.len());
+        for (a, b) in dead {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        let is_dead = |id: u32| {
+            let i = merged.partition_point(|&(a, _)| a <= id);
+            i > 0 && id < merged[i - 1].1
+        };
         let mut unknown = Vec::new();
         for (id, n) in self.emit.graph.nodes.iter().enumerate() {
-            let id = id as u32;
-            if self.dead_nodes.iter().any(|&(a, b)| (a..b).contains(&id)) {
-                continue;
-            }
             let crate::graph::Op::Builtin { name, .. } = &n.op else {
                 continue;
             };
             if !matches!(name.as_str(), "gaussian_like" | "zeros" | "ones" | "tensor") {
+                continue;
+            }
+            if is_dead(id as u32) {
                 continue;
             }
             let open = match self.dims.resolve_type(&n.ty) {

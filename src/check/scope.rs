@@ -9,6 +9,11 @@ use crate::diagnostics::{Code, Diag};
 use crate::graph::{Const, NodeId};
 use crate::source::Span;
 
+/// Name comparisons that the "did you mean" searches for unknown names of one check may
+/// make in all (see [`Checker::suggest_visible`]): far more than any hand-written file needs,
+/// and a few tenths of a second at most.
+pub(super) const SUGGEST_BUDGET: usize = 1_000_000;
+
 /// What introduced a binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindKind {
@@ -179,16 +184,31 @@ impl Checker {
         }
     }
 
-    /// Every name visible here (for "did you mean").
-    pub(super) fn visible_names(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
+    /// The visible name closest to `word` (locals, module bindings and functions, built-ins),
+    /// for "did you mean".
+    ///
+    /// Each search compares `word` with every visible name, so a file with many names and
+    /// many unknown ones would cost their product. The searches of one check share a budget
+    /// of [`SUGGEST_BUDGET`] comparisons; once it is spent, unknown names get no suggestion.
+    pub(super) fn suggest_visible(&mut self, word: &str) -> Option<String> {
+        let module = &self.modules[self.module];
+        let count = self.scopes.iter().map(|s| s.names.len()).sum::<usize>()
+            + module.globals.len()
+            + module.fns.len()
+            + self.prelude.len();
+        if count > self.suggest_budget {
+            self.suggest_budget = 0;
+            return None;
+        }
+        self.suggest_budget -= count;
+        let names = self
             .scopes
             .iter()
-            .flat_map(|s| s.names.keys().cloned())
-            .collect();
-        out.extend(self.modules[self.module].globals.keys().cloned());
-        out.extend(self.modules[self.module].fns.keys().cloned());
-        out.extend(self.prelude.keys().cloned());
-        out
+            .flat_map(|s| s.names.keys())
+            .chain(module.globals.keys())
+            .chain(module.fns.keys())
+            .chain(self.prelude.keys())
+            .map(String::as_str);
+        super::suggest::closest(word, names).map(str::to_string)
     }
 }

@@ -23,8 +23,7 @@ impl Checker {
         match same {
             Some(first) => {
                 let file = self.sources.get(at.file);
-                let before = file.text.get(..at.start as usize).unwrap_or_default();
-                let line = before.matches('\n').count() + 1;
+                let (line, _) = file.line_col(at.start as usize);
                 let name = file.name.clone();
                 let place = format!("{name}:{line}");
                 match first
@@ -111,9 +110,13 @@ impl Checker {
         let ty = match &b.ty {
             Type::List(_) => b.ty.clone(),
             Type::Tensor(Shape::Dims(d)) if !d.is_empty() => {
-                let first = match (start, end) {
-                    (Some(a), Some(e)) => Dim::Known((e - a) as u64),
-                    _ => self.dims.fresh(),
+                let count = match (start, end) {
+                    (Some(a), Some(e)) => e.checked_sub(a).and_then(|n| u64::try_from(n).ok()),
+                    _ => None,
+                };
+                let first = match count {
+                    Some(n) => Dim::Known(n),
+                    None => self.dims.fresh(),
                 };
                 let mut dims = vec![first];
                 dims.extend(d[1..].iter().copied());

@@ -354,12 +354,12 @@ impl Checker {
     }
 
     /// Starts checking a branch that a constant condition rules out.
-    fn dead_begin(&self) -> DeadMark {
+    fn dead_begin(&mut self) -> DeadMark {
         DeadMark {
             diags: self.diags.0.len(),
             nodes: self.emit.graph.nodes.len() as u32,
             dims: self.dims.snapshot(),
-            instances: self.emit.instances.keys().cloned().collect(),
+            instances: self.emit.instance_order.len(),
         }
     }
 
@@ -368,21 +368,22 @@ impl Checker {
     /// instances made for it (they were specialised for a run that cannot happen, and a live
     /// call must be checked afresh), and records its nodes as never run.
     fn dead_end(&mut self, mark: DeadMark) {
-        let mut i = mark.diags;
-        while i < self.diags.0.len() {
-            let d = &self.diags.0[i];
+        let found = self.diags.0.split_off(mark.diags.min(self.diags.0.len()));
+        for d in found {
             if d.is_error() && depends_on_values(d.code) {
-                let key = (d.code, d.span());
-                self.seen.remove(&key);
-                self.diags.0.remove(i);
+                self.seen.remove(&(d.code, d.span()));
             } else {
-                i += 1;
+                self.diags.0.push(d);
             }
         }
         self.dims.rollback(mark.dims);
-        self.emit
-            .instances
-            .retain(|k, _| mark.instances.contains(k));
+        let made = self
+            .emit
+            .instance_order
+            .split_off(mark.instances.min(self.emit.instance_order.len()));
+        for key in made {
+            self.emit.instances.remove(&key);
+        }
         let end = self.emit.graph.nodes.len() as u32;
         if end > mark.nodes {
             self.dead_nodes.push((mark.nodes, end));
@@ -763,7 +764,8 @@ struct DeadMark {
     diags: usize,
     nodes: u32,
     dims: crate::check::unify::DimSnapshot,
-    instances: std::collections::HashSet<String>,
+    /// The number of function instances made before the branch.
+    instances: usize,
 }
 
 /// Errors that say a value or a type does not fit, dropped in a branch that cannot run;

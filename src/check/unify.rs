@@ -64,30 +64,60 @@ enum Slot {
 pub struct DimTable {
     slots: Vec<Slot>,
     scales: Vec<Scale>,
+    /// While a snapshot is open: every change to a slot, as (variable, its value before), so a
+    /// rollback undoes the changes made since its snapshot instead of copying every slot.
+    trail: Vec<(u32, Slot)>,
+    /// Snapshots taken and not rolled back yet.
+    open: usize,
 }
 
 /// The state of a [`DimTable`] at one moment, to undo what a piece of code learned.
 #[derive(Debug, Clone)]
 pub struct DimSnapshot {
-    slots: Vec<Slot>,
+    slots: usize,
     scales: usize,
+    trail: usize,
 }
 
 impl DimTable {
-    /// The current bindings, for [`DimTable::rollback`].
-    pub fn snapshot(&self) -> DimSnapshot {
+    /// The current bindings, for [`DimTable::rollback`]. Costs nothing, whatever the size of
+    /// the table: changes are recorded from here on.
+    pub fn snapshot(&mut self) -> DimSnapshot {
+        self.open += 1;
         DimSnapshot {
-            slots: self.slots.clone(),
+            slots: self.slots.len(),
             scales: self.scales.len(),
+            trail: self.trail.len(),
         }
     }
 
     /// Undoes every binding and scale constraint made since `snap`. Variables created since
     /// stay (nodes may name them): a newer variable linked to an older one keeps its link to
     /// the restored variable, and no older variable is bound through a newer one any more.
+    /// Costs the number of changes undone.
     pub fn rollback(&mut self, snap: DimSnapshot) {
-        self.slots[..snap.slots.len()].copy_from_slice(&snap.slots);
+        while self.trail.len() > snap.trail {
+            let Some((v, old)) = self.trail.pop() else {
+                break;
+            };
+            if (v as usize) < snap.slots {
+                self.slots[v as usize] = old;
+            }
+        }
         self.scales.truncate(snap.scales);
+        self.open = self.open.saturating_sub(1);
+        if self.open == 0 {
+            self.trail.clear();
+        }
+    }
+
+    /// Sets variable `v`'s slot, recording its old value while a snapshot is open.
+    fn set(&mut self, v: DimVar, slot: Slot) {
+        let i = v.0 as usize;
+        if self.open > 0 {
+            self.trail.push((v.0, self.slots[i]));
+        }
+        self.slots[i] = slot;
     }
 
     /// An empty table.
@@ -175,12 +205,12 @@ impl DimTable {
                 }
             }
             (Dim::Var(v), Dim::Known(n)) | (Dim::Known(n), Dim::Var(v)) => {
-                self.slots[v.0 as usize] = Slot::Bound(n);
+                self.set(v, Slot::Bound(n));
                 Ok(())
             }
             (Dim::Var(v), Dim::Var(w)) => {
                 if v != w {
-                    self.slots[v.0 as usize] = Slot::Link(w);
+                    self.set(v, Slot::Link(w));
                 }
                 Ok(())
             }
@@ -255,8 +285,9 @@ impl DimTable {
                 let s = &self.scales[i];
                 let (big, small, factor, origin, what) =
                     (s.big, s.small, s.factor, s.origin, s.what);
+                // (A factor of 0, or a product past `u64::MAX`, fits no dimension.)
                 match (self.resolve(big), self.resolve(small)) {
-                    (Dim::Known(b), Dim::Known(sm)) if b != sm * factor => {
+                    (Dim::Known(b), Dim::Known(sm)) if sm.checked_mul(factor) != Some(b) => {
                         return Err(Conflict::Scale {
                             big: b,
                             factor,
@@ -265,7 +296,7 @@ impl DimTable {
                         });
                     }
                     (Dim::Known(b), Dim::Var(v)) => {
-                        if b % factor != 0 || b == 0 {
+                        if factor == 0 || b % factor != 0 || b == 0 {
                             return Err(Conflict::Scale {
                                 big: b,
                                 factor,
@@ -273,11 +304,19 @@ impl DimTable {
                                 what,
                             });
                         }
-                        self.slots[v.0 as usize] = Slot::Bound(b / factor);
+                        self.set(v, Slot::Bound(b / factor));
                         changed = true;
                     }
                     (Dim::Var(v), Dim::Known(sm)) => {
-                        self.slots[v.0 as usize] = Slot::Bound(sm * factor);
+                        let Some(b) = sm.checked_mul(factor) else {
+                            return Err(Conflict::Scale {
+                                big: sm,
+                                factor,
+                                origin,
+                                what,
+                            });
+                        };
+                        self.set(v, Slot::Bound(b));
                         changed = true;
                     }
                     _ => {}

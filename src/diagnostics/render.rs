@@ -6,7 +6,7 @@ use std::sync::Arc;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan};
 
 use super::{Diag, Severity};
-use crate::source::SourceMap;
+use crate::source::{LineIndex, SourceMap};
 
 /// How to render.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,7 @@ struct Part {
     base: usize,
     name: String,
     text: Arc<str>,
+    lines: Arc<LineIndex>,
 }
 
 impl Sources {
@@ -69,16 +70,35 @@ impl miette::SourceCode for Sources {
             .iter()
             .find(|p| off >= p.base && off + len <= p.base + p.text.len())
             .ok_or(miette::MietteError::OutOfBounds)?;
-        let local = miette::SourceSpan::new((off - part.base).into(), len);
-        let c = (*part.text).read_span(&local, before, after)?;
-        let at = miette::SourceSpan::new((c.span().offset() + part.base).into(), c.span().len());
+        let local = off - part.base;
+        // miette finds the context by scanning from the start of the text it is given, which
+        // would make rendering a diagnostic cost the size of the file before it. Give it the
+        // text from the first context line on instead, and add back the lines skipped: the
+        // result is the same (miette also breaks lines at a lone `\r`, which the index does
+        // not, so such a file is still given whole).
+        let first = if part.lines.lone_cr {
+            0
+        } else {
+            part.lines.line_of(local).saturating_sub(before)
+        };
+        let window = part.lines.line_start(first).min(local);
+        let text = part.text.as_bytes().get(window..).unwrap_or_default();
+        let c = text.read_span(
+            &miette::SourceSpan::new((local - window).into(), len),
+            before,
+            after,
+        )?;
+        let at = miette::SourceSpan::new(
+            (c.span().offset() + window + part.base).into(),
+            c.span().len(),
+        );
         Ok(Box::new(miette::MietteSpanContents::new_named(
             part.name.clone(),
             c.data(),
             at,
-            c.line(),
+            c.line() + first,
             c.column(),
-            c.line_count(),
+            c.line_count() + first,
         )))
     }
 }
@@ -190,6 +210,7 @@ fn bind(diag: &Diag, sources: &SourceMap) -> Bound {
             base,
             name: src.name.clone(),
             text,
+            lines: src.lines(),
         });
         // A gap of one byte, so that a label at the end of one file is not at the start of the next.
         base += len + 1;
@@ -252,10 +273,10 @@ const MAX_DRAWN_COLUMN: usize = 2_000;
 /// True when a label of `d` ends far right on its line (a generated one-line file).
 fn on_long_line(d: &Diag, sources: &SourceMap) -> bool {
     d.labels.iter().any(|l| {
-        let text = &sources.get(l.span.file).text;
-        let end = (l.span.end as usize).min(text.len());
-        let line_start = text[..end].rfind('\n').map_or(0, |p| p + 1);
-        end - line_start > MAX_DRAWN_COLUMN
+        let f = sources.get(l.span.file);
+        let end = (l.span.end as usize).min(f.text.len());
+        let lines = f.lines();
+        end - lines.line_start(lines.line_of(end)) > MAX_DRAWN_COLUMN
     })
 }
 
@@ -325,6 +346,53 @@ mod tests {
         let out = render(&[d.with_help("change it")], &sm, RenderOptions::default());
         let help = out.find("  help: change it").expect("help");
         assert!(help < out.find("  note: a fact").expect("note"), "{out}");
+    }
+
+    /// Renders `d` the way miette would from the whole text (the index is told the file has a
+    /// lone `\r`, which makes the reader hand miette every byte from the start).
+    fn render_from_the_start(d: &Diag, sm: &SourceMap) -> String {
+        let mut bound = bind(d, sm);
+        for p in &mut bound.sources.parts {
+            let mut whole = (*p.lines).clone();
+            whole.lone_cr = true;
+            p.lines = Arc::new(whole);
+        }
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+            .with_width(100)
+            .with_links(false);
+        let mut out = String::new();
+        handler
+            .render_report(&mut out, &bound)
+            .expect("rendering into a string");
+        out
+    }
+
+    #[test]
+    fn snippets_read_from_the_context_lines_match_snippets_read_from_the_start() {
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&format!("let x_{i} = f(x, {i})\n"));
+            if i % 7 == 3 {
+                text.push_str("\r\n\n");
+            }
+        }
+        let mut sm = SourceMap::new();
+        let f = sm.add("lines.mapga", Origin::Std("lines".into()), text.as_str());
+        let mut checked = 0;
+        for (at, _) in text.match_indices("x_") {
+            for back in [0, 30, 200] {
+                let d = Diag::error(Code::TypeMismatch, Span::new(f, at, at + 3), "bad", "here")
+                    .with_label(
+                        Span::new(f, at.saturating_sub(back), at.saturating_sub(back) + 1),
+                        "and here",
+                    );
+                let got = render(std::slice::from_ref(&d), &sm, RenderOptions::default());
+                let want = render_from_the_start(&d, &sm) + "\n";
+                assert_eq!(got, want);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 120);
     }
 
     #[test]

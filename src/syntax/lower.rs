@@ -27,6 +27,8 @@ pub const MAX_DEPTH: usize = 3 * super::scan::MAX_NESTING + super::scan::MAX_ELS
 /// Lowering state: the file, collected diagnostics and the current nesting depth.
 pub struct Lowerer {
     file: FileId,
+    /// The offset in the file of the text being lowered (a part of the file parsed alone).
+    base: usize,
     /// Problems found while lowering.
     pub diags: Diags,
     depth: usize,
@@ -87,8 +89,14 @@ fn shape_bug(span: Span, what: &str) -> Diag {
 impl Lowerer {
     /// A lowerer for `file`.
     pub fn new(file: FileId) -> Self {
+        Self::with_offset(file, 0)
+    }
+
+    /// A lowerer for a part of `file` that starts at byte `base`: spans are offsets in the file.
+    pub fn with_offset(file: FileId, base: usize) -> Self {
         Lowerer {
             file,
+            base,
             diags: Diags::new(),
             depth: 0,
             deep_reported: false,
@@ -100,7 +108,8 @@ impl Lowerer {
     fn span(&self, p: &Pair<'_, Rule>) -> Span {
         let s = p.as_span();
         let text = s.as_str();
-        Span::new(self.file, s.start(), s.start() + code_len(text))
+        let start = self.base + s.start();
+        Span::new(self.file, start, start + code_len(text))
     }
 
     fn ident(&mut self, p: Pair<'_, Rule>) -> Ident {
@@ -518,7 +527,8 @@ impl Lowerer {
             match r {
                 Rule::neg | Rule::not_op => {
                     let op = if r == Rule::neg { UnOp::Neg } else { UnOp::Not };
-                    let s = Span::new(self.file, p.as_span().start(), p.as_span().end());
+                    let (a, b) = (p.as_span().start(), p.as_span().end());
+                    let s = Span::new(self.file, self.base + a, self.base + b);
                     u.prefix.push(Spanned::new(op, s));
                 }
                 Rule::unit => {
