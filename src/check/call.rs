@@ -247,7 +247,14 @@ impl Checker {
         let Some(mut slots) = self.match_args(&sig, args, call) else {
             return self.error_val(call);
         };
+        let poisoned = poisoned(&slots);
+        let diags_before = self.diags.0.len();
         let ret = self.check_annotations(&sig, &mut slots);
+        // An argument that is already wrong, or that does not fit its parameter, makes the
+        // call's result unknown: no second error downstream of the first.
+        if poisoned || self.diags.0.len() > diags_before {
+            return self.error_val(call);
+        }
         // Defaults of built-ins are constants of the standard library.
         let mut given: Vec<(String, Option<Val>)> = Vec::new();
         let mut variadic = None;
@@ -338,7 +345,15 @@ impl Checker {
         let Some(mut slots) = self.match_args(&sig, args, call) else {
             return self.error_val(call);
         };
+        let poisoned = poisoned(&slots);
+        let diags_before = self.diags.0.len();
         let ret = self.check_annotations(&sig, &mut slots);
+        // As for built-ins: a wrong argument gives an unknown result, not the declared one
+        // (DDRM called with an operator it cannot take returned `Tensor[C, H, W]`, and the
+        // `psnr` of that against a batch was a second, bogus error).
+        if poisoned || self.diags.0.len() > diags_before {
+            return self.error_val(call);
+        }
         if self.generic {
             let inputs = slots
                 .iter()
@@ -600,6 +615,15 @@ impl Checker {
 }
 
 /// `a, b: Float, c = 1` for help lines.
+/// Whether an argument already carries an error (its type is unknown after a reported one).
+fn poisoned(slots: &[Slot]) -> bool {
+    slots.iter().any(|s| match s {
+        Slot::Given(v) => matches!(v.ty, Type::Error),
+        Slot::Many(vs) => vs.iter().any(|v| matches!(v.ty, Type::Error)),
+        Slot::Default => false,
+    })
+}
+
 fn param_list(params: &[FnParam]) -> String {
     params
         .iter()
