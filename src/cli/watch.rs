@@ -558,13 +558,7 @@ fn locations(spans: &[crate::source::Span], sources: &SourceMap) -> String {
 /// paths in file events (folder as watched + name) match. A folder that does not exist is
 /// kept as written, made absolute.
 fn normalise(path: &Path) -> PathBuf {
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    };
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     match (absolute.parent(), absolute.file_name()) {
         (Some(dir), Some(name)) => std::fs::canonicalize(dir)
             .map(|d| d.join(name))

@@ -247,13 +247,7 @@ pub fn project_root(dir: &Path) -> Option<PathBuf> {
 /// `path` made absolute, with `.` and `..` removed lexically and symbolic links resolved in
 /// the longest part that exists (the rest does not exist yet: a file about to be written).
 pub fn resolve(path: &Path) -> PathBuf {
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    };
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     // Links first where the path exists: `link/..` must mean the link target's parent.
     if let Ok(real) = std::fs::canonicalize(&absolute) {
         return real;
