@@ -61,8 +61,12 @@ pub enum Command {
     ///
     /// Saves go to the output folder (default `out/<pipeline name>/`) with `metrics.json`
     /// (the reported numbers) and `run.ron` (hashes of every source and input, params, seed,
-    /// timings). Exits 0 on success, 1 when the pipeline has errors or the run fails, 2 for
-    /// usage and I/O errors.
+    /// timings), published together when the run finishes; a failed or interrupted run leaves
+    /// the last good results as they were and its own partial outputs in `failed-run/`. The
+    /// pipeline reads only its own folders and writes only the output folder unless
+    /// `--allow-read`/`--allow-write` say otherwise. Exits 0 on success, 1 when the pipeline
+    /// has errors or the run fails, 2 for usage and I/O errors (a folder in use by another
+    /// run), 130/143 when interrupted by SIGINT/SIGTERM.
     Run(RunArgs),
     /// Check and run a pipeline, then again on every save of it or of a file it uses.
     ///
@@ -85,7 +89,7 @@ pub enum Command {
     /// the same program are reused), and writes `results.csv`, `summary.md` and `figure.png`
     /// from every finished cell. `--shard K/N` runs a slice; `--merge DIR SHARD_DIR...`
     /// combines shard folders. Exits 0 when every cell finished, 1 on errors or a failed cell,
-    /// 2 for usage and I/O errors.
+    /// 2 for usage and I/O errors, 130/143 when interrupted (the next run resumes).
     Eval(eval::EvalArgs),
     /// Format pipelines in the canonical style, keeping every comment.
     ///
