@@ -126,6 +126,17 @@ pub struct LineIndex {
     /// The text holds a `\r` not followed by `\n`, which some renderers (miette) count as a
     /// line break of its own, so their line numbers differ from this index's.
     pub lone_cr: bool,
+    /// The number of characters before every [`CHAR_STEP`]-th byte, so that counting the
+    /// characters before an offset on a long line reads at most that many bytes.
+    chars: Vec<usize>,
+}
+
+/// Bytes between two checkpoints of [`LineIndex`]'s character counts.
+const CHAR_STEP: usize = 4096;
+
+/// Does byte `b` start a character (is it not a UTF-8 continuation byte)?
+fn starts_char(b: u8) -> bool {
+    (b as i8) >= -0x40
 }
 
 impl LineIndex {
@@ -141,7 +152,37 @@ impl LineIndex {
                 lone_cr = true;
             }
         }
-        LineIndex { starts, lone_cr }
+        let chars = bytes
+            .chunks(CHAR_STEP)
+            .scan(0, |n, chunk| {
+                let before = *n;
+                *n += chunk.iter().filter(|&&b| starts_char(b)).count();
+                Some(before)
+            })
+            .collect();
+        LineIndex {
+            starts,
+            lone_cr,
+            chars,
+        }
+    }
+
+    /// The characters of `text` (the indexed text) before byte `offset`: every byte that does
+    /// not continue a UTF-8 sequence starts one, so an offset inside a character counts it.
+    pub fn chars_before(&self, text: &str, offset: usize) -> usize {
+        let bytes = text.as_bytes();
+        let offset = offset.min(bytes.len());
+        let k = offset / CHAR_STEP;
+        let base = self.chars.get(k).copied().unwrap_or(0);
+        let from = if self.chars.get(k).is_some() {
+            k * CHAR_STEP
+        } else {
+            0
+        };
+        base + bytes[from..offset]
+            .iter()
+            .filter(|&&b| starts_char(b))
+            .count()
     }
 
     /// The 0-based line holding byte `offset` (the last line for offsets past the end).
@@ -189,13 +230,10 @@ impl SourceFile {
             .get_or_init(|| Arc::new(LineIndex::new(&self.text)));
         let line = lines.line_of(offset);
         let line_start = lines.line_start(line);
-        // Characters before `offset` on its line: every byte that does not continue a UTF-8
-        // sequence starts one (an offset inside a character counts that character, as a lossy
-        // decoding of the prefix would).
-        let col = self.text.as_bytes()[line_start..offset]
-            .iter()
-            .filter(|&&b| (b as i8) >= -0x40)
-            .count()
+        // Characters before `offset` on its line (an offset inside a character counts that
+        // character, as a lossy decoding of the prefix would).
+        let col = lines.chars_before(&self.text, offset)
+            - lines.chars_before(&self.text, line_start)
             + 1;
         (line + 1, col)
     }
@@ -277,7 +315,9 @@ mod tests {
 
     #[test]
     fn line_col_agrees_with_a_scan_at_every_offset() {
+        let long = format!("é{}\n{}x", "a€".repeat(3000), "𝄞b".repeat(2500));
         for text in [
+            long.as_str(),
             "",
             "\n",
             "let x = 1\nreport x\n",
@@ -288,7 +328,9 @@ mod tests {
             let mut map = SourceMap::new();
             let id = map.add("t", Origin::Inline("t".into()), text);
             let f = map.get(id);
-            for at in 0..=text.len() + 2 {
+            let step = if text.len() > 1000 { 13 } else { 1 };
+            let near_checkpoints = (1..8).flat_map(|k| k * CHAR_STEP - 2..k * CHAR_STEP + 3);
+            for at in (0..=text.len() + 2).step_by(step).chain(near_checkpoints) {
                 assert_eq!(f.line_col(at), scanned(text, at), "{text:?} at {at}");
             }
         }

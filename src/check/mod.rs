@@ -232,6 +232,11 @@ pub(crate) struct Checker {
     pub dead_nodes: Vec<(u32, u32)>,
     /// Name comparisons left to "did you mean" searches over every visible name.
     pub suggest_budget: usize,
+    /// Where each out-of-range slice error is in `diags`, by message (see `slice.rs`).
+    pub slice_errors: HashMap<String, usize>,
+    /// Where each diagnostic recorded by [`Checker::report`] was put in `diags`, by code and
+    /// primary span.
+    pub reported_at: HashMap<(Code, Span), usize>,
 }
 
 impl Checker {
@@ -261,6 +266,8 @@ impl Checker {
             grids: Vec::new(),
             dead_nodes: Vec::new(),
             suggest_budget: scope::SUGGEST_BUDGET,
+            slice_errors: HashMap::new(),
+            reported_at: HashMap::new(),
         };
         cx.load_prelude();
         cx
@@ -369,15 +376,28 @@ impl Checker {
                 }
                 _ => d,
             };
+            self.reported_at
+                .insert((d.code, d.span()), self.diags.0.len());
             self.diags.push(d);
         } else if self.generic {
             // Found again in a function checked on its own: the problem does not depend on the
-            // call that found it first, so that call is not worth a note.
+            // call that found it first, so that call is not worth a note. (Where it is was
+            // remembered; the list may have changed since, and then it is looked for.)
             let (code, span) = (d.code, d.span());
-            for old in self.diags.0.iter_mut() {
-                if old.code == code && old.span() == span {
-                    old.notes.retain(|n| !n.starts_with(CALL_NOTE));
-                }
+            let is_it = |old: &Diag| old.code == code && old.span() == span;
+            let at = self
+                .reported_at
+                .get(&(code, span))
+                .copied()
+                .filter(|&i| self.diags.0.get(i).is_some_and(is_it));
+            let indices: Vec<usize> = match at {
+                Some(i) => vec![i],
+                None => (0..self.diags.0.len())
+                    .filter(|&i| is_it(&self.diags.0[i]))
+                    .collect(),
+            };
+            for i in indices {
+                self.diags.0[i].notes.retain(|n| !n.starts_with(CALL_NOTE));
             }
         }
     }

@@ -15,11 +15,20 @@ impl Checker {
     /// one wrong `--set n=...` used by four slices is one error, whose note lists the other
     /// places, not four errors.
     fn report_slice_once(&mut self, d: Diag, at: Span) {
-        let same = self
-            .diags
-            .0
-            .iter_mut()
-            .find(|old| old.code == d.code && old.message == d.message);
+        // Where the first such error is, remembered by message (the list may have changed
+        // since: then it is looked for again). Every one reported went through here.
+        let is_same = |old: &Diag| old.code == d.code && old.message == d.message;
+        let index = self.slice_errors.get(&d.message).copied().and_then(|i| {
+            if self.diags.0.get(i).is_some_and(is_same) {
+                Some(i)
+            } else {
+                self.diags.0.iter().position(is_same)
+            }
+        });
+        if let Some(i) = index {
+            self.slice_errors.insert(d.message.clone(), i);
+        }
+        let same = index.and_then(|i| self.diags.0.get_mut(i));
         match same {
             Some(first) => {
                 let file = self.sources.get(at.file);
@@ -40,7 +49,13 @@ impl Checker {
                         .push(format!("the same slice is also at {place}")),
                 }
             }
-            None => self.report(d),
+            None => {
+                let (message, before) = (d.message.clone(), self.diags.0.len());
+                self.report(d);
+                if self.diags.0.len() > before {
+                    self.slice_errors.insert(message, before);
+                }
+            }
         }
     }
 
