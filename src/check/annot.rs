@@ -458,6 +458,14 @@ impl Checker {
             } => {
                 format!("a {what} of {big} is not divisible by {factor}")
             }
+            Conflict::TooLarge {
+                small,
+                factor,
+                what,
+                ..
+            } => {
+                format!("a {what} of {small} times {factor} is more than can be counted")
+            }
         }
     }
 }

@@ -88,14 +88,13 @@ impl Args {
     }
 }
 
-/// The number of elements of a shape whose dimensions are all known.
+/// The number of elements of a shape whose dimensions are all known (`u64::MAX` for a count
+/// past it, which no real shape has).
 pub(super) fn element_count(dims: &[Dim]) -> Option<u64> {
-    dims.iter()
-        .map(|d| match d {
-            Dim::Known(n) => Some(*n),
-            Dim::Var(_) => None,
-        })
-        .product()
+    dims.iter().try_fold(1u64, |n, d| match d {
+        Dim::Known(k) => Some(n.saturating_mul(*k)),
+        Dim::Var(_) => None,
+    })
 }
 
 /// The shape of a tensor or shape value.
@@ -331,16 +330,7 @@ impl Checker {
                     args.get("values").and_then(|v| v.konst.clone()),
                     self.dims.resolve_shape(&shape),
                 ) {
-                    let known: Option<u64> = d
-                        .iter()
-                        .map(|x| {
-                            if let Dim::Known(n) = x {
-                                Some(*n)
-                            } else {
-                                None
-                            }
-                        })
-                        .product();
+                    let known = element_count(&d);
                     if let Some(n) = known {
                         if n != xs.len() as u64 {
                             self.invalid(
@@ -902,7 +892,18 @@ impl Checker {
         let mut out = dims;
         for d in out.iter_mut().skip(n - 2) {
             *d = match (self.dims.resolve(*d), factor) {
-                (Dim::Known(d), Some(f)) => Dim::Known(d * f),
+                (Dim::Known(d), Some(f)) => match d.checked_mul(f) {
+                    Some(e) => Dim::Known(e),
+                    None => {
+                        self.invalid(
+                            args,
+                            "factor",
+                            format!("enlarging a side of {d} by {f} gives more pixels than can be counted"),
+                            "",
+                        );
+                        return Type::Error;
+                    }
+                },
                 _ => self.dims.fresh(),
             };
         }

@@ -470,6 +470,19 @@ impl Checker {
             .with_help(format!(
                 "use an image whose {what} is a multiple of {factor}, or another factor"
             )),
+            Conflict::TooLarge {
+                small,
+                factor,
+                origin,
+                what,
+            } => Diag::error(
+                Code::ShapeMismatch,
+                x.span,
+                format!("a {what} of {small} times {factor} is more than can be counted"),
+                format!("this is {have}"),
+            )
+            .with_label(*origin, format!("this multiplies the {what} by {factor}"))
+            .with_help("use a smaller factor"),
             _ => Diag::error(
                 Code::ShapeMismatch,
                 x.span,

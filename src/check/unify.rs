@@ -39,6 +39,17 @@ pub enum Conflict {
         /// The right size.
         right: u64,
     },
+    /// A scale constraint whose larger dimension, `factor` times `small`, is past `u64::MAX`.
+    TooLarge {
+        /// The smaller dimension's size.
+        small: u64,
+        /// The factor.
+        factor: u64,
+        /// Where the constraint comes from.
+        origin: Span,
+        /// The dimension's name.
+        what: &'static str,
+    },
     /// A scale constraint that cannot hold: `big` is not `factor` times anything.
     Scale {
         /// The size that should be divisible.
@@ -285,7 +296,7 @@ impl DimTable {
                 let s = &self.scales[i];
                 let (big, small, factor, origin, what) =
                     (s.big, s.small, s.factor, s.origin, s.what);
-                // (A factor of 0, or a product past `u64::MAX`, fits no dimension.)
+                // (A factor of 0 fits no dimension; a product past `u64::MAX` no known one.)
                 match (self.resolve(big), self.resolve(small)) {
                     (Dim::Known(b), Dim::Known(sm)) if sm.checked_mul(factor) != Some(b) => {
                         return Err(Conflict::Scale {
@@ -309,8 +320,8 @@ impl DimTable {
                     }
                     (Dim::Var(v), Dim::Known(sm)) => {
                         let Some(b) = sm.checked_mul(factor) else {
-                            return Err(Conflict::Scale {
-                                big: sm,
+                            return Err(Conflict::TooLarge {
+                                small: sm,
                                 factor,
                                 origin,
                                 what,

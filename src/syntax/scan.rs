@@ -21,7 +21,7 @@ pub const MAX_OPERATORS: usize = 1000;
 /// A plain `//` comment (not a doc comment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comment {
-    /// From `//` to the end of the line (newline excluded).
+    /// From `//` to the end of the line (the line break, `\n`, `\r\n` or `\r`, excluded).
     pub span: Span,
     /// The text, `//` included.
     pub text: String,
@@ -45,16 +45,18 @@ fn walk(text: &str, mut on_tok: impl FnMut(Tok) -> bool, mut on_comment: impl Fn
     let mut i = 0;
     while i < b.len() {
         match b[i] {
+            // Strings and comments end at a line break as the grammar's `NEWLINE` has it:
+            // `\n`, `\r\n` or a lone `\r`.
             b'"' => {
                 i += 1;
-                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' && b[i] != b'\r' {
                     i += if b[i] == b'\\' { 2 } else { 1 };
                 }
                 i += 1;
             }
             b'/' if b.get(i + 1) == Some(&b'/') => {
                 let start = i;
-                while i < b.len() && b[i] != b'\n' {
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
                     i += 1;
                 }
                 on_comment(start, i);
