@@ -232,9 +232,8 @@ impl SourceFile {
         let line_start = lines.line_start(line);
         // Characters before `offset` on its line (an offset inside a character counts that
         // character, as a lossy decoding of the prefix would).
-        let col = lines.chars_before(&self.text, offset)
-            - lines.chars_before(&self.text, line_start)
-            + 1;
+        let col =
+            lines.chars_before(&self.text, offset) - lines.chars_before(&self.text, line_start) + 1;
         (line + 1, col)
     }
 }

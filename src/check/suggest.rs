@@ -42,6 +42,9 @@ mod tests {
     fn ties_go_to_the_alphabetically_first_whatever_the_order() {
         let names = ["x_105", "x_100", "x_150"];
         assert_eq!(closest("y_1005", names.iter().copied()), Some("x_100"));
-        assert_eq!(closest("y_1005", names.iter().rev().copied()), Some("x_100"));
+        assert_eq!(
+            closest("y_1005", names.iter().rev().copied()),
+            Some("x_100")
+        );
     }
 }
