@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """mapga (candle, CPU) against PyTorch (CPU) on the same networks, side by side, in one run.
 
-    python3 bench/compare_pytorch.py                # everything (about 15-30 min on 2 cores)
+    python3 bench/compare_pytorch.py                # everything, at 1 thread and at all cores
     python3 bench/compare_pytorch.py --quick        # a smoke test: few repetitions
     python3 bench/compare_pytorch.py --threads 1 --reps 20 --json out.json
     python3 bench/compare_pytorch.py --cases cm64 --skip tax,growth   # the full IN64 CM (opt-in)
@@ -31,8 +31,10 @@ autograd also computes weight gradients. The ceiling is a 1024^3 f32 matmul time
 sides in the same run. Also: the peak memory of one VJP (separate fresh processes, peak RSS
 over the model-loaded baseline), the interpreter's overhead (`mapga run` of `bench/tax.mapga`
 against the same iterations as a hand-written Rust loop), and the RSS of a long MAP-GA run
-(per-iteration allocation growth). The last line is `worst ratio mapga/pytorch: X.XX`, the
-largest ratio over the vjp and iter cases.
+(per-iteration allocation growth). By default the comparison runs twice, at 1 thread and at
+all cores (`--threads 1,2`; a table each, fresh processes); the last line is `worst ratio
+mapga/pytorch over 1 and 2 threads: X.XX`, the largest ratio over the vjp and iter cases of
+both. With one count (`--threads 2`) the last line is `worst ratio mapga/pytorch: X.XX`.
 
 (c) Opt-in (`--cases cm64`, not in the default set: it writes 2.3 GB of checkpoints and its
 timings take several minutes): OpenAI's ImageNet-64 consistency model at full size
@@ -655,8 +657,11 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    p.add_argument("--threads", type=int, default=cores,
-                   help=f"threads on both sides (default: all cores, here {cores})")
+    p.add_argument("--threads", default=f"1,{cores}" if cores > 1 else "1",
+                   help="threads on both sides; several (comma-separated) run the comparison "
+                        f"once per count, a table each (default: 1 and all cores, here "
+                        f"1,{cores}); the memory, growth and load sections run at the first "
+                        "count only")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per side (default 11)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per side (default 2)")
     p.add_argument("--quick", action="store_true",
@@ -687,8 +692,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--load-probe", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.threads < 1:
+    try:
+        args.thread_counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    except ValueError:
+        p.error(f"--threads takes whole numbers, comma-separated, not {args.threads!r}")
+    if not args.thread_counts or min(args.thread_counts) < 1:
         p.error("--threads must be at least 1")
+    args.threads = args.thread_counts[0]
     quick = args.quick
     args.reps = args.reps or (3 if quick else 11)
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
@@ -711,6 +721,9 @@ def main() -> None:
         torch_setup(args.threads)
         print(json.dumps(torch_load_probe(Path(args.load_probe))), flush=True)
         return
+    if len(args.thread_counts) > 1:
+        each_thread_count(args)
+        return
     torch = torch_setup(args.threads)
     mapga, worker_exe = (build() if not args.no_build else
                          (cargo_target_dir() / "release" / "mapga",
@@ -724,6 +737,54 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     say(f"worst ratio mapga/pytorch: {results['worst_ratio']:.2f}")
+
+
+def each_thread_count(args) -> None:
+    """Runs this script once per thread count (fresh processes: PyTorch's pools and the
+    worker's are sized at start), each printing its table, then the worst ratio over all."""
+    argv = sys.argv[1:]
+    # This run's own --threads and --json are replaced in each child.
+    skip_next = False
+    rest = []
+    for a in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if a in ("--threads", "--json"):
+            skip_next = True
+            continue
+        if a.startswith("--threads=") or a.startswith("--json="):
+            continue
+        rest.append(a)
+    combined: dict = {"thread_counts": args.thread_counts, "runs": {}}
+    worst = (float("-inf"), None)
+    with tempfile.TemporaryDirectory(prefix="mapga-bench-threads-") as tmp:
+        for i, n in enumerate(args.thread_counts):
+            child = list(rest)
+            if i > 0:
+                # Thread-independent sections run once, with the first count.
+                skips = set(args.skip) | {"memory", "growth", "load"}
+                child = [a for j, a in enumerate(child)
+                         if a != "--skip" and (j == 0 or child[j - 1] != "--skip")
+                         and not a.startswith("--skip=")]
+                child += ["--skip", ",".join(sorted(skips))]
+                if i == 1 and "--no-build" not in child:
+                    child.append("--no-build")
+            out = Path(tmp) / f"threads{n}.json"
+            say(f"\n=== {n} thread{'s' if n > 1 else ''} ===")
+            subprocess.run([sys.executable, __file__, *child, "--threads", str(n),
+                            "--json", str(out)], cwd=ROOT, check=True)
+            run = json.loads(out.read_text())
+            combined["runs"][str(n)] = run
+            if run.get("worst_ratio", float("nan")) > worst[0]:
+                worst = (run["worst_ratio"], n)
+    combined["worst_ratio"] = worst[0]
+    combined["worst_threads"] = worst[1]
+    if args.json:
+        args.json.write_text(json.dumps(combined, indent=2) + "\n")
+    counts = " and ".join(str(n) for n in args.thread_counts)
+    say(f"worst ratio mapga/pytorch over {counts} threads: {worst[0]:.2f} "
+        f"(at {worst[1]} thread{'s' if worst[1] != 1 else ''})")
 
 
 def run_all(args, torch, mapga: Path, worker_exe: Path, tmp: Path, results: dict) -> None:
