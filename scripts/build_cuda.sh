@@ -53,7 +53,6 @@ start=$SECONDS
 install_toolkit() {
     command -v "$python" >/dev/null 2>&1 || die "'$python' not found (set PYTHON to a python3 with pip)"
     "$python" -m pip --version >/dev/null 2>&1 || die "'$python -m pip' does not work (install pip)"
-    command -v unzip >/dev/null 2>&1 || die "unzip not found (apt-get install unzip)"
     command -v cc >/dev/null 2>&1 || die "no C compiler 'cc' (needed for the libcuda stub and by nvcc)"
     echo "== installing the CUDA toolkit wheels into $cuda_dir"
     rm -rf "$cuda_dir/nvidia" "$cuda_dir/.installed"
@@ -70,8 +69,17 @@ install_toolkit() {
         name="${spec%%==*}"; ver="${spec##*==}"
         file=$(ls "$cuda_dir/wheels/${name//-/_}-$ver-"*.whl 2>/dev/null | head -n1)
         [ -n "$file" ] || die "no wheel for $spec in $cuda_dir/wheels"
-        # unzip keeps the executables' modes (python's zipfile does not).
-        unzip -q -o "$file" 'nvidia/*' -d "$cuda_dir" || die "could not unpack $file"
+        # zipfile.extract drops the modes: set them back (nvcc, ptxas, cicc are executables).
+        "$python" - "$file" "$cuda_dir" <<'PY' || die "could not unpack $file"
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for info in z.infolist():
+        if info.filename.startswith("nvidia/"):
+            path = z.extract(info, sys.argv[2])
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                os.chmod(path, mode)
+PY
     done
     rm -rf "$cuda_dir/wheels" # 1.3 GB; pip's own cache keeps them for a reinstall
     [ -x "$root/bin/nvcc" ] || die "nvcc missing after unpacking ($root/bin/nvcc)"
